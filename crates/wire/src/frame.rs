@@ -1,0 +1,197 @@
+//! Frames: the unit on the socket. Parsing is two steps: the 7-byte header first (type,
+//! channel, size), whose size is checked against frame-max before anything else is buffered;
+//! then, once the whole frame is in, its payload. Encoding appends to one `BytesMut`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use nom::IResult;
+use nom::Parser;
+use nom::number::complete::{be_u8, be_u16, be_u32};
+
+use crate::constants::{
+    FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD,
+};
+use crate::error::WireError;
+use crate::method::Method;
+use crate::properties::{BasicProperties, ContentHeader};
+
+/// Size of the frame header: type (1), channel (2), payload size (4).
+pub const FRAME_HEADER_SIZE: usize = 7;
+
+/// One decoded frame.
+///
+/// Variants differ in size (a content header carries 14 optional properties); boxing them would
+/// cost an allocation per message, and frames live only until the channel takes them apart.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A method frame.
+    Method {
+        /// Channel number (0 for connection-class methods).
+        channel: u16,
+        /// The method.
+        method: Method,
+    },
+    /// A content header frame.
+    Header {
+        /// Channel number.
+        channel: u16,
+        /// Class, body size and properties.
+        header: ContentHeader,
+    },
+    /// A content body frame; the payload shares the read buffer.
+    Body {
+        /// Channel number.
+        channel: u16,
+        /// The body bytes of this frame.
+        payload: Bytes,
+    },
+    /// A heartbeat (always channel 0).
+    Heartbeat,
+}
+
+impl Frame {
+    /// A method frame.
+    pub fn method(channel: u16, method: impl Into<Method>) -> Frame {
+        Frame::Method {
+            channel,
+            method: method.into(),
+        }
+    }
+
+    /// The channel the frame travels on.
+    pub fn channel(&self) -> u16 {
+        match self {
+            Frame::Method { channel, .. }
+            | Frame::Header { channel, .. }
+            | Frame::Body { channel, .. } => *channel,
+            Frame::Heartbeat => 0,
+        }
+    }
+
+    /// Appends the encoded frame to `buf`.
+    pub fn encode(&self, buf: &mut BytesMut) -> Result<(), WireError> {
+        match self {
+            Frame::Method { channel, method } => {
+                framed(buf, FRAME_METHOD, *channel, |b| method.encode(b))
+            }
+            Frame::Header { channel, header } => {
+                framed(buf, FRAME_HEADER, *channel, |b| header.encode(b))
+            }
+            Frame::Body { channel, payload } => framed(buf, FRAME_BODY, *channel, |b| {
+                b.put_slice(payload);
+                Ok(())
+            }),
+            Frame::Heartbeat => framed(buf, FRAME_HEARTBEAT, 0, |_| Ok(())),
+        }
+    }
+}
+
+/// Writes a frame around whatever `payload` appends, patching the size in afterwards.
+fn framed(
+    buf: &mut BytesMut,
+    kind: u8,
+    channel: u16,
+    payload: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let start = buf.len();
+    buf.put_u8(kind);
+    buf.put_u16(channel);
+    buf.put_u32(0);
+    if let Err(e) = payload(buf) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    let size = buf.len() - start - FRAME_HEADER_SIZE;
+    let Ok(size32) = u32::try_from(size) else {
+        buf.truncate(start);
+        return Err(WireError::TooLong(size));
+    };
+    buf[start + 3..start + FRAME_HEADER_SIZE].copy_from_slice(&size32.to_be_bytes());
+    buf.put_u8(FRAME_END);
+    Ok(())
+}
+
+/// Appends a whole message: the method frame, the content header, and the body split into
+/// frames that fit `frame_max` (no body frame for an empty body).
+pub fn encode_content(
+    buf: &mut BytesMut,
+    channel: u16,
+    method: &Method,
+    properties: &BasicProperties,
+    body: &[u8],
+    frame_max: u32,
+) -> Result<(), WireError> {
+    let start = buf.len();
+    let result = (|| {
+        framed(buf, FRAME_METHOD, channel, |b| method.encode(b))?;
+        let header = ContentHeader {
+            class_id: method.class_id(),
+            weight: 0,
+            body_size: body.len() as u64,
+            properties: properties.clone(),
+        };
+        framed(buf, FRAME_HEADER, channel, |b| header.encode(b))?;
+        let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1) as usize;
+        buf.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD as usize);
+        for part in body.chunks(chunk) {
+            framed(buf, FRAME_BODY, channel, |b| {
+                b.put_slice(part);
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        buf.truncate(start);
+    }
+    result
+}
+
+fn frame_header(input: &[u8]) -> IResult<&[u8], (u8, u16, u32), ()> {
+    (be_u8, be_u16, be_u32).parse(input)
+}
+
+/// Takes one frame off the front of `buf` if it is all there. `Ok(None)` means more bytes are
+/// needed (and `buf` has been reserved for them). A frame larger than `frame_max` is refused
+/// from its header alone, before its payload is waited for.
+pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, WireError> {
+    let Ok((_, (kind, channel, size))) = frame_header(buf) else {
+        return Ok(None);
+    };
+    let total = u64::from(size) + u64::from(FRAME_OVERHEAD);
+    if total > u64::from(frame_max) {
+        return Err(WireError::FrameTooLarge {
+            size: total,
+            max: frame_max,
+        });
+    }
+    let total = total as usize;
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let frame = buf.split_to(total).freeze();
+    let end = frame[total - 1];
+    if end != FRAME_END {
+        return Err(WireError::BadFrameEnd(end));
+    }
+    let payload = &frame[FRAME_HEADER_SIZE..total - 1];
+    let decoded = match kind {
+        FRAME_METHOD => Frame::Method {
+            channel,
+            method: Method::decode(&frame, payload)?,
+        },
+        FRAME_HEADER => Frame::Header {
+            channel,
+            header: ContentHeader::decode(&frame, payload)?,
+        },
+        FRAME_BODY => Frame::Body {
+            channel,
+            payload: frame.slice_ref(payload),
+        },
+        FRAME_HEARTBEAT if channel == 0 && payload.is_empty() => Frame::Heartbeat,
+        FRAME_HEARTBEAT => return Err(WireError::BadHeartbeat),
+        other => return Err(WireError::UnknownFrameType(other)),
+    };
+    Ok(Some(decoded))
+}

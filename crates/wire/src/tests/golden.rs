@@ -1,0 +1,1 @@
+//! Golden frames captured from real clients (filled in below).
