@@ -12,7 +12,7 @@ use crate::constants::{
 };
 use crate::error::WireError;
 use crate::method::Method;
-use crate::properties::{BasicProperties, ContentHeader};
+use crate::properties::{BasicProperties, ContentHeader, write_header};
 
 /// Size of the frame header: type (1), channel (2), payload size (4).
 pub const FRAME_HEADER_SIZE: usize = 7;
@@ -124,13 +124,10 @@ pub fn encode_content(
     let start = buf.len();
     let result = (|| {
         framed(buf, FRAME_METHOD, channel, |b| method.encode(b))?;
-        let header = ContentHeader {
-            class_id: method.class_id(),
-            weight: 0,
-            body_size: body.len() as u64,
-            properties: properties.clone(),
-        };
-        framed(buf, FRAME_HEADER, channel, |b| header.encode(b))?;
+        let (class_id, size) = (method.class_id(), body.len() as u64);
+        framed(buf, FRAME_HEADER, channel, |b| {
+            write_header(b, class_id, 0, size, properties)
+        })?;
         let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1) as usize;
         buf.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD as usize);
         for part in body.chunks(chunk) {

@@ -217,10 +217,28 @@ impl ContentHeader {
 
     /// Appends the payload of this header.
     pub fn encode(&self, buf: &mut BytesMut) -> Result<(), WireError> {
-        let mut w = Writer::new(buf);
-        w.short(self.class_id);
-        w.short(self.weight);
-        w.longlong(self.body_size);
-        self.properties.write(&mut w)
+        write_header(
+            buf,
+            self.class_id,
+            self.weight,
+            self.body_size,
+            &self.properties,
+        )
     }
+}
+
+/// Appends a content header payload from its parts (no `ContentHeader` needs building, so
+/// relaying a message's properties clones nothing).
+pub(crate) fn write_header(
+    buf: &mut BytesMut,
+    class_id: u16,
+    weight: u16,
+    body_size: u64,
+    properties: &BasicProperties,
+) -> Result<(), WireError> {
+    let mut w = Writer::new(buf);
+    w.short(class_id);
+    w.short(weight);
+    w.longlong(body_size);
+    properties.write(&mut w)
 }

@@ -195,6 +195,21 @@ impl FieldTable {
     }
 }
 
+impl FieldTable {
+    /// Decodes a table body given without its 4-byte length prefix (as AMQPLAIN's response
+    /// carries it).
+    pub fn decode_body(body: &Bytes) -> Result<FieldTable, crate::WireError> {
+        let mut framed = bytes::BytesMut::with_capacity(body.len() + 4);
+        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        framed.extend_from_slice(body);
+        let root = framed.freeze();
+        let mut r = crate::read::Reader::new(&root, &root);
+        let table = r.table()?;
+        r.finish("field table")?;
+        Ok(table)
+    }
+}
+
 /// Tables are compared as RabbitMQ compares declare arguments: same entries, any order.
 pub fn tables_equivalent(a: &FieldTable, b: &FieldTable) -> bool {
     a.len() == b.len() && a.iter().all(|(k, v)| b.get(k) == Some(v))

@@ -1,0 +1,140 @@
+//! Exchanges: a type's routing table (one file per type behind [`Router`]) and the exchange
+//! record that owns it.
+
+pub mod direct;
+pub mod fanout;
+pub mod headers;
+pub mod topic;
+
+use warren_wire::{FieldTable, ShortStr};
+
+/// Where a binding sends matching messages.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Destination {
+    /// A queue, by name.
+    Queue(ShortStr),
+    /// Another exchange, by name (exchange-to-exchange binding).
+    Exchange(ShortStr),
+}
+
+/// One exchange type's bindings and matching. Implementations are plain data structures: the
+/// caller holds whatever lock guards them.
+pub trait Router: Send + Sync + std::fmt::Debug {
+    /// Adds a binding. Returns false if an identical binding (same destination, key and
+    /// arguments) already existed, in which case nothing changes.
+    fn bind(&mut self, dest: &Destination, routing_key: &str, args: &FieldTable) -> bool;
+
+    /// Removes a binding. Returns false if no such binding existed.
+    fn unbind(&mut self, dest: &Destination, routing_key: &str, args: &FieldTable) -> bool;
+
+    /// Removes every binding to `dest` (the queue or exchange was deleted). Returns how many
+    /// were removed.
+    fn remove_destination(&mut self, dest: &Destination) -> usize;
+
+    /// Appends to `out` the destinations a message with this routing key and headers goes to.
+    /// Each destination is appended at most once per call.
+    fn route(&self, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<Destination>);
+
+    /// Whether any binding has `dest` as destination.
+    fn has_destination(&self, dest: &Destination) -> bool;
+
+    /// Number of bindings.
+    fn len(&self) -> usize;
+
+    /// Whether there are no bindings.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The four exchange types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// Exact routing-key match.
+    Direct,
+    /// Every binding.
+    Fanout,
+    /// Dotted words with `*` and `#`.
+    Topic,
+    /// Header values, `x-match` all/any.
+    Headers,
+}
+
+impl ExchangeKind {
+    /// Parses a declare's `type`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "direct" => ExchangeKind::Direct,
+            "fanout" => ExchangeKind::Fanout,
+            "topic" => ExchangeKind::Topic,
+            "headers" => ExchangeKind::Headers,
+            _ => return None,
+        })
+    }
+
+    /// The type's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+
+    fn router(self) -> Box<dyn Router> {
+        match self {
+            ExchangeKind::Direct => Box::<direct::DirectRouter>::default(),
+            ExchangeKind::Fanout => Box::<fanout::FanoutRouter>::default(),
+            ExchangeKind::Topic => Box::<topic::TopicRouter>::default(),
+            ExchangeKind::Headers => Box::<headers::HeadersRouter>::default(),
+        }
+    }
+}
+
+/// How an exchange was declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeOptions {
+    /// Type.
+    pub kind: ExchangeKind,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Deleted when its last binding (as a source) goes.
+    pub auto_delete: bool,
+    /// Cannot be published to by clients, only bound from.
+    pub internal: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+}
+
+/// An exchange and its bindings.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Name, unique in its vhost.
+    pub name: ShortStr,
+    /// Declared options.
+    pub options: ExchangeOptions,
+    router: std::sync::RwLock<Box<dyn Router>>,
+}
+
+impl Exchange {
+    /// An exchange with no bindings.
+    pub fn new(name: ShortStr, options: ExchangeOptions) -> Self {
+        let router = std::sync::RwLock::new(options.kind.router());
+        Exchange {
+            name,
+            options,
+            router,
+        }
+    }
+
+    /// Read access to the bindings (never held across an await).
+    pub fn router(&self) -> std::sync::RwLockReadGuard<'_, Box<dyn Router>> {
+        self.router.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write access to the bindings (never held across an await).
+    pub fn router_mut(&self) -> std::sync::RwLockWriteGuard<'_, Box<dyn Router>> {
+        self.router.write().unwrap_or_else(|p| p.into_inner())
+    }
+}

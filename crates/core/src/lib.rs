@@ -1,0 +1,26 @@
+//! warren's routing core: vhosts, exchanges, bindings, queues, consumers and acks. It owns the
+//! broker's state and rules and knows nothing of sockets: the server calls these synchronous
+//! methods and never awaits while holding anything of theirs.
+//!
+//! # Layout
+//! - [`broker`]: the broker: users and vhosts.
+//! - [`vhost`]: one vhost's exchanges and queues, declare/delete/bind rules and routing.
+//! - [`exchange`]: exchange records and one router per exchange type.
+//! - [`queue`]: queues, consumers, prefetch windows and the events sent to connections.
+//! - [`message`]: the shared message.
+//! - [`error`]: [`AmqpError`], a reply code and text.
+
+pub mod broker;
+pub mod error;
+pub mod exchange;
+pub mod message;
+pub mod queue;
+pub mod vhost;
+
+pub use broker::{Broker, User};
+pub use error::{AmqpError, Result};
+pub use message::Message;
+pub use queue::{
+    ChannelLimit, ConnectionId, Consumer, ConsumerSpec, Entry, Event, Queue, QueueOptions,
+};
+pub use vhost::VHost;

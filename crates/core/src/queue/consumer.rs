@@ -1,0 +1,160 @@
+//! Consumers and prefetch: what a queue knows of a subscriber, the per-consumer and per-channel
+//! windows of unacknowledged messages, and the events a queue sends to a consumer's connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::sync::mpsc::UnboundedSender;
+use warren_wire::ShortStr;
+
+use super::{Entry, Queue};
+
+/// How many deliveries a no-ack consumer may have on their way to its socket before the queue
+/// waits: the connection releases them as it writes them out, so a backlog drains in windows
+/// instead of being pushed into memory all at once.
+pub const NO_ACK_WINDOW: u32 = 2000;
+
+/// Identifies a client connection (exclusive queues and consumers belong to one).
+pub type ConnectionId = u64;
+
+/// What a queue tells a consumer's connection.
+#[derive(Debug)]
+pub enum Event {
+    /// Deliver `entry` from `queue` to `consumer`.
+    Deliver {
+        /// The consumer it is for.
+        consumer: Arc<Consumer>,
+        /// The queue it comes from (for ack, reject and requeue).
+        queue: Arc<Queue>,
+        /// The message and its position.
+        entry: Entry,
+    },
+    /// The queue was deleted: tell the client its consumer is gone (basic.cancel).
+    Cancelled {
+        /// Channel of the consumer.
+        channel: u16,
+        /// Its tag.
+        tag: ShortStr,
+    },
+}
+
+/// The channel-wide prefetch window (`basic.qos` with `global=true`), shared by the channel's
+/// consumers on every queue.
+#[derive(Debug, Default)]
+pub struct ChannelLimit {
+    /// Channel prefetch count; 0 means unlimited.
+    pub prefetch: AtomicU32,
+    /// Unacknowledged deliveries on the channel.
+    pub in_flight: AtomicU32,
+}
+
+/// What basic.consume asked for.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Consumer tag, unique on its channel.
+    pub tag: ShortStr,
+    /// Channel number on its connection.
+    pub channel: u16,
+    /// The connection it belongs to.
+    pub connection: ConnectionId,
+    /// Whether deliveries count as acknowledged when sent.
+    pub no_ack: bool,
+    /// Whether it asked to be the queue's only consumer.
+    pub exclusive: bool,
+    /// Per-consumer prefetch count; 0 means unlimited.
+    pub prefetch: u32,
+}
+
+/// One subscription to one queue.
+#[derive(Debug)]
+pub struct Consumer {
+    /// Consumer tag, unique on its channel.
+    pub tag: ShortStr,
+    /// Channel number on its connection.
+    pub channel: u16,
+    /// The connection it belongs to.
+    pub connection: ConnectionId,
+    /// Whether deliveries count as acknowledged when sent.
+    pub no_ack: bool,
+    /// Whether it asked to be the queue's only consumer.
+    pub exclusive: bool,
+    /// Per-consumer prefetch count; 0 means unlimited.
+    prefetch: u32,
+    /// Deliveries not yet acknowledged (or, for no-ack, not yet written out).
+    in_flight: AtomicU32,
+    /// The channel's shared window.
+    limit: Arc<ChannelLimit>,
+    /// The connection's event inbox.
+    sink: UnboundedSender<Event>,
+}
+
+impl Consumer {
+    /// A consumer that sends its events to `sink`.
+    pub fn new(spec: ConsumerSpec, limit: Arc<ChannelLimit>, sink: UnboundedSender<Event>) -> Self {
+        let ConsumerSpec {
+            tag,
+            channel,
+            connection,
+            no_ack,
+            exclusive,
+            prefetch,
+        } = spec;
+        Consumer {
+            tag,
+            channel,
+            connection,
+            no_ack,
+            exclusive,
+            prefetch,
+            in_flight: AtomicU32::new(0),
+            limit,
+            sink,
+        }
+    }
+
+    /// Takes one place in the consumer's and its channel's windows, if both have room.
+    pub(crate) fn try_reserve(&self) -> bool {
+        if self.no_ack {
+            if self.in_flight.load(Ordering::Acquire) >= NO_ACK_WINDOW {
+                return false;
+            }
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        if self.prefetch > 0 && self.in_flight.load(Ordering::Acquire) >= self.prefetch {
+            return false;
+        }
+        let channel_max = self.limit.prefetch.load(Ordering::Acquire);
+        let before = self.limit.in_flight.fetch_add(1, Ordering::AcqRel);
+        if channel_max > 0 && before >= channel_max {
+            self.limit.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// Gives back `n` places (acked, rejected, requeued, or for no-ack written out).
+    pub fn release(&self, n: u32) {
+        sub_saturating(&self.in_flight, n);
+        if !self.no_ack {
+            sub_saturating(&self.limit.in_flight, n);
+        }
+    }
+
+    /// Unacknowledged deliveries to this consumer.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Sends an event to the consumer's connection; false if the connection is gone.
+    pub(crate) fn send(&self, event: Event) -> Result<(), Event> {
+        self.sink.send(event).map_err(|e| e.0)
+    }
+}
+
+fn sub_saturating(counter: &AtomicU32, n: u32) {
+    let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+        Some(v.saturating_sub(n))
+    });
+}

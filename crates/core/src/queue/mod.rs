@@ -1,0 +1,270 @@
+//! Queues: ready messages in FIFO order, consumers served round-robin within their prefetch
+//! windows, requeue to the original position, purge and delete.
+//!
+//! A queue's state sits behind one mutex with short, synchronous critical sections; nothing
+//! awaits while holding it. Deliveries leave through each consumer's connection inbox.
+
+pub mod consumer;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use warren_wire::{FieldTable, ShortStr};
+
+use crate::error::{AmqpError, Result};
+use crate::message::Message;
+pub use consumer::{ChannelLimit, ConnectionId, Consumer, ConsumerSpec, Event, NO_ACK_WINDOW};
+
+/// A message in a queue, with the position it was enqueued at.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Position in the queue; requeued messages go back to it.
+    pub seq: u64,
+    /// The message.
+    pub message: Arc<Message>,
+    /// Whether it was delivered before.
+    pub redelivered: bool,
+}
+
+/// How a queue was declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueOptions {
+    /// Survives a restart.
+    pub durable: bool,
+    /// Owned by one connection, deleted with it.
+    pub exclusive: Option<ConnectionId>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+}
+
+/// A queue.
+#[derive(Debug)]
+pub struct Queue {
+    /// Name, unique in its vhost.
+    pub name: ShortStr,
+    /// Declared options.
+    pub options: QueueOptions,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ready: VecDeque<Entry>,
+    next_seq: u64,
+    consumers: Vec<Arc<Consumer>>,
+    /// Index of the consumer to try first on the next delivery (round-robin).
+    next_consumer: usize,
+    had_consumer: bool,
+    deleted: bool,
+}
+
+/// What removing a consumer left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerRemoved {
+    /// Whether a consumer with that tag was there.
+    pub found: bool,
+    /// Whether the queue is auto-delete and has now lost its last consumer.
+    pub auto_delete_now: bool,
+}
+
+impl Queue {
+    /// An empty queue.
+    pub fn new(name: ShortStr, options: QueueOptions) -> Self {
+        Queue {
+            name,
+            options,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every section is short and
+        // does its writes last), so a poisoned lock is taken over rather than spread.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enqueues a message and delivers it at once if a consumer has room.
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>) {
+        let mut st = self.state();
+        if st.deleted {
+            return;
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.ready.push_back(Entry {
+            seq,
+            message,
+            redelivered: false,
+        });
+        if !st.consumers.is_empty() {
+            self.dispatch_locked(&mut st);
+        }
+    }
+
+    /// Delivers ready messages to consumers with room, round-robin.
+    pub fn dispatch(self: &Arc<Self>) {
+        let mut st = self.state();
+        self.dispatch_locked(&mut st);
+    }
+
+    fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
+        while !st.ready.is_empty() && !st.consumers.is_empty() {
+            let n = st.consumers.len();
+            let start = st.next_consumer % n;
+            let Some(idx) = (0..n)
+                .map(|i| (start + i) % n)
+                .find(|&i| st.consumers[i].try_reserve())
+            else {
+                return;
+            };
+            st.next_consumer = idx + 1;
+            let Some(mut entry) = st.ready.pop_front() else {
+                return;
+            };
+            let consumer = st.consumers[idx].clone();
+            let event = Event::Deliver {
+                consumer: consumer.clone(),
+                queue: self.clone(),
+                entry,
+            };
+            if let Err(Event::Deliver { entry: back, .. }) = consumer.send(event) {
+                // The consumer's connection is gone: drop the consumer, keep the message.
+                consumer.release(1);
+                st.consumers.remove(idx);
+                entry = back;
+                st.ready.push_front(entry);
+            }
+        }
+    }
+
+    /// basic.get: takes the first ready message, with the count left behind.
+    pub fn get(&self) -> Option<(Entry, u32)> {
+        let mut st = self.state();
+        let entry = st.ready.pop_front()?;
+        Some((entry, st.ready.len() as u32))
+    }
+
+    /// Puts messages back at their original positions, flagged redelivered, and dispatches.
+    pub fn requeue(self: &Arc<Self>, entries: impl IntoIterator<Item = Entry>) {
+        self.put_back(entries.into_iter().map(|mut e| {
+            e.redelivered = true;
+            e
+        }));
+    }
+
+    /// Puts back messages that never reached their consumer (it went away while they were on
+    /// their way), keeping their redelivered flag as it was.
+    pub fn restore(self: &Arc<Self>, entries: impl IntoIterator<Item = Entry>) {
+        self.put_back(entries.into_iter());
+    }
+
+    fn put_back(self: &Arc<Self>, entries: impl Iterator<Item = Entry>) {
+        let mut st = self.state();
+        if st.deleted {
+            return;
+        }
+        for e in entries {
+            // Usually the front (requeue of the oldest deliveries): search from there.
+            let pos = st.ready.partition_point(|r| r.seq < e.seq);
+            st.ready.insert(pos, e);
+        }
+        self.dispatch_locked(&mut st);
+    }
+
+    /// Adds a consumer (refused if the queue or the consumer wants exclusivity and cannot have
+    /// it) and delivers what is ready.
+    pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<()> {
+        let mut st = self.state();
+        if st.deleted {
+            return Err(AmqpError::not_found(format!("no queue '{}'", self.name)));
+        }
+        if st.consumers.iter().any(|c| c.exclusive)
+            || (consumer.exclusive && !st.consumers.is_empty())
+        {
+            return Err(AmqpError::access_refused(format!(
+                "queue '{}' in vhost has an exclusive consumer",
+                self.name
+            )));
+        }
+        st.consumers.push(consumer);
+        st.had_consumer = true;
+        self.dispatch_locked(&mut st);
+        Ok(())
+    }
+
+    /// Removes the consumer `tag` of `connection`'s `channel`.
+    pub fn remove_consumer(
+        &self,
+        connection: ConnectionId,
+        channel: u16,
+        tag: &str,
+    ) -> ConsumerRemoved {
+        let mut st = self.state();
+        let before = st.consumers.len();
+        st.consumers
+            .retain(|c| !(c.connection == connection && c.channel == channel && c.tag == tag));
+        let found = st.consumers.len() != before;
+        ConsumerRemoved {
+            found,
+            auto_delete_now: found
+                && self.options.auto_delete
+                && st.had_consumer
+                && st.consumers.is_empty()
+                && !st.deleted,
+        }
+    }
+
+    /// Removes every message that is ready (not those awaiting an ack); returns how many.
+    pub fn purge(&self) -> u32 {
+        let mut st = self.state();
+        let n = st.ready.len() as u32;
+        st.ready.clear();
+        n
+    }
+
+    /// Ready messages.
+    pub fn message_count(&self) -> u32 {
+        self.state().ready.len() as u32
+    }
+
+    /// Consumers.
+    pub fn consumer_count(&self) -> u32 {
+        self.state().consumers.len() as u32
+    }
+
+    /// Whether the queue was deleted (handles may outlive it).
+    pub fn is_deleted(&self) -> bool {
+        self.state().deleted
+    }
+
+    /// Marks the queue deleted, drops its messages and tells its consumers; returns the number
+    /// of ready messages it held.
+    pub(crate) fn delete(&self) -> u32 {
+        let mut st = self.state();
+        st.deleted = true;
+        let n = st.ready.len() as u32;
+        st.ready.clear();
+        for c in st.consumers.drain(..) {
+            let _ = c.send(Event::Cancelled {
+                channel: c.channel,
+                tag: c.tag.clone(),
+            });
+        }
+        n
+    }
+
+    /// Whether `connection` may use this queue (exclusive queues belong to one connection).
+    pub fn check_access(&self, connection: ConnectionId, vhost: &str) -> Result<()> {
+        match self.options.exclusive {
+            Some(owner) if owner != connection => Err(AmqpError::resource_locked(format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{vhost}'. It could \
+                 be originally declared on another connection or the exclusive property value \
+                 does not match that of the original declaration.",
+                self.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! One vhost: its exchanges and queues, the declare/delete/bind rules RabbitMQ applies to them
+//! (with RabbitMQ's reply codes and wording), and routing a publish to queues.
+//!
+//! Registries are `RwLock<HashMap>`s: a lookup clones the `Arc` and drops the guard before the
+//! caller does anything else, so no guard is ever held across an await or across two maps.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use warren_wire::value::tables_equivalent;
+use warren_wire::{FieldTable, ShortStr};
+
+use crate::error::{AmqpError, Result};
+use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions, headers};
+use crate::queue::{ConnectionId, Queue, QueueOptions};
+
+/// Queue arguments that change behaviour warren does not implement yet: declaring with them
+/// is refused with 540 rather than silently ignored.
+const UNSUPPORTED_QUEUE_ARGS: &[&str] = &[
+    "x-message-ttl",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-overflow",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-priority",
+    "x-single-active-consumer",
+];
+
+/// A vhost.
+#[derive(Debug)]
+pub struct VHost {
+    /// Name, e.g. `/`.
+    pub name: String,
+    exchanges: RwLock<HashMap<ShortStr, Arc<Exchange>>>,
+    queues: RwLock<HashMap<ShortStr, Arc<Queue>>>,
+    generated: AtomicU64,
+}
+
+/// What queue.declare answers.
+#[derive(Debug, Clone)]
+pub struct DeclaredQueue {
+    /// The queue.
+    pub queue: Arc<Queue>,
+    /// Ready messages.
+    pub message_count: u32,
+    /// Consumers.
+    pub consumer_count: u32,
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn inequivalent(
+    what: &str,
+    arg: &str,
+    name: &str,
+    vhost: &str,
+    got: &str,
+    current: &str,
+) -> AmqpError {
+    AmqpError::precondition_failed(format!(
+        "inequivalent arg '{arg}' for {what} '{name}' in vhost '{vhost}': received '{got}' but current is '{current}'"
+    ))
+}
+
+impl VHost {
+    /// A vhost with the default exchange and the `amq.*` exchanges.
+    pub fn new(name: &str) -> Self {
+        let v = VHost {
+            name: name.to_string(),
+            exchanges: RwLock::default(),
+            queues: RwLock::default(),
+            generated: AtomicU64::new(0),
+        };
+        {
+            let mut ex = write(&v.exchanges);
+            for (n, kind) in [
+                ("", ExchangeKind::Direct),
+                ("amq.direct", ExchangeKind::Direct),
+                ("amq.fanout", ExchangeKind::Fanout),
+                ("amq.topic", ExchangeKind::Topic),
+                ("amq.headers", ExchangeKind::Headers),
+                ("amq.match", ExchangeKind::Headers),
+            ] {
+                let options = ExchangeOptions {
+                    kind,
+                    durable: true,
+                    auto_delete: false,
+                    internal: false,
+                    arguments: FieldTable::new(),
+                };
+                ex.insert(n.into(), Arc::new(Exchange::new(n.into(), options)));
+            }
+        }
+        v
+    }
+
+    /// The exchange called `name`.
+    pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
+        read(&self.exchanges).get(name).cloned()
+    }
+
+    /// The queue called `name`.
+    pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
+        read(&self.queues).get(name).cloned()
+    }
+
+    fn no_exchange(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format!("no exchange '{name}' in vhost '{}'", self.name))
+    }
+
+    fn no_queue(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", self.name))
+    }
+
+    /// The queue `name` if `connection` may use it: 404 if missing, 405 if another
+    /// connection's exclusive queue.
+    pub fn queue_for(&self, name: &str, connection: ConnectionId) -> Result<Arc<Queue>> {
+        let q = self.queue(name).ok_or_else(|| self.no_queue(name))?;
+        q.check_access(connection, &self.name)?;
+        Ok(q)
+    }
+
+    fn exchange_for_change(&self, name: &str) -> Result<Arc<Exchange>> {
+        if name.is_empty() {
+            return Err(AmqpError::access_refused(format!(
+                "operation not permitted on the default exchange in vhost '{}'",
+                self.name
+            )));
+        }
+        self.exchange(name).ok_or_else(|| self.no_exchange(name))
+    }
+
+    /// exchange.declare.
+    pub fn declare_exchange(
+        &self,
+        name: &str,
+        kind: &str,
+        passive: bool,
+        options: ExchangeOptions,
+    ) -> Result<()> {
+        if name.is_empty() {
+            return Err(AmqpError::access_refused(format!(
+                "operation not permitted on the default exchange in vhost '{}'",
+                self.name
+            )));
+        }
+        if passive {
+            return self
+                .exchange(name)
+                .map(|_| ())
+                .ok_or_else(|| self.no_exchange(name));
+        }
+        let Some(parsed) = ExchangeKind::parse(kind) else {
+            return Err(AmqpError::command_invalid(format!(
+                "unknown exchange type '{kind}'"
+            )));
+        };
+        let options = ExchangeOptions {
+            kind: parsed,
+            ..options
+        };
+        let mut map = write(&self.exchanges);
+        if let Some(existing) = map.get(name) {
+            let e = &existing.options;
+            let vh = &self.name;
+            if e.kind != options.kind {
+                return Err(inequivalent(
+                    "exchange",
+                    "type",
+                    name,
+                    vh,
+                    kind,
+                    e.kind.as_str(),
+                ));
+            }
+            for (arg, got, current) in [
+                ("durable", options.durable, e.durable),
+                ("auto_delete", options.auto_delete, e.auto_delete),
+                ("internal", options.internal, e.internal),
+            ] {
+                if got != current {
+                    return Err(inequivalent(
+                        "exchange",
+                        arg,
+                        name,
+                        vh,
+                        &got.to_string(),
+                        &current.to_string(),
+                    ));
+                }
+            }
+            if !tables_equivalent(&e.arguments, &options.arguments) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "inequivalent arguments for exchange '{name}' in vhost '{vh}'"
+                )));
+            }
+            return Ok(());
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        map.insert(name.into(), Arc::new(Exchange::new(name.into(), options)));
+        Ok(())
+    }
+
+    /// exchange.delete.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
+        let ex = self.exchange_for_change(name)?;
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "deletion of system exchange '{name}' in vhost '{}' refused",
+                self.name
+            )));
+        }
+        let as_dest = Destination::Exchange(ex.name.clone());
+        let mut map = write(&self.exchanges);
+        if if_unused {
+            let used_as_source = !ex.router().is_empty();
+            let used_as_dest = map.values().any(|e| e.router().has_destination(&as_dest));
+            if used_as_source || used_as_dest {
+                return Err(AmqpError::precondition_failed(format!(
+                    "exchange '{name}' in vhost '{}' in use",
+                    self.name
+                )));
+            }
+        }
+        map.remove(name);
+        let sources: Vec<Arc<Exchange>> = map.values().cloned().collect();
+        drop(map);
+        self.remove_destination_everywhere(&sources, &as_dest);
+        Ok(())
+    }
+
+    /// Removes bindings to `dest` from `sources`, then deletes auto-delete exchanges left with
+    /// no bindings.
+    fn remove_destination_everywhere(&self, sources: &[Arc<Exchange>], dest: &Destination) {
+        let mut emptied = Vec::new();
+        for e in sources {
+            let mut r = e.router_mut();
+            if r.remove_destination(dest) > 0 && r.is_empty() && e.options.auto_delete {
+                emptied.push(e.name.clone());
+            }
+        }
+        for name in emptied {
+            self.auto_delete_exchange(&name);
+        }
+    }
+
+    fn auto_delete_exchange(&self, name: &str) {
+        let mut map = write(&self.exchanges);
+        let Some(e) = map.get(name).cloned() else {
+            return;
+        };
+        if !e.router().is_empty() {
+            return;
+        }
+        map.remove(name);
+        let sources: Vec<Arc<Exchange>> = map.values().cloned().collect();
+        drop(map);
+        self.remove_destination_everywhere(&sources, &Destination::Exchange(e.name.clone()));
+    }
+
+    /// exchange.bind (`destination` receives what `source` routes).
+    pub fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        key: &str,
+        args: &FieldTable,
+    ) -> Result<()> {
+        let dest = self.exchange_for_change(destination)?;
+        let src = self.exchange_for_change(source)?;
+        if src.options.kind == ExchangeKind::Headers {
+            headers::validate_x_match(args).map_err(AmqpError::precondition_failed)?;
+        }
+        src.router_mut()
+            .bind(&Destination::Exchange(dest.name.clone()), key, args);
+        Ok(())
+    }
+
+    /// exchange.unbind.
+    pub fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        key: &str,
+        args: &FieldTable,
+    ) -> Result<()> {
+        let dest = self.exchange_for_change(destination)?;
+        let src = self.exchange_for_change(source)?;
+        let emptied = {
+            let mut r = src.router_mut();
+            r.unbind(&Destination::Exchange(dest.name.clone()), key, args) && r.is_empty()
+        };
+        if emptied && src.options.auto_delete {
+            self.auto_delete_exchange(source);
+        }
+        Ok(())
+    }
+
+    /// A server-generated queue name, `amq.gen-` and 22 characters as RabbitMQ makes them.
+    fn generate_name(&self) -> ShortStr {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let n = self.generated.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        // splitmix64 over a counter and the clock: unique per vhost, unpredictable enough.
+        let mut x = nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (self as *const _ as u64);
+        let mut s = String::from("amq.gen-");
+        for _ in 0..22 {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            s.push(ALPHABET[(z % 64) as usize] as char);
+        }
+        s.into()
+    }
+
+    /// queue.declare. An empty `name` gets a server-generated one.
+    pub fn declare_queue(
+        &self,
+        name: &str,
+        passive: bool,
+        options: QueueOptions,
+        connection: ConnectionId,
+    ) -> Result<DeclaredQueue> {
+        let answer = |q: Arc<Queue>| DeclaredQueue {
+            message_count: q.message_count(),
+            consumer_count: q.consumer_count(),
+            queue: q,
+        };
+        if passive {
+            return self.queue_for(name, connection).map(answer);
+        }
+        for arg in UNSUPPORTED_QUEUE_ARGS {
+            if options.arguments.get(arg).is_some() {
+                return Err(AmqpError::not_implemented(format!(
+                    "queue argument '{arg}' is not implemented by warren"
+                )));
+            }
+        }
+        if let Some(t) = options.arguments.get("x-queue-type")
+            && t.as_str() != Some("classic")
+        {
+            return Err(AmqpError::not_implemented(format!(
+                "x-queue-type {t:?}: only classic queues are implemented by warren"
+            )));
+        }
+        let name: ShortStr = if name.is_empty() {
+            self.generate_name()
+        } else {
+            name.into()
+        };
+        let mut map = write(&self.queues);
+        if let Some(existing) = map.get(&name).cloned() {
+            drop(map);
+            existing.check_access(connection, &self.name)?;
+            let e = &existing.options;
+            let vh = &self.name;
+            for (arg, got, current) in [
+                ("durable", options.durable, e.durable),
+                (
+                    "exclusive",
+                    options.exclusive.is_some(),
+                    e.exclusive.is_some(),
+                ),
+                ("auto_delete", options.auto_delete, e.auto_delete),
+            ] {
+                if got != current {
+                    return Err(inequivalent(
+                        "queue",
+                        arg,
+                        &name,
+                        vh,
+                        &got.to_string(),
+                        &current.to_string(),
+                    ));
+                }
+            }
+            for (k, v) in options.arguments.iter() {
+                if existing.options.arguments.get(k) != Some(v) {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "inequivalent arg '{k}' for queue '{name}' in vhost '{vh}'"
+                    )));
+                }
+            }
+            return Ok(answer(existing));
+        }
+        if name.starts_with("amq.") && !name.starts_with("amq.gen-") {
+            return Err(AmqpError::access_refused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let q = Arc::new(Queue::new(name.clone(), options));
+        map.insert(name, q.clone());
+        Ok(answer(q))
+    }
+
+    /// queue.bind.
+    pub fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &FieldTable,
+        connection: ConnectionId,
+    ) -> Result<()> {
+        let q = self.queue_for(queue, connection)?;
+        let ex = self.exchange_for_change(exchange)?;
+        if ex.options.kind == ExchangeKind::Headers {
+            headers::validate_x_match(args).map_err(AmqpError::precondition_failed)?;
+        }
+        ex.router_mut()
+            .bind(&Destination::Queue(q.name.clone()), key, args);
+        Ok(())
+    }
+
+    /// queue.unbind.
+    pub fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &FieldTable,
+        connection: ConnectionId,
+    ) -> Result<()> {
+        let q = self.queue_for(queue, connection)?;
+        let ex = self.exchange_for_change(exchange)?;
+        let emptied = {
+            let mut r = ex.router_mut();
+            r.unbind(&Destination::Queue(q.name.clone()), key, args) && r.is_empty()
+        };
+        if emptied && ex.options.auto_delete {
+            self.auto_delete_exchange(exchange);
+        }
+        Ok(())
+    }
+
+    /// queue.purge: the number of messages removed.
+    pub fn purge_queue(&self, queue: &str, connection: ConnectionId) -> Result<u32> {
+        Ok(self.queue_for(queue, connection)?.purge())
+    }
+
+    /// queue.delete: the number of ready messages it held.
+    pub fn delete_queue(
+        &self,
+        queue: &str,
+        if_unused: bool,
+        if_empty: bool,
+        connection: ConnectionId,
+    ) -> Result<u32> {
+        let q = self.queue_for(queue, connection)?;
+        if if_unused && q.consumer_count() > 0 {
+            return Err(AmqpError::precondition_failed(format!(
+                "queue '{queue}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        if if_empty && q.message_count() > 0 {
+            return Err(AmqpError::precondition_failed(format!(
+                "queue '{queue}' in vhost '{}' is not empty",
+                self.name
+            )));
+        }
+        Ok(self.remove_queue(&q))
+    }
+
+    /// Deletes a queue (no checks): unbinds it everywhere and cancels its consumers.
+    pub fn remove_queue(&self, q: &Arc<Queue>) -> u32 {
+        {
+            let mut map = write(&self.queues);
+            match map.get(&q.name) {
+                Some(current) if Arc::ptr_eq(current, q) => {
+                    map.remove(&q.name);
+                }
+                _ => return 0,
+            }
+        }
+        let n = q.delete();
+        let sources: Vec<Arc<Exchange>> = read(&self.exchanges).values().cloned().collect();
+        self.remove_destination_everywhere(&sources, &Destination::Queue(q.name.clone()));
+        n
+    }
+
+    /// Deletes the exclusive queues of a connection that has gone.
+    pub fn drop_exclusive_queues(&self, connection: ConnectionId) {
+        let owned: Vec<Arc<Queue>> = read(&self.queues)
+            .values()
+            .filter(|q| q.options.exclusive == Some(connection))
+            .cloned()
+            .collect();
+        for q in owned {
+            self.remove_queue(&q);
+        }
+    }
+
+    /// Routes a publish: appends to `out` each queue the message goes to (once each), following
+    /// exchange-to-exchange bindings. `scratch` is reused between calls to avoid allocating.
+    pub fn route(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        scratch: &mut Vec<Destination>,
+        out: &mut Vec<Arc<Queue>>,
+    ) -> Result<()> {
+        out.clear();
+        if exchange.is_empty() {
+            if let Some(q) = self.queue(routing_key) {
+                out.push(q);
+            }
+            return Ok(());
+        }
+        scratch.clear();
+        let exchanges = read(&self.exchanges);
+        let ex = exchanges
+            .get(exchange)
+            .ok_or_else(|| self.no_exchange(exchange))?;
+        if ex.options.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
+            )));
+        }
+        ex.router().route(routing_key, headers, scratch);
+        let mut visited: Vec<&str> = Vec::new();
+        visited.push(exchange);
+        let mut i = 0;
+        while i < scratch.len() {
+            if let Destination::Exchange(name) = &scratch[i] {
+                let name = name.clone();
+                if !visited.contains(&&*name)
+                    && let Some((key, e)) = exchanges.get_key_value(&name)
+                {
+                    visited.push(key);
+                    e.router().route(routing_key, headers, scratch);
+                }
+            }
+            i += 1;
+        }
+        drop(exchanges);
+        let queues = read(&self.queues);
+        for d in scratch.iter() {
+            if let Destination::Queue(name) = d
+                && let Some(q) = queues.get(name)
+                && !out.iter().any(|o| Arc::ptr_eq(o, q))
+            {
+                out.push(q.clone());
+            }
+        }
+        Ok(())
+    }
+}

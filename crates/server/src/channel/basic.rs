@@ -1,0 +1,230 @@
+//! The basic class, publishing and consuming side: qos, consume, cancel, publish (routing,
+//! mandatory returns, confirms), get and recover. Acks live in `ack.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use warren_core::{AmqpError, Consumer, ConsumerSpec, Message};
+use warren_wire::method::{
+    BasicCancel, BasicCancelOk, BasicConsume, BasicConsumeOk, BasicGet, BasicGetEmpty, BasicGetOk,
+    BasicPublish, BasicQos, BasicQosOk, BasicRecoverOk, BasicReturn,
+};
+use warren_wire::{Method, ShortStr, constants::reply, encode_content};
+
+use super::content::Published;
+use super::{Channel, Ctx, Subscription, Unacked};
+
+impl Channel {
+    pub(super) fn qos(&mut self, m: BasicQos, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        if m.prefetch_size != 0 {
+            return Err(AmqpError::not_implemented(format!(
+                "prefetch_size!=0 ({})",
+                m.prefetch_size
+            )));
+        }
+        if m.global {
+            self.limit
+                .prefetch
+                .store(m.prefetch_count.into(), Ordering::Release);
+            // A larger window may let every queue this channel consumes from deliver more.
+            for sub in self.consumers.values() {
+                ctx.redispatch(&sub.queue);
+            }
+        } else {
+            self.consumer_prefetch = m.prefetch_count.into();
+        }
+        ctx.send(self.id, BasicQosOk {})
+    }
+
+    pub(super) fn consume(&mut self, m: BasicConsume, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        let queue_name = self.queue_name(&m.queue)?;
+        let queue = ctx.vhost.queue_for(&queue_name, ctx.connection)?;
+        let tag: ShortStr = if m.consumer_tag.is_empty() {
+            let t = format!("amq.ctag-{}-{}-{}", ctx.connection, self.id, self.next_ctag);
+            self.next_ctag += 1;
+            t.into()
+        } else {
+            m.consumer_tag.clone()
+        };
+        if self.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        let spec = ConsumerSpec {
+            tag: tag.clone(),
+            channel: self.id,
+            connection: ctx.connection,
+            no_ack: m.no_ack,
+            exclusive: m.exclusive,
+            prefetch: self.consumer_prefetch,
+        };
+        let consumer = Arc::new(Consumer::new(spec, self.limit.clone(), ctx.events.clone()));
+        queue
+            .add_consumer(consumer.clone())
+            .map_err(|e| match e.code {
+                403 => AmqpError::access_refused(format!(
+                    "queue '{queue_name}' in vhost '{}' in exclusive use",
+                    ctx.vhost.name
+                )),
+                _ => e,
+            })?;
+        self.consumers
+            .insert(tag.clone(), Subscription { consumer, queue });
+        // Deliveries the queue made already wait in the connection's inbox, behind this.
+        if m.nowait {
+            Ok(())
+        } else {
+            ctx.send(self.id, BasicConsumeOk { consumer_tag: tag })
+        }
+    }
+
+    pub(super) fn cancel(&mut self, m: BasicCancel, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        if let Some(sub) = self.consumers.remove(&m.consumer_tag) {
+            let removed = sub
+                .queue
+                .remove_consumer(ctx.connection, self.id, &m.consumer_tag);
+            if removed.auto_delete_now {
+                ctx.vhost.remove_queue(&sub.queue);
+            }
+        }
+        if m.nowait {
+            Ok(())
+        } else {
+            ctx.send(
+                self.id,
+                BasicCancelOk {
+                    consumer_tag: m.consumer_tag,
+                },
+            )
+        }
+    }
+
+    pub(super) fn publish(&mut self, m: BasicPublish) -> Result<(), AmqpError> {
+        if m.immediate {
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
+        self.assembly.start(m);
+        Ok(())
+    }
+
+    /// A publish's content is complete: route it now, or hold it for tx.commit.
+    pub(super) fn published(&mut self, p: Published, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        if let Some(tx) = &mut self.tx {
+            // Unknown exchanges are refused at publish time, as RabbitMQ does.
+            if !p.method.exchange.is_empty() && ctx.vhost.exchange(&p.method.exchange).is_none() {
+                return Err(AmqpError::not_found(format!(
+                    "no exchange '{}' in vhost '{}'",
+                    p.method.exchange, ctx.vhost.name
+                )));
+            }
+            tx.publishes.push(p);
+            return Ok(());
+        }
+        self.route_and_enqueue(p, ctx)
+    }
+
+    pub(super) fn route_and_enqueue(
+        &mut self,
+        p: Published,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), AmqpError> {
+        let Published {
+            method,
+            properties,
+            body,
+        } = p;
+        ctx.vhost.route(
+            &method.exchange,
+            &method.routing_key,
+            properties.headers.as_ref(),
+            &mut self.scratch_dest,
+            &mut self.scratch_queues,
+        )?;
+        if self.scratch_queues.is_empty() && method.mandatory {
+            let ret = Method::from(BasicReturn {
+                reply_code: reply::NO_ROUTE,
+                reply_text: "NO_ROUTE".into(),
+                exchange: method.exchange.clone(),
+                routing_key: method.routing_key.clone(),
+            });
+            encode_content(ctx.out, self.id, &ret, &properties, &body, ctx.frame_max)
+                .map_err(|e| AmqpError::internal(format!("encoding basic.return: {e}")))?;
+        }
+        if !self.scratch_queues.is_empty() {
+            let message = Arc::new(Message {
+                exchange: method.exchange,
+                routing_key: method.routing_key,
+                properties,
+                body,
+            });
+            for q in self.scratch_queues.drain(..) {
+                q.publish(message.clone());
+            }
+        }
+        if let Some(c) = &mut self.confirms {
+            c.ready_up_to = c.next;
+            c.next += 1;
+        }
+        Ok(())
+    }
+
+    pub(super) fn get(&mut self, m: BasicGet, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        let queue_name = self.queue_name(&m.queue)?;
+        let queue = ctx.vhost.queue_for(&queue_name, ctx.connection)?;
+        let Some((entry, message_count)) = queue.get() else {
+            return ctx.send(
+                self.id,
+                BasicGetEmpty {
+                    cluster_id: "".into(),
+                },
+            );
+        };
+        let delivery_tag = self.take_tag();
+        let msg = entry.message.clone();
+        let ok = Method::from(BasicGetOk {
+            delivery_tag,
+            redelivered: entry.redelivered,
+            exchange: msg.exchange.clone(),
+            routing_key: msg.routing_key.clone(),
+            message_count,
+        });
+        encode_content(
+            ctx.out,
+            self.id,
+            &ok,
+            &msg.properties,
+            &msg.body,
+            ctx.frame_max,
+        )
+        .map_err(|e| AmqpError::internal(format!("encoding basic.get-ok: {e}")))?;
+        if !m.no_ack {
+            self.unacked.push_back(Unacked {
+                tag: delivery_tag,
+                queue,
+                entry,
+                consumer: None,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn recover(
+        &mut self,
+        requeue: bool,
+        sync: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), AmqpError> {
+        if !requeue {
+            // As RabbitMQ: redelivery to the same consumer is not supported.
+            return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        let all: Vec<Unacked> = self.unacked.drain(..).collect();
+        super::ack::requeue_all(all, ctx);
+        if sync {
+            ctx.send(self.id, BasicRecoverOk {})
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The channel state machine. A connection task owns its channels; each frame for a channel
+//! goes through [`Channel::handle_frame`], whose flat match sends each method to one function
+//! in a per-class file. Replies are appended to the connection's output buffer through
+//! [`Ctx`]; nothing here awaits.
+
+mod ack;
+mod basic;
+mod content;
+mod exchange;
+mod queue;
+mod tx;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::sync::mpsc::UnboundedSender;
+use warren_core::exchange::Destination;
+use warren_core::{AmqpError, ChannelLimit, ConnectionId, Consumer, Entry, Event, Queue, VHost};
+use warren_wire::{Frame, Method, ShortStr};
+
+use crate::config::Config;
+use content::Assembly;
+
+/// A channel error with the method that caused it (for the close's class and method ids).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub error: AmqpError,
+    pub class_id: u16,
+    pub method_id: u16,
+}
+
+/// What a channel handler needs from its connection.
+pub(crate) struct Ctx<'a> {
+    pub vhost: &'a Arc<VHost>,
+    pub connection: ConnectionId,
+    pub events: &'a UnboundedSender<Event>,
+    pub out: &'a mut BytesMut,
+    pub frame_max: u32,
+    pub config: &'a Config,
+    /// Queues whose consumers may have room again: dispatched at the end of the batch.
+    pub dispatch: &'a mut Vec<Arc<Queue>>,
+}
+
+impl Ctx<'_> {
+    /// Appends a method frame.
+    pub(crate) fn send(
+        &mut self,
+        channel: u16,
+        method: impl Into<Method>,
+    ) -> Result<(), AmqpError> {
+        Frame::method(channel, method)
+            .encode(self.out)
+            .map_err(|e| AmqpError::internal(format!("encoding a reply: {e}")))
+    }
+
+    /// Remembers that `queue` should try to deliver again at the end of this batch.
+    pub(crate) fn redispatch(&mut self, queue: &Arc<Queue>) {
+        if !self.dispatch.iter().any(|q| Arc::ptr_eq(q, queue)) {
+            self.dispatch.push(queue.clone());
+        }
+    }
+}
+
+/// A message delivered on this channel and not yet acknowledged.
+#[derive(Debug)]
+pub(crate) struct Unacked {
+    pub tag: u64,
+    pub queue: Arc<Queue>,
+    pub entry: Entry,
+    /// The consumer whose window it occupies (none for basic.get).
+    pub consumer: Option<Arc<Consumer>>,
+}
+
+/// One of this channel's consumers.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub consumer: Arc<Consumer>,
+    pub queue: Arc<Queue>,
+}
+
+/// Transaction mode state.
+#[derive(Debug, Default)]
+pub(crate) struct Tx {
+    pub publishes: Vec<content::Published>,
+    pub acks: Vec<Method>,
+}
+
+/// Publisher-confirm state.
+#[derive(Debug)]
+pub(crate) struct Confirms {
+    /// Sequence number of the next publish.
+    pub next: u64,
+    /// Highest publish that is ready to be confirmed but not yet told to the client.
+    pub ready_up_to: u64,
+    /// Highest publish already confirmed to the client.
+    pub told_up_to: u64,
+}
+
+/// One open channel.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    pub id: u16,
+    /// channel.close was sent; everything but close/close-ok is dropped until close-ok.
+    pub closing: bool,
+    assembly: Assembly,
+    pub consumers: HashMap<ShortStr, Subscription>,
+    pub unacked: VecDeque<Unacked>,
+    next_tag: u64,
+    /// Prefetch for consumers created from now on (basic.qos global=false).
+    consumer_prefetch: u32,
+    pub limit: Arc<ChannelLimit>,
+    pub confirms: Option<Confirms>,
+    pub tx: Option<Tx>,
+    /// The last queue declared on this channel, which an empty queue name refers to.
+    last_queue: Option<ShortStr>,
+    next_ctag: u64,
+    scratch_dest: Vec<Destination>,
+    scratch_queues: Vec<Arc<Queue>>,
+}
+
+impl Channel {
+    pub(crate) fn new(id: u16) -> Self {
+        Channel {
+            id,
+            closing: false,
+            assembly: Assembly::default(),
+            consumers: HashMap::new(),
+            unacked: VecDeque::new(),
+            next_tag: 1,
+            consumer_prefetch: 0,
+            limit: Arc::new(ChannelLimit::default()),
+            confirms: None,
+            tx: None,
+            last_queue: None,
+            next_ctag: 1,
+            scratch_dest: Vec::new(),
+            scratch_queues: Vec::new(),
+        }
+    }
+
+    /// The next delivery tag.
+    pub(crate) fn take_tag(&mut self) -> u64 {
+        let t = self.next_tag;
+        self.next_tag += 1;
+        t
+    }
+
+    /// Resolves a queue name: empty means the last queue declared on this channel.
+    fn queue_name(&self, name: &ShortStr) -> Result<ShortStr, AmqpError> {
+        if !name.is_empty() {
+            return Ok(name.clone());
+        }
+        self.last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    /// Handles one frame for this (open) channel.
+    pub(crate) fn handle_frame(&mut self, frame: Frame, ctx: &mut Ctx<'_>) -> Result<(), Failure> {
+        let fail = |error: AmqpError, class_id: u16, method_id: u16| Failure {
+            error,
+            class_id,
+            method_id,
+        };
+        match frame {
+            Frame::Method { method, .. } => {
+                let (class_id, method_id) = (method.class_id(), method.method_id());
+                if !self.assembly.is_idle() {
+                    return Err(fail(
+                        AmqpError::unexpected_frame(format!(
+                            "expected content header or body, got {}",
+                            method.name()
+                        )),
+                        class_id,
+                        method_id,
+                    ));
+                }
+                self.handle_method(method, ctx)
+                    .map_err(|e| fail(e, class_id, method_id))
+            }
+            Frame::Header { header, .. } => {
+                let done = self
+                    .assembly
+                    .header(header, ctx.config.max_message_size)
+                    .map_err(|e| fail(e, 60, 40))?;
+                match done {
+                    Some(p) => self.published(p, ctx).map_err(|e| fail(e, 60, 40)),
+                    None => Ok(()),
+                }
+            }
+            Frame::Body { payload, .. } => {
+                match self.assembly.body(payload).map_err(|e| fail(e, 60, 40))? {
+                    Some(p) => self.published(p, ctx).map_err(|e| fail(e, 60, 40)),
+                    None => Ok(()),
+                }
+            }
+            Frame::Heartbeat => Ok(()),
+        }
+    }
+
+    fn handle_method(&mut self, method: Method, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        use Method as M;
+        match method {
+            M::ChannelFlow(m) => self.flow(m, ctx),
+            M::ChannelFlowOk(_) => Ok(()),
+            M::AccessRequest(_) => {
+                ctx.send(self.id, warren_wire::method::AccessRequestOk { ticket: 1 })
+            }
+            M::ExchangeDeclare(m) => self.exchange_declare(m, ctx),
+            M::ExchangeDelete(m) => self.exchange_delete(m, ctx),
+            M::ExchangeBind(m) => self.exchange_bind(m, ctx),
+            M::ExchangeUnbind(m) => self.exchange_unbind(m, ctx),
+            M::QueueDeclare(m) => self.queue_declare(m, ctx),
+            M::QueueBind(m) => self.queue_bind(m, ctx),
+            M::QueueUnbind(m) => self.queue_unbind(m, ctx),
+            M::QueuePurge(m) => self.queue_purge(m, ctx),
+            M::QueueDelete(m) => self.queue_delete(m, ctx),
+            M::BasicQos(m) => self.qos(m, ctx),
+            M::BasicConsume(m) => self.consume(m, ctx),
+            M::BasicCancel(m) => self.cancel(m, ctx),
+            M::BasicPublish(m) => self.publish(m),
+            M::BasicGet(m) => self.get(m, ctx),
+            M::BasicAck(_) | M::BasicNack(_) | M::BasicReject(_) => self.settle(method, ctx),
+            M::BasicRecover(m) => self.recover(m.requeue, true, ctx),
+            M::BasicRecoverAsync(m) => self.recover(m.requeue, false, ctx),
+            M::ConfirmSelect(m) => self.confirm_select(m, ctx),
+            M::TxSelect(_) => self.tx_select(ctx),
+            M::TxCommit(_) => self.tx_commit(ctx),
+            M::TxRollback(_) => self.tx_rollback(ctx),
+            M::ChannelOpen(_) => Err(AmqpError::channel_error("second 'channel.open' seen")),
+            other => Err(AmqpError::command_invalid(format!(
+                "{} is not valid on a channel from a client",
+                other.name()
+            ))),
+        }
+    }
+
+    fn flow(
+        &mut self,
+        m: warren_wire::method::ChannelFlow,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), AmqpError> {
+        if !m.active {
+            // As RabbitMQ: client-initiated flow control is not supported.
+            return Err(AmqpError::not_implemented("active=false"));
+        }
+        ctx.send(self.id, warren_wire::method::ChannelFlowOk { active: true })
+    }
+
+    /// Releases everything the channel holds: consumers leave their queues (auto-delete
+    /// queues may go), unacked messages return to their queues in order.
+    pub(crate) fn release(&mut self, ctx: &mut Ctx<'_>) {
+        for (tag, sub) in self.consumers.drain() {
+            let removed = sub.queue.remove_consumer(ctx.connection, self.id, &tag);
+            if removed.auto_delete_now {
+                ctx.vhost.remove_queue(&sub.queue);
+            }
+        }
+        let unacked: Vec<Unacked> = self.unacked.drain(..).collect();
+        ack::requeue_all(unacked, ctx);
+        self.assembly = Assembly::Idle;
+        self.tx = None;
+    }
+}

@@ -1,0 +1,113 @@
+//! The queue class: declare, bind, unbind, purge and delete.
+
+use warren_core::{AmqpError, QueueOptions};
+use warren_wire::method::{
+    QueueBind, QueueBindOk, QueueDeclare, QueueDeclareOk, QueueDelete, QueueDeleteOk, QueuePurge,
+    QueuePurgeOk, QueueUnbind, QueueUnbindOk,
+};
+
+use super::{Channel, Ctx};
+
+impl Channel {
+    pub(super) fn queue_declare(
+        &mut self,
+        m: QueueDeclare,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), AmqpError> {
+        let name = if m.passive {
+            self.queue_name(&m.queue)?
+        } else {
+            m.queue.clone()
+        };
+        let options = QueueOptions {
+            durable: m.durable,
+            exclusive: m.exclusive.then_some(ctx.connection),
+            auto_delete: m.auto_delete,
+            arguments: m.arguments,
+        };
+        let declared = ctx
+            .vhost
+            .declare_queue(&name, m.passive, options, ctx.connection)?;
+        self.last_queue = Some(declared.queue.name.clone());
+        if m.nowait {
+            return Ok(());
+        }
+        ctx.send(
+            self.id,
+            QueueDeclareOk {
+                queue: declared.queue.name.clone(),
+                message_count: declared.message_count,
+                consumer_count: declared.consumer_count,
+            },
+        )
+    }
+
+    pub(super) fn queue_bind(&mut self, m: QueueBind, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        let queue = self.queue_name(&m.queue)?;
+        ctx.vhost.bind_queue(
+            &queue,
+            &m.exchange,
+            &m.routing_key,
+            &m.arguments,
+            ctx.connection,
+        )?;
+        if m.nowait {
+            Ok(())
+        } else {
+            ctx.send(self.id, QueueBindOk {})
+        }
+    }
+
+    pub(super) fn queue_unbind(
+        &mut self,
+        m: QueueUnbind,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), AmqpError> {
+        let queue = self.queue_name(&m.queue)?;
+        ctx.vhost.unbind_queue(
+            &queue,
+            &m.exchange,
+            &m.routing_key,
+            &m.arguments,
+            ctx.connection,
+        )?;
+        ctx.send(self.id, QueueUnbindOk {})
+    }
+
+    pub(super) fn queue_purge(
+        &mut self,
+        m: QueuePurge,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), AmqpError> {
+        let queue = self.queue_name(&m.queue)?;
+        let message_count = ctx.vhost.purge_queue(&queue, ctx.connection)?;
+        if m.nowait {
+            Ok(())
+        } else {
+            ctx.send(self.id, QueuePurgeOk { message_count })
+        }
+    }
+
+    pub(super) fn queue_delete(
+        &mut self,
+        m: QueueDelete,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), AmqpError> {
+        let queue = self.queue_name(&m.queue)?;
+        let message_count =
+            match ctx
+                .vhost
+                .delete_queue(&queue, m.if_unused, m.if_empty, ctx.connection)
+            {
+                // RabbitMQ answers delete-ok with 0 for a queue that does not exist.
+                Err(e) if e.code == 404 => 0,
+                other => other?,
+            };
+        // Consumers, this channel's included, hear of it through basic.cancel events.
+        if m.nowait {
+            Ok(())
+        } else {
+            ctx.send(self.id, QueueDeleteOk { message_count })
+        }
+    }
+}

@@ -1,0 +1,583 @@
+//! One task per client connection. It owns the read half of the socket, its channels and its
+//! event inbox (deliveries from queues), and hands batches of output to the writer task. Each
+//! loop turn handles whatever is ready (frames or events), then sends confirms, lets queues
+//! deliver again, and flushes once: many frames, one write.
+
+mod handshake;
+mod writer;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span};
+use warren_core::{AmqpError, Broker, ConnectionId, Event, Queue, VHost};
+use warren_wire::frame::decode_frame;
+use warren_wire::method::{
+    BasicCancel, ChannelClose, ChannelCloseOk, ChannelOpenOk, ConnectionClose, ConnectionCloseOk,
+    ConnectionUpdateSecretOk,
+};
+use warren_wire::{Frame, Method, WireError, constants::reply};
+
+use crate::channel::{Channel, Ctx};
+use crate::config::Config;
+use writer::Writer;
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed frame: {0}")]
+    Wire(#[from] WireError),
+    #[error("{0} (class {1}, method {2})")]
+    Amqp(AmqpError, u16, u16),
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    #[error("closed by the client")]
+    ClientClosed,
+    #[error("peer went away")]
+    PeerGone,
+    #[error("missed heartbeats")]
+    HeartbeatTimeout,
+    #[error("broker shutting down")]
+    Forced,
+}
+
+/// Serves one accepted socket until it closes.
+pub async fn serve(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) {
+    let id = broker.next_connection_id();
+    let span = info_span!("conn", id, %peer);
+    async move {
+        let _ = socket.set_nodelay(true);
+        let limit = Duration::from_secs(config.handshake_timeout);
+        match tokio::time::timeout(limit, handshake::protocol_header(&mut socket)).await {
+            Err(_) => return debug!("no protocol header within {limit:?}"),
+            Ok(Err(e)) => return debug!("{e}"),
+            Ok(Ok(())) => {}
+        }
+        let (rd, wr) = socket.into_split();
+        let mut conn = Connection::new(id, peer, broker, config, shutdown, rd, Writer::spawn(wr));
+        let result = match tokio::time::timeout(limit, conn.handshake()).await {
+            Err(_) => Err(ConnError::Handshake("handshake timed out".into())),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => conn.main_loop().await,
+        };
+        conn.finish(result).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Reads more bytes into `buf`; false on end of stream.
+async fn read_more(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<bool> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(64 * 1024);
+    }
+    Ok(rd.read_buf(buf).await? > 0)
+}
+
+/// A client connection's state, owned by its task.
+pub(crate) struct Connection {
+    id: ConnectionId,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    rd: OwnedReadHalf,
+    inbuf: BytesMut,
+    /// Output of the current loop turn, handed to the writer at its end.
+    out: BytesMut,
+    /// The socket writer; taken when the connection finishes.
+    writer: Option<Writer>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    vhost: Option<Arc<VHost>>,
+    user: String,
+    channels: HashMap<u16, Channel>,
+    channel_max: u16,
+    frame_max: u32,
+    heartbeat: u16,
+    /// The client understands server-sent basic.cancel.
+    cancel_notify: bool,
+    last_read: Instant,
+    last_write: Instant,
+    dispatch: Vec<Arc<Queue>>,
+}
+
+impl Connection {
+    fn new(
+        id: ConnectionId,
+        peer: SocketAddr,
+        broker: Arc<Broker>,
+        config: Arc<Config>,
+        shutdown: CancellationToken,
+        rd: OwnedReadHalf,
+        writer: Writer,
+    ) -> Self {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let frame_max = config.frame_max;
+        Connection {
+            id,
+            peer,
+            broker,
+            config,
+            shutdown,
+            rd,
+            inbuf: BytesMut::with_capacity(64 * 1024),
+            out: BytesMut::with_capacity(64 * 1024),
+            writer: Some(writer),
+            events_tx,
+            events_rx,
+            vhost: None,
+            user: String::new(),
+            channels: HashMap::new(),
+            channel_max: 0,
+            frame_max,
+            heartbeat: 0,
+            cancel_notify: false,
+            last_read: Instant::now(),
+            last_write: Instant::now(),
+            dispatch: Vec::new(),
+        }
+    }
+
+    /// Appends a method frame to the output.
+    fn send(&mut self, channel: u16, method: impl Into<Method>) -> Result<(), ConnError> {
+        Frame::method(channel, method).encode(&mut self.out)?;
+        Ok(())
+    }
+
+    /// Hands the output to the writer.
+    async fn flush(&mut self) -> Result<(), ConnError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.out.split().freeze();
+        let Some(writer) = &self.writer else {
+            return Err(ConnError::PeerGone);
+        };
+        if !writer.send(chunk).await {
+            return Err(ConnError::PeerGone);
+        }
+        self.last_write = Instant::now();
+        Ok(())
+    }
+
+    /// Reads more bytes; false on end of stream.
+    async fn fill(&mut self) -> Result<bool, ConnError> {
+        let more = read_more(&mut self.rd, &mut self.inbuf).await?;
+        self.last_read = Instant::now();
+        Ok(more)
+    }
+
+    /// The next method frame during the handshake (heartbeats skipped).
+    async fn next_method(&mut self) -> Result<Method, ConnError> {
+        loop {
+            while let Some(frame) = decode_frame(&mut self.inbuf, self.frame_max)? {
+                match frame {
+                    Frame::Heartbeat => {}
+                    Frame::Method { channel: 0, method } => return Ok(method),
+                    _ => {
+                        return Err(ConnError::Amqp(
+                            AmqpError::unexpected_frame(
+                                "only connection methods on channel 0 during the handshake",
+                            ),
+                            0,
+                            0,
+                        ));
+                    }
+                }
+            }
+            if !self.fill().await? {
+                return Err(ConnError::PeerGone);
+            }
+        }
+    }
+
+    fn unexpected(&self, got: &Method) -> ConnError {
+        ConnError::Amqp(
+            AmqpError::command_invalid(format!("{} not expected during the handshake", got.name())),
+            got.class_id(),
+            got.method_id(),
+        )
+    }
+
+    async fn main_loop(&mut self) -> Result<(), ConnError> {
+        let hb = Duration::from_secs(self.heartbeat.into());
+        let mut tick = tokio::time::interval(if hb.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            hb / 2
+        });
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(ConnError::Forced),
+                more = read_more(&mut self.rd, &mut self.inbuf) => {
+                    if !more? {
+                        return Err(ConnError::PeerGone);
+                    }
+                    self.last_read = Instant::now();
+                    while let Some(frame) = decode_frame(&mut self.inbuf, self.frame_max)? {
+                        self.on_frame(frame)?;
+                    }
+                }
+                Some(event) = self.events_rx.recv() => {
+                    self.on_event(event)?;
+                    for _ in 0..512 {
+                        match self.events_rx.try_recv() {
+                            Ok(event) => self.on_event(event)?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tick.tick(), if !hb.is_zero() => {
+                    if self.last_read.elapsed() > hb * 2 {
+                        return Err(ConnError::HeartbeatTimeout);
+                    }
+                    if self.last_write.elapsed() >= hb / 2 {
+                        Frame::Heartbeat.encode(&mut self.out)?;
+                    }
+                }
+            }
+            self.end_of_turn()?;
+            self.flush().await?;
+        }
+    }
+
+    /// Confirms and re-dispatch, once per loop turn.
+    fn end_of_turn(&mut self) -> Result<(), ConnError> {
+        if let Some(vhost) = &self.vhost {
+            for channel in self.channels.values_mut() {
+                if channel.closing || channel.confirms.is_none() {
+                    continue;
+                }
+                let mut ctx = Ctx {
+                    vhost,
+                    connection: self.id,
+                    events: &self.events_tx,
+                    out: &mut self.out,
+                    frame_max: self.frame_max,
+                    config: &self.config,
+                    dispatch: &mut self.dispatch,
+                };
+                channel
+                    .flush_confirms(&mut ctx)
+                    .map_err(|e| ConnError::Amqp(e, 60, 80))?;
+            }
+        }
+        for q in self.dispatch.drain(..) {
+            q.dispatch();
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Result<(), ConnError> {
+        let ch = frame.channel();
+        if ch == 0 {
+            return match frame {
+                Frame::Heartbeat => Ok(()),
+                Frame::Method { method, .. } => self.on_connection_method(method),
+                _ => Err(ConnError::Amqp(
+                    AmqpError::unexpected_frame("content frame on channel 0"),
+                    0,
+                    0,
+                )),
+            };
+        }
+        let (class_id, method_id) = match &frame {
+            Frame::Method { method, .. } => (method.class_id(), method.method_id()),
+            _ => (0, 0),
+        };
+        if ch > self.channel_max {
+            return Err(ConnError::Amqp(
+                AmqpError::not_allowed(format!(
+                    "channel {ch} exceeds the negotiated channel_max {}",
+                    self.channel_max
+                )),
+                class_id,
+                method_id,
+            ));
+        }
+        let Some(vhost) = &self.vhost else {
+            return Err(ConnError::Amqp(
+                AmqpError::command_invalid("connection not open"),
+                class_id,
+                method_id,
+            ));
+        };
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return match frame {
+                Frame::Method {
+                    method: Method::ChannelOpen(_),
+                    ..
+                } => {
+                    self.channels.insert(ch, Channel::new(ch));
+                    self.send(
+                        ch,
+                        ChannelOpenOk {
+                            channel_id: Default::default(),
+                        },
+                    )
+                }
+                Frame::Method {
+                    method: Method::ChannelCloseOk(_),
+                    ..
+                } => Ok(()),
+                _ => Err(ConnError::Amqp(
+                    AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}")),
+                    class_id,
+                    method_id,
+                )),
+            };
+        };
+        let mut ctx = Ctx {
+            vhost,
+            connection: self.id,
+            events: &self.events_tx,
+            out: &mut self.out,
+            frame_max: self.frame_max,
+            config: &self.config,
+            dispatch: &mut self.dispatch,
+        };
+        if channel.closing {
+            // Until close-ok, everything else on the channel is dropped.
+            match frame {
+                Frame::Method {
+                    method: Method::ChannelCloseOk(_),
+                    ..
+                } => {
+                    self.channels.remove(&ch);
+                }
+                Frame::Method {
+                    method: Method::ChannelClose(_),
+                    ..
+                } => {
+                    ctx.send(ch, ChannelCloseOk {})
+                        .map_err(|e| ConnError::Amqp(e, 20, 41))?;
+                    self.channels.remove(&ch);
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        if let Frame::Method {
+            method: Method::ChannelClose(_),
+            ..
+        } = frame
+        {
+            channel.release(&mut ctx);
+            ctx.send(ch, ChannelCloseOk {})
+                .map_err(|e| ConnError::Amqp(e, 20, 41))?;
+            self.channels.remove(&ch);
+            return Ok(());
+        }
+        match channel.handle_frame(frame, &mut ctx) {
+            Ok(()) => Ok(()),
+            Err(f) if f.error.is_connection_error() => {
+                Err(ConnError::Amqp(f.error, f.class_id, f.method_id))
+            }
+            Err(f) => {
+                debug!(channel = ch, "channel error: {}", f.error.reply_text());
+                channel.release(&mut ctx);
+                channel.closing = true;
+                ctx.send(
+                    ch,
+                    ChannelClose {
+                        reply_code: f.error.code,
+                        reply_text: f.error.reply_text().into(),
+                        class_id: f.class_id,
+                        method_id: f.method_id,
+                    },
+                )
+                .map_err(|e| ConnError::Amqp(e, 20, 40))
+            }
+        }
+    }
+
+    fn on_connection_method(&mut self, method: Method) -> Result<(), ConnError> {
+        match method {
+            Method::ConnectionClose(_) => {
+                self.send(0, ConnectionCloseOk {})?;
+                Err(ConnError::ClientClosed)
+            }
+            Method::ConnectionCloseOk(_) => Err(ConnError::ClientClosed),
+            Method::ConnectionUpdateSecret(_) => self.send(0, ConnectionUpdateSecretOk {}),
+            Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => Ok(()),
+            other => Err(ConnError::Amqp(
+                AmqpError::command_invalid(format!("{} is not valid on channel 0", other.name())),
+                other.class_id(),
+                other.method_id(),
+            )),
+        }
+    }
+
+    fn on_event(&mut self, event: Event) -> Result<(), ConnError> {
+        match event {
+            Event::Deliver {
+                consumer,
+                queue,
+                entry,
+            } => {
+                let live = self.channels.get_mut(&consumer.channel).filter(|c| {
+                    !c.closing
+                        && c.consumers
+                            .get(&consumer.tag)
+                            .is_some_and(|s| Arc::ptr_eq(&s.consumer, &consumer))
+                });
+                let (Some(channel), Some(vhost)) = (live, &self.vhost) else {
+                    // Cancelled or closed while the delivery was on its way: put it back.
+                    consumer.release(1);
+                    queue.restore([entry]);
+                    return Ok(());
+                };
+                let mut ctx = Ctx {
+                    vhost,
+                    connection: self.id,
+                    events: &self.events_tx,
+                    out: &mut self.out,
+                    frame_max: self.frame_max,
+                    config: &self.config,
+                    dispatch: &mut self.dispatch,
+                };
+                channel
+                    .deliver(consumer, queue, entry, &mut ctx)
+                    .map_err(|e| ConnError::Amqp(e, 60, 60))
+            }
+            Event::Cancelled { channel, tag } => {
+                let known = self
+                    .channels
+                    .get_mut(&channel)
+                    .filter(|c| !c.closing)
+                    .and_then(|c| c.consumers.remove(&tag))
+                    .is_some();
+                if known && self.cancel_notify {
+                    self.send(
+                        channel,
+                        BasicCancel {
+                            consumer_tag: tag,
+                            nowait: true,
+                        },
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Says goodbye as the reason requires, then releases everything the connection held.
+    async fn finish(&mut self, result: Result<(), ConnError>) {
+        let close = match &result {
+            Err(ConnError::Amqp(e, class_id, method_id)) => {
+                Some((e.code, e.reply_text(), *class_id, *method_id))
+            }
+            Err(ConnError::Wire(e)) => Some((
+                e.reply_code(),
+                format!("{} - {e}", reply::name(e.reply_code())),
+                0,
+                0,
+            )),
+            Err(ConnError::Forced) => Some((
+                reply::CONNECTION_FORCED,
+                "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+                    .to_string(),
+                0,
+                0,
+            )),
+            _ => None,
+        };
+        match &result {
+            Ok(()) | Err(ConnError::ClientClosed) => info!("connection closed"),
+            Err(ConnError::Io(_) | ConnError::PeerGone) => info!("connection lost"),
+            Err(e) => info!("closing connection: {e}"),
+        }
+        if let Some((reply_code, text, class_id, method_id)) = close {
+            let close = ConnectionClose {
+                reply_code,
+                reply_text: text.into(),
+                class_id,
+                method_id,
+            };
+            if self.send(0, close).is_ok() && self.flush().await.is_ok() {
+                self.await_close_ok().await;
+            }
+        } else {
+            let _ = self.flush().await;
+        }
+        self.release();
+        if let Some(writer) = self.writer.take() {
+            writer.finish().await;
+        }
+    }
+
+    /// After sending connection.close: waits briefly for close-ok, dropping other frames.
+    async fn await_close_ok(&mut self) {
+        let wait = async {
+            loop {
+                while let Ok(Some(frame)) = decode_frame(&mut self.inbuf, self.frame_max) {
+                    if let Frame::Method {
+                        method: Method::ConnectionCloseOk(_) | Method::ConnectionClose(_),
+                        ..
+                    } = frame
+                    {
+                        return;
+                    }
+                }
+                match self.fill().await {
+                    Ok(true) => {}
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
+    }
+
+    /// Requeues unacked messages, removes consumers, deletes exclusive queues.
+    fn release(&mut self) {
+        if let Some(vhost) = &self.vhost {
+            for (_, mut channel) in self.channels.drain() {
+                let mut ctx = Ctx {
+                    vhost,
+                    connection: self.id,
+                    events: &self.events_tx,
+                    out: &mut self.out,
+                    frame_max: self.frame_max,
+                    config: &self.config,
+                    dispatch: &mut self.dispatch,
+                };
+                channel.release(&mut ctx);
+            }
+        }
+        self.events_rx.close();
+        while let Ok(event) = self.events_rx.try_recv() {
+            if let Event::Deliver {
+                consumer,
+                queue,
+                entry,
+            } = event
+            {
+                consumer.release(1);
+                queue.restore([entry]);
+            }
+        }
+        self.broker.connection_closed(self.id);
+        for q in self.dispatch.drain(..) {
+            q.dispatch();
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The accept loop: one task per connection, tracked so that shutdown can close them all with
+//! 320 CONNECTION_FORCED and wait for them before the process exits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use warren_core::Broker;
+
+use crate::config::Config;
+use crate::connection;
+
+/// Listens until SIGTERM or SIGINT, then closes every connection and returns.
+pub async fn run(config: Config, broker: Arc<Broker>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    info!("listening on {local}");
+    let config = Arc::new(config);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let (broker, config, shutdown) = (broker.clone(), config.clone(), shutdown.clone());
+                    tracker.spawn(connection::serve(socket, peer, broker, config, shutdown));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    info!("shutting down: closing {} connection(s)", tracker.len());
+    drop(listener);
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("some connections did not close within 5 s");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+}
