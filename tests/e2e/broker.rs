@@ -1,0 +1,128 @@
+//! Starts and stops the real `warren` binary for a test: an ephemeral port, a temporary data
+//! dir, the `listening on ADDR` line read from its log, and lapin connections to it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use lapin::{Channel, Connection, ConnectionProperties};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A running broker; killed and its data dir removed on drop.
+pub struct TestBroker {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+}
+
+impl TestBroker {
+    /// Starts warren with default settings.
+    pub fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    /// Starts warren with extra flags and environment variables.
+    pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let data_dir = std::env::temp_dir().join(format!(
+            "warren-e2e-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("WARREN_LISTEN")
+            .env_remove("WARREN_DATA_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn warren");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on ") {
+                    let addr = line[at + "listening on ".len()..].trim().to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                if std::env::var_os("WARREN_E2E_LOG").is_some() {
+                    eprintln!("[warren] {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("warren did not log 'listening on'")
+            .parse()
+            .expect("listening address");
+        TestBroker {
+            child,
+            addr,
+            data_dir,
+        }
+    }
+
+    /// `amqp://guest:guest@ADDR/%2f`.
+    pub fn uri(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// A lapin connection as guest on `/`.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.uri(), ConnectionProperties::default())
+            .await
+            .expect("connect")
+    }
+
+    /// A connection and one channel on it.
+    pub async fn channel(&self) -> (Connection, Channel) {
+        let conn = self.connect().await;
+        let ch = conn.create_channel().await.expect("create_channel");
+        (conn, ch)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        self.wait()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
