@@ -63,6 +63,8 @@ pub struct ConsumerSpec {
     pub exclusive: bool,
     /// Per-consumer prefetch count; 0 means unlimited.
     pub prefetch: u32,
+    /// `x-priority`: higher-priority consumers are served first while they have room.
+    pub priority: i32,
 }
 
 /// One subscription to one queue.
@@ -80,6 +82,8 @@ pub struct Consumer {
     pub exclusive: bool,
     /// Per-consumer prefetch count; 0 means unlimited.
     prefetch: u32,
+    /// `x-priority` (default 0).
+    pub priority: i32,
     /// Deliveries not yet acknowledged (or, for no-ack, not yet written out).
     in_flight: AtomicU32,
     /// The channel's shared window.
@@ -98,6 +102,7 @@ impl Consumer {
             no_ack,
             exclusive,
             prefetch,
+            priority,
         } = spec;
         Consumer {
             tag,
@@ -106,10 +111,24 @@ impl Consumer {
             no_ack,
             exclusive,
             prefetch,
+            priority,
             in_flight: AtomicU32::new(0),
             limit,
             sink,
         }
+    }
+
+    /// Whether the consumer and its channel have room for one more delivery (without taking it).
+    pub(crate) fn has_room(&self) -> bool {
+        let mine = self.in_flight.load(Ordering::Acquire);
+        if self.no_ack {
+            return mine < NO_ACK_WINDOW;
+        }
+        if self.prefetch > 0 && mine >= self.prefetch {
+            return false;
+        }
+        let channel_max = self.limit.prefetch.load(Ordering::Acquire);
+        channel_max == 0 || self.limit.in_flight.load(Ordering::Acquire) < channel_max
     }
 
     /// Takes one place in the consumer's and its channel's windows, if both have room.

@@ -69,6 +69,27 @@ pub struct ConsumerRemoved {
     pub auto_delete_now: bool,
 }
 
+/// The consumer to deliver to next, with its window place taken: the highest `x-priority`
+/// among those with room, round-robin among equals.
+fn pick_consumer(st: &State) -> Option<usize> {
+    let n = st.consumers.len();
+    let start = st.next_consumer % n;
+    loop {
+        let mut best: Option<usize> = None;
+        for i in (0..n).map(|i| (start + i) % n) {
+            let c = &st.consumers[i];
+            if best.is_none_or(|b| c.priority > st.consumers[b].priority) && c.has_room() {
+                best = Some(i);
+            }
+        }
+        let idx = best?;
+        // A channel-wide window shared with another queue may have filled meanwhile.
+        if st.consumers[idx].try_reserve() {
+            return Some(idx);
+        }
+    }
+}
+
 impl Queue {
     /// An empty queue.
     pub fn new(name: ShortStr, options: QueueOptions) -> Self {
@@ -111,14 +132,7 @@ impl Queue {
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
-            let n = st.consumers.len();
-            let start = st.next_consumer % n;
-            let Some(idx) = (0..n)
-                .map(|i| (start + i) % n)
-                .find(|&i| st.consumers[i].try_reserve())
-            else {
-                return;
-            };
+            let Some(idx) = pick_consumer(st) else { return };
             st.next_consumer = idx + 1;
             let Some(mut entry) = st.ready.pop_front() else {
                 return;
@@ -266,5 +280,163 @@ impl Queue {
             ))),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+    use warren_wire::BasicProperties;
+
+    fn queue() -> Arc<Queue> {
+        Arc::new(Queue::new(
+            "q".into(),
+            QueueOptions {
+                durable: false,
+                exclusive: None,
+                auto_delete: false,
+                arguments: FieldTable::new(),
+            },
+        ))
+    }
+
+    fn msg(n: u8) -> Arc<Message> {
+        Arc::new(Message {
+            exchange: "".into(),
+            routing_key: "q".into(),
+            properties: BasicProperties::default(),
+            body: Bytes::from(vec![n]),
+        })
+    }
+
+    fn consumer(
+        tag: &str,
+        prefetch: u32,
+        priority: i32,
+        limit: &Arc<ChannelLimit>,
+    ) -> (Arc<Consumer>, mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let spec = ConsumerSpec {
+            tag: tag.into(),
+            channel: 1,
+            connection: 1,
+            no_ack: false,
+            exclusive: false,
+            prefetch,
+            priority,
+        };
+        (Arc::new(Consumer::new(spec, limit.clone(), tx)), rx)
+    }
+
+    fn bodies(rx: &mut mpsc::UnboundedReceiver<Event>) -> Vec<(u8, bool)> {
+        let mut out = Vec::new();
+        while let Ok(Event::Deliver { entry, .. }) = rx.try_recv() {
+            out.push((entry.message.body[0], entry.redelivered));
+        }
+        out
+    }
+
+    #[test]
+    fn round_robin_within_prefetch_windows() {
+        let q = queue();
+        let limit = Arc::new(ChannelLimit::default());
+        let (a, mut ra) = consumer("a", 2, 0, &limit);
+        let (b, mut rb) = consumer("b", 2, 0, &limit);
+        q.add_consumer(a.clone()).unwrap();
+        q.add_consumer(b.clone()).unwrap();
+        for n in 0..6 {
+            q.publish(msg(n));
+        }
+        assert_eq!(bodies(&mut ra), vec![(0, false), (2, false)]);
+        assert_eq!(bodies(&mut rb), vec![(1, false), (3, false)]);
+        assert_eq!(q.message_count(), 2, "windows full: two wait");
+        a.release(1);
+        q.dispatch();
+        assert_eq!(bodies(&mut ra), vec![(4, false)]);
+    }
+
+    #[test]
+    fn higher_priority_consumers_first_while_they_have_room() {
+        let q = queue();
+        let limit = Arc::new(ChannelLimit::default());
+        let (low, mut rlow) = consumer("low", 0, 0, &limit);
+        let (high, mut rhigh) = consumer("high", 2, 10, &limit);
+        q.add_consumer(low).unwrap();
+        q.add_consumer(high).unwrap();
+        for n in 0..4 {
+            q.publish(msg(n));
+        }
+        assert_eq!(bodies(&mut rhigh), vec![(0, false), (1, false)]);
+        assert_eq!(bodies(&mut rlow), vec![(2, false), (3, false)]);
+    }
+
+    #[test]
+    fn channel_window_is_shared() {
+        let q = queue();
+        let limit = Arc::new(ChannelLimit::default());
+        limit
+            .prefetch
+            .store(3, std::sync::atomic::Ordering::Release);
+        let (a, mut ra) = consumer("a", 0, 0, &limit);
+        let (b, mut rb) = consumer("b", 0, 0, &limit);
+        q.add_consumer(a).unwrap();
+        q.add_consumer(b).unwrap();
+        for n in 0..5 {
+            q.publish(msg(n));
+        }
+        assert_eq!(bodies(&mut ra).len() + bodies(&mut rb).len(), 3);
+    }
+
+    #[test]
+    fn requeue_restores_original_order_and_flags() {
+        let q = queue();
+        for n in 0..5 {
+            q.publish(msg(n));
+        }
+        let (e0, _) = q.get().unwrap();
+        let (e1, _) = q.get().unwrap();
+        q.requeue([e1]);
+        q.requeue([e0]);
+        let order: Vec<(u8, bool)> = std::iter::from_fn(|| q.get())
+            .map(|(e, _)| (e.message.body[0], e.redelivered))
+            .collect();
+        assert_eq!(
+            order,
+            vec![(0, true), (1, true), (2, false), (3, false), (4, false)]
+        );
+    }
+
+    #[test]
+    fn exclusive_consumer_excludes_others() {
+        let q = queue();
+        let limit = Arc::new(ChannelLimit::default());
+        let (a, _ra) = consumer("a", 0, 0, &limit);
+        q.add_consumer(a).unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let spec = ConsumerSpec {
+            tag: "x".into(),
+            channel: 1,
+            connection: 1,
+            no_ack: false,
+            exclusive: true,
+            prefetch: 0,
+            priority: 0,
+        };
+        let x = Arc::new(Consumer::new(spec, limit, tx));
+        assert_eq!(q.add_consumer(x).unwrap_err().code, 403);
+    }
+
+    #[test]
+    fn a_consumer_whose_connection_went_is_dropped_and_the_message_kept() {
+        let q = queue();
+        let limit = Arc::new(ChannelLimit::default());
+        let (a, ra) = consumer("a", 0, 0, &limit);
+        drop(ra);
+        q.add_consumer(a).unwrap();
+        q.publish(msg(7));
+        assert_eq!(q.consumer_count(), 0);
+        assert_eq!(q.message_count(), 1);
     }
 }

@@ -14,6 +14,21 @@ use warren_wire::{Method, ShortStr, constants::reply, encode_content};
 use super::content::Published;
 use super::{Channel, Ctx, Subscription, Unacked};
 
+/// Reads `x-priority` from consume arguments (any integer type, as RabbitMQ).
+fn consumer_priority(args: &warren_wire::FieldTable) -> Result<i32, AmqpError> {
+    match args.get("x-priority") {
+        None => Ok(0),
+        Some(v) => v
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| {
+                AmqpError::precondition_failed(format!(
+                    "invalid arg 'x-priority' for consumer: {v:?}"
+                ))
+            }),
+    }
+}
+
 impl Channel {
     pub(super) fn qos(&mut self, m: BasicQos, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         if m.prefetch_size != 0 {
@@ -58,6 +73,7 @@ impl Channel {
             no_ack: m.no_ack,
             exclusive: m.exclusive,
             prefetch: self.consumer_prefetch,
+            priority: consumer_priority(&m.arguments)?,
         };
         let consumer = Arc::new(Consumer::new(spec, self.limit.clone(), ctx.events.clone()));
         queue
