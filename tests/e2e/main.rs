@@ -4,5 +4,6 @@
 mod broker;
 mod connection;
 mod raw;
+mod rpc;
 
 pub use broker::TestBroker;

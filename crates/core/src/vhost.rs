@@ -29,6 +29,9 @@ const UNSUPPORTED_QUEUE_ARGS: &[&str] = &[
     "x-single-active-consumer",
 ];
 
+/// The pseudo-queue a client consumes from (no-ack) to receive direct replies.
+pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
 /// A vhost.
 #[derive(Debug)]
 pub struct VHost {
@@ -409,6 +412,24 @@ impl VHost {
         let q = Arc::new(Queue::new(name.clone(), options));
         map.insert(name, q.clone());
         Ok(answer(q))
+    }
+
+    /// Creates the private queue behind a direct reply-to consumer
+    /// (`amq.rabbitmq.reply-to`): named `amq.rabbitmq.reply-to.<token>`, exclusive to the
+    /// connection, deleted when its consumer goes. Replies published to that name through the
+    /// default exchange reach the consumer like any queue's messages.
+    pub fn declare_reply_queue(&self, connection: ConnectionId) -> Arc<Queue> {
+        let token = self.generate_name();
+        let name: ShortStr = format!("{REPLY_TO}.{}", &token["amq.gen-".len()..]).into();
+        let options = QueueOptions {
+            durable: false,
+            exclusive: Some(connection),
+            auto_delete: true,
+            arguments: FieldTable::new(),
+        };
+        let q = Arc::new(Queue::new(name.clone(), options));
+        write(&self.queues).insert(name, q.clone());
+        q
     }
 
     /// queue.bind.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use warren_core::vhost::REPLY_TO;
 use warren_core::{AmqpError, Consumer, ConsumerSpec, Message};
 use warren_wire::method::{
     BasicCancel, BasicCancelOk, BasicConsume, BasicConsumeOk, BasicGet, BasicGetEmpty, BasicGetOk,
@@ -53,7 +54,6 @@ impl Channel {
 
     pub(super) fn consume(&mut self, m: BasicConsume, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         let queue_name = self.queue_name(&m.queue)?;
-        let queue = ctx.vhost.queue_for(&queue_name, ctx.connection)?;
         let tag: ShortStr = if m.consumer_tag.is_empty() {
             let t = format!("amq.ctag-{}-{}-{}", ctx.connection, self.id, self.next_ctag);
             self.next_ctag += 1;
@@ -66,6 +66,22 @@ impl Channel {
                 "attempt to reuse consumer tag '{tag}'"
             )));
         }
+        let priority = consumer_priority(&m.arguments)?;
+        let queue = if *queue_name == *REPLY_TO {
+            if !m.no_ack {
+                return Err(AmqpError::precondition_failed(
+                    "reply consumer cannot acknowledge",
+                ));
+            }
+            if self.reply_queue.is_some() {
+                return Err(AmqpError::precondition_failed("reply consumer already set"));
+            }
+            let q = ctx.vhost.declare_reply_queue(ctx.connection);
+            self.reply_queue = Some(q.name.clone());
+            q
+        } else {
+            ctx.vhost.queue_for(&queue_name, ctx.connection)?
+        };
         let spec = ConsumerSpec {
             tag: tag.clone(),
             channel: self.id,
@@ -73,7 +89,7 @@ impl Channel {
             no_ack: m.no_ack,
             exclusive: m.exclusive,
             prefetch: self.consumer_prefetch,
-            priority: consumer_priority(&m.arguments)?,
+            priority,
         };
         let consumer = Arc::new(Consumer::new(spec, self.limit.clone(), ctx.events.clone()));
         queue
@@ -102,6 +118,9 @@ impl Channel {
                 .remove_consumer(ctx.connection, self.id, &m.consumer_tag);
             if removed.auto_delete_now {
                 ctx.vhost.remove_queue(&sub.queue);
+            }
+            if self.reply_queue.as_ref() == Some(&sub.queue.name) {
+                self.reply_queue = None;
             }
         }
         if m.nowait {
@@ -147,9 +166,17 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let Published {
             method,
-            properties,
+            mut properties,
             body,
         } = p;
+        if properties.reply_to.as_deref() == Some(REPLY_TO) {
+            let Some(own) = &self.reply_queue else {
+                return Err(AmqpError::precondition_failed(
+                    "fast reply consumer does not exist",
+                ));
+            };
+            properties.reply_to = Some(own.clone());
+        }
         ctx.vhost.route(
             &method.exchange,
             &method.routing_key,

@@ -115,6 +115,8 @@ pub(crate) struct Channel {
     /// The last queue declared on this channel, which an empty queue name refers to.
     last_queue: Option<ShortStr>,
     next_ctag: u64,
+    /// The private queue of this channel's direct reply-to consumer, if it has one.
+    reply_queue: Option<ShortStr>,
     scratch_dest: Vec<Destination>,
     scratch_queues: Vec<Arc<Queue>>,
 }
@@ -134,6 +136,7 @@ impl Channel {
             tx: None,
             last_queue: None,
             next_ctag: 1,
+            reply_queue: None,
             scratch_dest: Vec::new(),
             scratch_queues: Vec::new(),
         }

@@ -19,6 +19,19 @@ impl Channel {
         } else {
             m.queue.clone()
         };
+        if m.passive && *name == *warren_core::vhost::REPLY_TO {
+            // As RabbitMQ: the direct reply-to pseudo-queue always "exists".
+            let ok = QueueDeclareOk {
+                queue: name,
+                message_count: 0,
+                consumer_count: 0,
+            };
+            return if m.nowait {
+                Ok(())
+            } else {
+                ctx.send(self.id, ok)
+            };
+        }
         let options = QueueOptions {
             durable: m.durable,
             exclusive: m.exclusive.then_some(ctx.connection),
