@@ -92,6 +92,20 @@ impl BasicProperties {
         f
     }
 
+    /// Appends the flag word and the present properties, as in a content header (how the
+    /// store keeps them on disk).
+    pub fn encode(&self, buf: &mut BytesMut) -> Result<(), WireError> {
+        self.write(&mut Writer::new(buf))
+    }
+
+    /// Decodes what [`encode`](Self::encode) wrote; `bytes` must hold exactly that.
+    pub fn decode(bytes: &Bytes) -> Result<Self, WireError> {
+        let mut r = Reader::new(bytes, bytes);
+        let p = Self::read(&mut r)?;
+        r.finish("basic properties")?;
+        Ok(p)
+    }
+
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let f = r.short()?;
         if f & flag::UNUSED != 0 {

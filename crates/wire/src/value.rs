@@ -196,6 +196,19 @@ impl FieldTable {
 }
 
 impl FieldTable {
+    /// Appends the table as on the wire (32-bit length, then entries).
+    pub fn encode(&self, buf: &mut bytes::BytesMut) -> Result<(), crate::WireError> {
+        crate::write::Writer::new(buf).table(self)
+    }
+
+    /// Decodes a table written by [`encode`](Self::encode); `bytes` must hold exactly that.
+    pub fn decode(bytes: &Bytes) -> Result<FieldTable, crate::WireError> {
+        let mut r = crate::read::Reader::new(bytes, bytes);
+        let table = r.table()?;
+        r.finish("field table")?;
+        Ok(table)
+    }
+
     /// Decodes a table body given without its 4-byte length prefix (as AMQPLAIN's response
     /// carries it).
     pub fn decode_body(body: &Bytes) -> Result<FieldTable, crate::WireError> {

@@ -1,0 +1,352 @@
+//! Durable definitions: vhosts, users and their permissions, durable exchanges, durable
+//! queues (with the ids their files are named by) and the bindings between durable things.
+//!
+//! They change rarely, so the whole set is rewritten as one snapshot on every change
+//! (`definitions.new`, fsync, rename over `definitions`, fsync of the directory): a crash leaves
+//! either the old or the new snapshot, never a mix. Each entity is one record whose payload is
+//! an AMQP field table, so the format is self-describing and reuses the wire codec.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use bytes::{Bytes, BytesMut};
+use warren_wire::{FieldTable, FieldValue};
+
+use crate::StoreError;
+use crate::record::{self, Records};
+
+/// First 8 bytes of the definitions file.
+pub const MAGIC: &[u8; 8] = b"WRNDEF01";
+/// The definitions file's name.
+pub const FILE: &str = "definitions";
+
+/// A user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserDef {
+    /// Login.
+    pub name: String,
+    /// Password.
+    pub password: String,
+    /// Vhosts the user may open.
+    pub vhosts: Vec<String>,
+    /// Only from loopback addresses.
+    pub loopback_only: bool,
+}
+
+/// A durable exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeDef {
+    /// Vhost.
+    pub vhost: String,
+    /// Name.
+    pub name: String,
+    /// Type name (`direct`, ...).
+    pub kind: String,
+    /// Auto-delete flag.
+    pub auto_delete: bool,
+    /// Internal flag.
+    pub internal: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+}
+
+/// A durable queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueDef {
+    /// Vhost.
+    pub vhost: String,
+    /// Name.
+    pub name: String,
+    /// Id naming its index and ack files.
+    pub id: u64,
+    /// Auto-delete flag.
+    pub auto_delete: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+}
+
+/// A binding between durable things.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingDef {
+    /// Vhost.
+    pub vhost: String,
+    /// Source exchange.
+    pub source: String,
+    /// Destination queue or exchange.
+    pub destination: String,
+    /// Whether the destination is a queue (else an exchange).
+    pub to_queue: bool,
+    /// Binding key.
+    pub routing_key: String,
+    /// Binding arguments.
+    pub arguments: FieldTable,
+}
+
+/// Everything durable except messages.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Definitions {
+    /// Vhost names.
+    pub vhosts: Vec<String>,
+    /// Users.
+    pub users: Vec<UserDef>,
+    /// Durable exchanges (the built-in ones are not stored).
+    pub exchanges: Vec<ExchangeDef>,
+    /// Durable queues.
+    pub queues: Vec<QueueDef>,
+    /// Bindings between durable things.
+    pub bindings: Vec<BindingDef>,
+}
+
+fn s(v: &str) -> FieldValue {
+    FieldValue::LongStr(Bytes::copy_from_slice(v.as_bytes()))
+}
+
+struct Fields<'a>(&'a FieldTable, &'a Path);
+
+impl Fields<'_> {
+    fn bad(&self, what: &str) -> StoreError {
+        StoreError::Corrupt {
+            path: self.1.to_path_buf(),
+            problem: format!("definition without valid '{what}'"),
+        }
+    }
+    fn str(&self, k: &str) -> Result<String, StoreError> {
+        self.0
+            .get(k)
+            .and_then(FieldValue::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| self.bad(k))
+    }
+    fn bool(&self, k: &str) -> Result<bool, StoreError> {
+        self.0
+            .get(k)
+            .and_then(FieldValue::as_bool)
+            .ok_or_else(|| self.bad(k))
+    }
+    fn table(&self, k: &str) -> Result<FieldTable, StoreError> {
+        match self.0.get(k) {
+            Some(FieldValue::Table(t)) => Ok(t.clone()),
+            _ => Err(self.bad(k)),
+        }
+    }
+    fn u64(&self, k: &str) -> Result<u64, StoreError> {
+        self.0
+            .get(k)
+            .and_then(FieldValue::as_i64)
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| self.bad(k))
+    }
+    fn strings(&self, k: &str) -> Result<Vec<String>, StoreError> {
+        match self.0.get(k) {
+            Some(FieldValue::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.bad(k)))
+                .collect(),
+            _ => Err(self.bad(k)),
+        }
+    }
+}
+
+impl Definitions {
+    fn records(&self) -> Vec<FieldTable> {
+        let mut out = Vec::new();
+        for v in &self.vhosts {
+            out.push(
+                FieldTable::new()
+                    .with("kind", s("vhost"))
+                    .with("name", s(v)),
+            );
+        }
+        for u in &self.users {
+            out.push(
+                FieldTable::new()
+                    .with("kind", s("user"))
+                    .with("name", s(&u.name))
+                    .with("password", s(&u.password))
+                    .with(
+                        "vhosts",
+                        FieldValue::Array(u.vhosts.iter().map(|v| s(v)).collect()),
+                    )
+                    .with("loopback_only", u.loopback_only),
+            );
+        }
+        for e in &self.exchanges {
+            out.push(
+                FieldTable::new()
+                    .with("kind", s("exchange"))
+                    .with("vhost", s(&e.vhost))
+                    .with("name", s(&e.name))
+                    .with("type", s(&e.kind))
+                    .with("auto_delete", e.auto_delete)
+                    .with("internal", e.internal)
+                    .with("arguments", e.arguments.clone()),
+            );
+        }
+        for q in &self.queues {
+            out.push(
+                FieldTable::new()
+                    .with("kind", s("queue"))
+                    .with("vhost", s(&q.vhost))
+                    .with("name", s(&q.name))
+                    .with("id", FieldValue::I64(q.id as i64))
+                    .with("auto_delete", q.auto_delete)
+                    .with("arguments", q.arguments.clone()),
+            );
+        }
+        for b in &self.bindings {
+            out.push(
+                FieldTable::new()
+                    .with("kind", s("binding"))
+                    .with("vhost", s(&b.vhost))
+                    .with("source", s(&b.source))
+                    .with("destination", s(&b.destination))
+                    .with("to_queue", b.to_queue)
+                    .with("routing_key", s(&b.routing_key))
+                    .with("arguments", b.arguments.clone()),
+            );
+        }
+        out
+    }
+
+    /// Writes the snapshot atomically into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), StoreError> {
+        let mut data = MAGIC.to_vec();
+        let mut buf = BytesMut::new();
+        for r in self.records() {
+            buf.clear();
+            r.encode(&mut buf).map_err(|e| StoreError::Corrupt {
+                path: dir.join(FILE),
+                problem: format!("encoding a definition: {e}"),
+            })?;
+            record::frame(&mut data, &buf);
+        }
+        let tmp = dir.join("definitions.new");
+        let fin = dir.join(FILE);
+        let mut f = File::create(&tmp).map_err(StoreError::io("creating", &tmp))?;
+        f.write_all(&data)
+            .map_err(StoreError::io("writing", &tmp))?;
+        f.sync_all().map_err(StoreError::io("syncing", &tmp))?;
+        std::fs::rename(&tmp, &fin).map_err(StoreError::io("renaming over", &fin))?;
+        crate::sync_dir(dir)
+    }
+
+    /// Reads the snapshot from `dir`; `None` if there is none (a new data dir).
+    pub fn load(dir: &Path) -> Result<Option<Definitions>, StoreError> {
+        let path = dir.join(FILE);
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("reading", &path)(e)),
+        };
+        if data.get(..8) != Some(&MAGIC[..]) {
+            return Err(StoreError::Corrupt {
+                path,
+                problem: "not a warren definitions file".into(),
+            });
+        }
+        let mut defs = Definitions::default();
+        let mut records = Records::new(&data, 8);
+        for (_, payload) in records.by_ref() {
+            let table = FieldTable::decode(&Bytes::copy_from_slice(payload)).map_err(|e| {
+                StoreError::Corrupt {
+                    path: path.clone(),
+                    problem: e.to_string(),
+                }
+            })?;
+            let f = Fields(&table, &path);
+            match f.str("kind")?.as_str() {
+                "vhost" => defs.vhosts.push(f.str("name")?),
+                "user" => defs.users.push(UserDef {
+                    name: f.str("name")?,
+                    password: f.str("password")?,
+                    vhosts: f.strings("vhosts")?,
+                    loopback_only: f.bool("loopback_only")?,
+                }),
+                "exchange" => defs.exchanges.push(ExchangeDef {
+                    vhost: f.str("vhost")?,
+                    name: f.str("name")?,
+                    kind: f.str("type")?,
+                    auto_delete: f.bool("auto_delete")?,
+                    internal: f.bool("internal")?,
+                    arguments: f.table("arguments")?,
+                }),
+                "queue" => defs.queues.push(QueueDef {
+                    vhost: f.str("vhost")?,
+                    name: f.str("name")?,
+                    id: f.u64("id")?,
+                    auto_delete: f.bool("auto_delete")?,
+                    arguments: f.table("arguments")?,
+                }),
+                "binding" => defs.bindings.push(BindingDef {
+                    vhost: f.str("vhost")?,
+                    source: f.str("source")?,
+                    destination: f.str("destination")?,
+                    to_queue: f.bool("to_queue")?,
+                    routing_key: f.str("routing_key")?,
+                    arguments: f.table("arguments")?,
+                }),
+                other => {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        problem: format!("unknown definition kind {other:?}"),
+                    });
+                }
+            }
+        }
+        if records.torn {
+            // The snapshot is renamed into place only once complete and synced.
+            return Err(StoreError::Corrupt {
+                path,
+                problem: "damaged record".into(),
+            });
+        }
+        Ok(Some(defs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_round_trip() {
+        let dir = crate::tests::temp_dir("defs");
+        assert_eq!(Definitions::load(&dir).unwrap(), None);
+        let defs = Definitions {
+            vhosts: vec!["/".into(), "dev".into()],
+            users: vec![UserDef {
+                name: "guest".into(),
+                password: "guest".into(),
+                vhosts: vec!["/".into()],
+                loopback_only: true,
+            }],
+            exchanges: vec![ExchangeDef {
+                vhost: "/".into(),
+                name: "logs".into(),
+                kind: "topic".into(),
+                auto_delete: false,
+                internal: true,
+                arguments: FieldTable::new().with("alternate-exchange", "ae"),
+            }],
+            queues: vec![QueueDef {
+                vhost: "/".into(),
+                name: "jobs".into(),
+                id: 7,
+                auto_delete: false,
+                arguments: FieldTable::new(),
+            }],
+            bindings: vec![BindingDef {
+                vhost: "/".into(),
+                source: "logs".into(),
+                destination: "jobs".into(),
+                to_queue: true,
+                routing_key: "a.#".into(),
+                arguments: FieldTable::new().with("x-match", "any"),
+            }],
+        };
+        defs.save(&dir).unwrap();
+        assert_eq!(Definitions::load(&dir).unwrap(), Some(defs));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,263 @@
+//! warren's disk store: what makes a confirmed message survive a crash.
+//!
+//! Persistent messages routed to durable queues are appended once to shared, append-only
+//! segment files; each durable queue appends `(position, location)` entries to its own index
+//! and removals to its own ack log. A single writer thread batches every request that is
+//! waiting, writes it, fsyncs once, and only then runs the completions that send publisher
+//! confirms: group commit. Segments nobody needs any more are deleted. Definitions (vhosts,
+//! users, durable exchanges, queues and bindings) are a snapshot rewritten atomically.
+//!
+//! # Layout
+//! - [`paths`]: the data dir, file by file.
+//! - `record`: the `[length][CRC-32][payload]` framing every file uses.
+//! - [`definitions`]: the definitions snapshot.
+//! - [`message`]: the stored message and its segment encoding.
+//! - `writer`: the writer thread and group commit.
+//! - `recover`: start-up recovery and torn-tail repair.
+
+pub mod definitions;
+mod error;
+pub mod message;
+pub mod paths;
+mod record;
+mod recover;
+mod writer;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+pub use definitions::Definitions;
+pub use error::StoreError;
+pub use message::Message;
+pub use recover::{RecoveredMessage, RecoveryStats};
+pub use writer::Done;
+use writer::{Request, Writer};
+
+/// Names a durable queue's files.
+pub type QueueId = u64;
+
+/// Where a message record sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Segment number.
+    pub seg: u32,
+    /// Offset of the record's header in the segment.
+    pub offset: u64,
+    /// Record length, header included.
+    pub len: u32,
+}
+
+/// Tunables (tests make segments small).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// A segment is closed and a new one started past this size.
+    pub segment_max: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            segment_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the data dir held at start.
+#[derive(Debug)]
+pub struct Recovery {
+    /// The definitions, or `None` for a new data dir.
+    pub definitions: Option<Definitions>,
+    /// Each durable queue's messages, in queue order.
+    pub queues: std::collections::HashMap<QueueId, Vec<RecoveredMessage>>,
+    /// Counts for the log.
+    pub stats: RecoveryStats,
+}
+
+/// The open store. Methods only queue requests for the writer thread (no I/O on the caller's
+/// thread) except [`Store::save_definitions`].
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    tx: Mutex<Option<Sender<Request>>>,
+    next_id: AtomicU64,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Serializes definition snapshots.
+    defs: Mutex<()>,
+}
+
+/// fsyncs a directory so that renames and new files in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io("syncing directory", dir))
+}
+
+fn check_format(dir: &Path) -> Result<(), StoreError> {
+    let path = dir.join(paths::FORMAT);
+    let expected = format!("warren-data-format {}\n", paths::FORMAT_VERSION);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == expected => Ok(()),
+        Ok(found) => Err(StoreError::Version {
+            path: dir.to_path_buf(),
+            found: found.trim().to_string(),
+            expected: paths::FORMAT_VERSION,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let used = [definitions::FILE, paths::MESSAGES, paths::QUEUES]
+                .iter()
+                .any(|f| dir.join(f).exists());
+            if used {
+                return Err(StoreError::Version {
+                    path: dir.to_path_buf(),
+                    found: "no FORMAT file".into(),
+                    expected: paths::FORMAT_VERSION,
+                });
+            }
+            let mut f = std::fs::File::create(&path).map_err(StoreError::io("creating", &path))?;
+            f.write_all(expected.as_bytes())
+                .map_err(StoreError::io("writing", &path))?;
+            f.sync_all().map_err(StoreError::io("syncing", &path))?;
+            sync_dir(dir)
+        }
+        Err(e) => Err(StoreError::io("reading", &path)(e)),
+    }
+}
+
+impl Store {
+    /// Opens (creating if new) the data dir, recovers it, and starts the writer thread.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<(Arc<Store>, Recovery), StoreError> {
+        std::fs::create_dir_all(dir).map_err(StoreError::io("creating", dir))?;
+        check_format(dir)?;
+        for sub in [paths::MESSAGES, paths::QUEUES] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(StoreError::io("creating", &p))?;
+        }
+        let definitions = Definitions::load(dir)?;
+        let known: HashSet<QueueId> = definitions
+            .iter()
+            .flat_map(|d| d.queues.iter().map(|q| q.id))
+            .collect();
+        let rec = recover::recover(dir, &known)?;
+        let seg_file = writer::new_segment(dir, rec.next_segment)?;
+        sync_dir(&dir.join(paths::MESSAGES))?;
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            segment_max: options.segment_max,
+            seg: rec.next_segment,
+            seg_file,
+            seg_size: paths::SEGMENT_MAGIC.len() as u64,
+            seg_dirty: true,
+            refs: rec.refs,
+            recent: Default::default(),
+            queues: rec.queues,
+            done: Vec::new(),
+            scratch: BytesMut::new(),
+            last_sync: Instant::now(),
+        };
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("warren-store".into())
+            .spawn(move || writer.run(rx))
+            .map_err(StoreError::io("starting the writer thread for", dir))?;
+        let store = Arc::new(Store {
+            dir: dir.to_path_buf(),
+            tx: Mutex::new(Some(tx)),
+            next_id: AtomicU64::new(rec.next_message_id),
+            thread: Mutex::new(Some(thread)),
+            defs: Mutex::new(()),
+        });
+        Ok((
+            store,
+            Recovery {
+                definitions,
+                queues: rec.messages,
+                stats: rec.stats,
+            },
+        ))
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn send(&self, req: Request) {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = tx.as_ref() {
+            // The writer only stops at shutdown; requests after that are moot.
+            let _ = tx.send(req);
+        }
+    }
+
+    /// Writes `message` once; `enqueues` index entries ([`Store::enqueue`] or
+    /// [`Store::skip`]) must follow. Returns the message id.
+    pub fn append(&self, message: Arc<Message>, enqueues: u32) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.send(Request::Append {
+            id,
+            message,
+            enqueues,
+        });
+        id
+    }
+
+    /// Queue `queue` holds message `id` at position `seq`. Positions of one queue must be
+    /// enqueued in increasing order.
+    pub fn enqueue(&self, queue: QueueId, seq: u64, id: u64) {
+        self.send(Request::Enqueue { queue, seq, id });
+    }
+
+    /// One promised enqueue of message `id` will not come.
+    pub fn skip(&self, id: u64) {
+        self.send(Request::Skip { id });
+    }
+
+    /// Position `seq` of `queue` is gone (acked, rejected, purged).
+    pub fn remove(&self, queue: QueueId, seq: u64) {
+        self.send(Request::Remove { queue, seq });
+    }
+
+    /// Position `seq` of `queue` was delivered.
+    pub fn delivered(&self, queue: QueueId, seq: u64) {
+        self.send(Request::Delivered { queue, seq });
+    }
+
+    /// The queue was deleted.
+    pub fn drop_queue(&self, queue: QueueId) {
+        self.send(Request::DropQueue { queue });
+    }
+
+    /// Runs `done` once everything requested before is on disk (fsync'd).
+    pub fn sync(&self, done: Done) {
+        self.send(Request::Sync(done));
+    }
+
+    /// Writes the definitions snapshot (synchronously, fsync'd).
+    pub fn save_definitions(&self, defs: &Definitions) -> Result<(), StoreError> {
+        let _guard = self.defs.lock().unwrap_or_else(|p| p.into_inner());
+        defs.save(&self.dir)
+    }
+
+    /// Syncs everything and stops the writer thread.
+    pub fn close(&self) {
+        let (done_tx, done_rx) = mpsc::channel();
+        self.send(Request::Shutdown(Box::new(move || {
+            let _ = done_tx.send(());
+        })));
+        let _ = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! Store tests: write, reopen, and check what survives.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use warren_wire::BasicProperties;
+
+use crate::definitions::QueueDef;
+use crate::{Definitions, Message, Store, StoreError, StoreOptions, paths};
+
+pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("warren-store-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn msg(body: &str) -> Arc<Message> {
+    Arc::new(Message {
+        exchange: "".into(),
+        routing_key: "q".into(),
+        properties: BasicProperties {
+            delivery_mode: Some(2),
+            ..Default::default()
+        },
+        body: Bytes::copy_from_slice(body.as_bytes()),
+    })
+}
+
+fn defs(ids: &[u64]) -> Definitions {
+    Definitions {
+        queues: ids
+            .iter()
+            .map(|id| QueueDef {
+                vhost: "/".into(),
+                name: format!("q{id}"),
+                id: *id,
+                auto_delete: false,
+                arguments: Default::default(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn sync(store: &Store) {
+    let (tx, rx) = mpsc::channel();
+    store.sync(Box::new(move || {
+        let _ = tx.send(());
+    }));
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("sync completed");
+}
+
+fn open(dir: &std::path::Path, opts: StoreOptions) -> (Arc<Store>, crate::Recovery) {
+    Store::open(dir, opts).expect("open")
+}
+
+fn bodies(rec: &crate::Recovery, q: u64) -> Vec<(String, bool)> {
+    rec.queues
+        .get(&q)
+        .map(|v| {
+            v.iter()
+                .map(|m| {
+                    (
+                        String::from_utf8_lossy(&m.message.body).into_owned(),
+                        m.redelivered,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn messages_survive_a_reopen_in_order_with_redelivered_flags() {
+    let dir = temp_dir("reopen");
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert!(rec.definitions.is_none());
+    store.save_definitions(&defs(&[1, 2])).unwrap();
+    for (seq, body) in ["a", "b", "c", "d"].iter().enumerate() {
+        let id = store.append(msg(body), 2);
+        store.enqueue(1, seq as u64, id);
+        store.enqueue(2, seq as u64, id);
+    }
+    store.remove(1, 1);
+    store.delivered(1, 2);
+    sync(&store);
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(
+        bodies(&rec, 1),
+        vec![("a".into(), false), ("c".into(), true), ("d".into(), false)]
+    );
+    assert_eq!(bodies(&rec, 2).len(), 4);
+    assert_eq!(rec.stats.messages, 7);
+    // A message written once for two queues occupies one record.
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn drained_queues_give_their_disk_space_back() {
+    let dir = temp_dir("drain");
+    let (store, _) = open(&dir, StoreOptions { segment_max: 4096 });
+    store.save_definitions(&defs(&[1])).unwrap();
+    let body = "x".repeat(1000);
+    for seq in 0..200u64 {
+        let id = store.append(msg(&body), 1);
+        store.enqueue(1, seq, id);
+    }
+    sync(&store);
+    let segs = || {
+        std::fs::read_dir(dir.join(paths::MESSAGES))
+            .unwrap()
+            .count()
+    };
+    assert!(segs() > 40, "{} segments", segs());
+    for seq in 0..200u64 {
+        store.remove(1, seq);
+    }
+    sync(&store);
+    assert_eq!(segs(), 1, "only the current segment is left");
+    let idx = std::fs::metadata(paths::index(&dir, 1)).unwrap().len();
+    assert!(idx < 10_000, "index of {idx} bytes");
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert!(bodies(&rec, 1).is_empty());
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_torn_segment_tail_is_cut_and_everything_before_it_kept() {
+    let dir = temp_dir("torn");
+    let (store, _) = open(&dir, StoreOptions::default());
+    store.save_definitions(&defs(&[1])).unwrap();
+    for seq in 0..3u64 {
+        let id = store.append(msg(&format!("m{seq}")), 1);
+        store.enqueue(1, seq, id);
+    }
+    sync(&store);
+    store.close();
+    // Cut the last segment record in half, and add garbage to the index tail.
+    let seg = std::fs::read_dir(dir.join(paths::MESSAGES))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 5).unwrap();
+    let mut idx = std::fs::OpenOptions::new()
+        .append(true)
+        .open(paths::index(&dir, 1))
+        .unwrap();
+    std::io::Write::write_all(&mut idx, &[0, 0, 0, 24, 1, 2]).unwrap();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(
+        bodies(&rec, 1),
+        vec![("m0".into(), false), ("m1".into(), false)]
+    );
+    assert_eq!(rec.stats.truncated, 2);
+    // It keeps working after the repair.
+    let id = store.append(msg("m3"), 1);
+    store.enqueue(1, 3, id);
+    sync(&store);
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(bodies(&rec, 1).len(), 3);
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_unknown_format_is_refused() {
+    let dir = temp_dir("format");
+    std::fs::write(dir.join(paths::FORMAT), "warren-data-format 99\n").unwrap();
+    let err = Store::open(&dir, StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Version { .. }), "{err}");
+    assert!(err.to_string().contains("warren-data-format 99"), "{err}");
+    // Not rewritten.
+    assert_eq!(
+        std::fs::read_to_string(dir.join(paths::FORMAT)).unwrap(),
+        "warren-data-format 99\n"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn deleted_and_orphaned_queues_lose_their_files() {
+    let dir = temp_dir("drop");
+    let (store, _) = open(&dir, StoreOptions::default());
+    store.save_definitions(&defs(&[1, 2])).unwrap();
+    for q in [1, 2] {
+        let id = store.append(msg("x"), 1);
+        store.enqueue(q, 0, id);
+    }
+    store.drop_queue(1);
+    sync(&store);
+    assert!(!paths::index(&dir, 1).exists());
+    store.close();
+    // Queue 2 vanished from the definitions (as after a crash mid-delete): its files go too.
+    store.save_definitions(&defs(&[])).unwrap();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert!(rec.queues.is_empty());
+    assert!(!paths::index(&dir, 2).exists());
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
