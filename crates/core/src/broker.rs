@@ -1,9 +1,16 @@
-//! The broker: users with their passwords and vhost permissions, and the vhosts themselves.
+//! The broker: users with their passwords and vhost permissions, and the vhosts themselves;
+//! opening it on a data dir recovers what was durable.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use tracing::info;
+use warren_store::definitions::{Definitions, UserDef};
+use warren_store::{Store, StoreError, StoreOptions};
+
+use crate::persistence::Persistence;
 use crate::queue::ConnectionId;
 use crate::vhost::VHost;
 
@@ -20,26 +27,144 @@ pub struct User {
     pub loopback_only: bool,
 }
 
+/// The user and vhost a new data dir starts with (RabbitMQ's default user and vhost).
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Vhost.
+    pub vhost: String,
+    /// Whether the user may only connect from loopback.
+    pub loopback_only: bool,
+}
+
 /// All of the broker's state.
 #[derive(Debug, Default)]
 pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     users: RwLock<HashMap<String, User>>,
     next_connection: AtomicU64,
+    persistence: Option<Arc<Persistence>>,
 }
 
 impl Broker {
-    /// A broker with one user who may use one vhost, as RabbitMQ starts with guest on `/`.
+    /// An in-memory broker with one user who may use one vhost.
     pub fn with_default_user(user: &str, password: &str, vhost: &str, loopback_only: bool) -> Self {
         let broker = Broker::default();
-        broker.add_vhost(vhost);
-        broker.add_user(User {
-            name: user.to_string(),
-            password: password.to_string(),
-            vhosts: vec![vhost.to_string()],
+        broker.add_defaults(&Defaults {
+            user: user.into(),
+            password: password.into(),
+            vhost: vhost.into(),
             loopback_only,
         });
         broker
+    }
+
+    fn add_defaults(&self, d: &Defaults) {
+        self.add_vhost(&d.vhost);
+        self.add_user(User {
+            name: d.user.clone(),
+            password: d.password.clone(),
+            vhosts: vec![d.vhost.clone()],
+            loopback_only: d.loopback_only,
+        });
+    }
+
+    /// Opens the data dir: recovers users, vhosts, durable exchanges, queues, bindings and
+    /// persistent messages; a new data dir starts with `defaults`.
+    pub fn open(dir: &Path, defaults: &Defaults) -> Result<Arc<Broker>, StoreError> {
+        let started = std::time::Instant::now();
+        let (store, recovery) = Store::open(dir, StoreOptions::default())?;
+        let next_queue_id = recovery
+            .definitions
+            .as_ref()
+            .and_then(|d| d.queues.iter().map(|q| q.id).max())
+            .map_or(1, |m| m + 1);
+        let persistence = Persistence::new(store, next_queue_id);
+        let broker =
+            Arc::new(Broker { persistence: Some(persistence.clone()), ..Broker::default() });
+        let _ = persistence.broker.set(Arc::downgrade(&broker));
+        match recovery.definitions {
+            None => {
+                broker.add_defaults(defaults);
+                persistence.changed();
+            }
+            Some(defs) => {
+                let mut messages = recovery.queues;
+                for v in &defs.vhosts {
+                    broker.add_vhost(v);
+                }
+                for u in defs.users {
+                    broker.add_user(User {
+                        name: u.name,
+                        password: u.password,
+                        vhosts: u.vhosts,
+                        loopback_only: u.loopback_only,
+                    });
+                }
+                for e in &defs.exchanges {
+                    if let Some(v) = broker.vhost(&e.vhost) {
+                        v.restore_exchange(e);
+                    }
+                }
+                for q in &defs.queues {
+                    if let Some(v) = broker.vhost(&q.vhost) {
+                        v.restore_queue(q, messages.remove(&q.id).unwrap_or_default());
+                    }
+                }
+                for b in &defs.bindings {
+                    if let Some(v) = broker.vhost(&b.vhost) {
+                        v.restore_binding(b);
+                    }
+                }
+                info!(
+                    vhosts = defs.vhosts.len(),
+                    exchanges = defs.exchanges.len(),
+                    queues = defs.queues.len(),
+                    bindings = defs.bindings.len(),
+                    messages = recovery.stats.messages,
+                    "recovered definitions and messages in {:.3} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        Ok(broker)
+    }
+
+    /// Flushes and fsyncs the store and stops its writer (at shutdown).
+    pub fn close(&self) {
+        if let Some(p) = &self.persistence {
+            p.store.close();
+        }
+    }
+
+    /// The store, if the broker has a data dir.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.persistence.as_ref().map(|p| &p.store)
+    }
+
+    /// The definitions snapshot: users, vhosts and every vhost's durable things.
+    pub fn definitions(&self) -> Definitions {
+        let mut defs = Definitions::default();
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        for u in users.values() {
+            defs.users.push(UserDef {
+                name: u.name.clone(),
+                password: u.password.clone(),
+                vhosts: u.vhosts.clone(),
+                loopback_only: u.loopback_only,
+            });
+        }
+        drop(users);
+        let vhosts: Vec<Arc<VHost>> =
+            self.vhosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for v in vhosts {
+            defs.vhosts.push(v.name.clone());
+            v.durable_definitions(&mut defs);
+        }
+        defs
     }
 
     /// Creates a vhost with its standard exchanges (no-op if it exists).
@@ -47,7 +172,7 @@ impl Broker {
         let mut vhosts = self.vhosts.write().unwrap_or_else(|p| p.into_inner());
         vhosts
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(VHost::new(name)))
+            .or_insert_with(|| Arc::new(VHost::with_persistence(name, self.persistence.clone())))
             .clone()
     }
 
@@ -59,11 +184,7 @@ impl Broker {
 
     /// The vhost called `name`.
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
-        self.vhosts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     /// The user if the password matches.
@@ -79,13 +200,8 @@ impl Broker {
 
     /// Called when a connection ends: its exclusive queues are deleted in every vhost.
     pub fn connection_closed(&self, connection: ConnectionId) {
-        let vhosts: Vec<Arc<VHost>> = self
-            .vhosts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let vhosts: Vec<Arc<VHost>> =
+            self.vhosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         for v in vhosts {
             v.drop_exclusive_queues(connection);
         }

@@ -19,10 +19,7 @@ pub type Result<T, E = AmqpError> = std::result::Result<T, E>;
 impl AmqpError {
     /// An error with `code` and `text`.
     pub fn new(code: u16, text: impl Into<String>) -> Self {
-        AmqpError {
-            code,
-            text: text.into(),
-        }
+        AmqpError { code, text: text.into() }
     }
 
     /// Whether the error closes the whole connection rather than one channel.

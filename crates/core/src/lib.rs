@@ -8,16 +8,18 @@
 //! - [`exchange`]: exchange records and one router per exchange type.
 //! - [`queue`]: queues, consumers, prefetch windows and the events sent to connections.
 //! - [`message`]: the shared message.
+//! - [`persistence`]: queue ids and definitions snapshots for a broker with a data dir.
 //! - [`error`]: [`AmqpError`], a reply code and text.
 
 pub mod broker;
 pub mod error;
 pub mod exchange;
 pub mod message;
+pub mod persistence;
 pub mod queue;
 pub mod vhost;
 
-pub use broker::{Broker, User};
+pub use broker::{Broker, Defaults, User};
 pub use error::{AmqpError, Result};
 pub use message::Message;
 pub use queue::{

@@ -8,12 +8,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use warren_store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
 use warren_wire::value::tables_equivalent;
 use warren_wire::{FieldTable, ShortStr};
 
 use crate::error::{AmqpError, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions, headers};
-use crate::queue::{ConnectionId, Queue, QueueOptions};
+use crate::persistence::Persistence;
+use crate::queue::{ConnectionId, Durable, Queue, QueueOptions};
 
 /// Queue arguments that change behaviour warren does not implement yet: declaring with them
 /// is refused with 540 rather than silently ignored.
@@ -40,6 +42,8 @@ pub struct VHost {
     exchanges: RwLock<HashMap<ShortStr, Arc<Exchange>>>,
     queues: RwLock<HashMap<ShortStr, Arc<Queue>>>,
     generated: AtomicU64,
+    /// Set when the broker has a data dir: durable things are saved through it.
+    persistence: Option<Arc<Persistence>>,
 }
 
 /// What queue.declare answers.
@@ -77,11 +81,17 @@ fn inequivalent(
 impl VHost {
     /// A vhost with the default exchange and the `amq.*` exchanges.
     pub fn new(name: &str) -> Self {
+        Self::with_persistence(name, None)
+    }
+
+    /// A vhost whose durable things are saved through `persistence`.
+    pub fn with_persistence(name: &str, persistence: Option<Arc<Persistence>>) -> Self {
         let v = VHost {
             name: name.to_string(),
             exchanges: RwLock::default(),
             queues: RwLock::default(),
             generated: AtomicU64::new(0),
+            persistence,
         };
         {
             let mut ex = write(&v.exchanges);
@@ -157,33 +167,18 @@ impl VHost {
             )));
         }
         if passive {
-            return self
-                .exchange(name)
-                .map(|_| ())
-                .ok_or_else(|| self.no_exchange(name));
+            return self.exchange(name).map(|_| ()).ok_or_else(|| self.no_exchange(name));
         }
         let Some(parsed) = ExchangeKind::parse(kind) else {
-            return Err(AmqpError::command_invalid(format!(
-                "unknown exchange type '{kind}'"
-            )));
+            return Err(AmqpError::command_invalid(format!("unknown exchange type '{kind}'")));
         };
-        let options = ExchangeOptions {
-            kind: parsed,
-            ..options
-        };
+        let options = ExchangeOptions { kind: parsed, ..options };
         let mut map = write(&self.exchanges);
         if let Some(existing) = map.get(name) {
             let e = &existing.options;
             let vh = &self.name;
             if e.kind != options.kind {
-                return Err(inequivalent(
-                    "exchange",
-                    "type",
-                    name,
-                    vh,
-                    kind,
-                    e.kind.as_str(),
-                ));
+                return Err(inequivalent("exchange", "type", name, vh, kind, e.kind.as_str()));
             }
             for (arg, got, current) in [
                 ("durable", options.durable, e.durable),
@@ -213,8 +208,18 @@ impl VHost {
                 "exchange name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
+        let durable = options.durable;
         map.insert(name.into(), Arc::new(Exchange::new(name.into(), options)));
+        drop(map);
+        self.persisted(durable);
         Ok(())
+    }
+
+    /// Saves the definitions if a durable thing changed (call with no registry lock held).
+    fn persisted(&self, durable: bool) {
+        if durable && let Some(p) = &self.persistence {
+            p.changed();
+        }
     }
 
     /// exchange.delete.
@@ -242,6 +247,7 @@ impl VHost {
         let sources: Vec<Arc<Exchange>> = map.values().cloned().collect();
         drop(map);
         self.remove_destination_everywhere(&sources, &as_dest);
+        self.persisted(ex.options.durable);
         Ok(())
     }
 
@@ -272,6 +278,7 @@ impl VHost {
         let sources: Vec<Arc<Exchange>> = map.values().cloned().collect();
         drop(map);
         self.remove_destination_everywhere(&sources, &Destination::Exchange(e.name.clone()));
+        self.persisted(e.options.durable);
     }
 
     /// exchange.bind (`destination` receives what `source` routes).
@@ -287,8 +294,8 @@ impl VHost {
         if src.options.kind == ExchangeKind::Headers {
             headers::validate_x_match(args).map_err(AmqpError::precondition_failed)?;
         }
-        src.router_mut()
-            .bind(&Destination::Exchange(dest.name.clone()), key, args);
+        let added = src.router_mut().bind(&Destination::Exchange(dest.name.clone()), key, args);
+        self.persisted(added && src.options.durable && dest.options.durable);
         Ok(())
     }
 
@@ -309,6 +316,7 @@ impl VHost {
         if emptied && src.options.auto_delete {
             self.auto_delete_exchange(source);
         }
+        self.persisted(src.options.durable && dest.options.durable);
         Ok(())
     }
 
@@ -364,11 +372,7 @@ impl VHost {
                 "x-queue-type {t:?}: only classic queues are implemented by warren"
             )));
         }
-        let name: ShortStr = if name.is_empty() {
-            self.generate_name()
-        } else {
-            name.into()
-        };
+        let name: ShortStr = if name.is_empty() { self.generate_name() } else { name.into() };
         let mut map = write(&self.queues);
         if let Some(existing) = map.get(&name).cloned() {
             drop(map);
@@ -377,11 +381,7 @@ impl VHost {
             let vh = &self.name;
             for (arg, got, current) in [
                 ("durable", options.durable, e.durable),
-                (
-                    "exclusive",
-                    options.exclusive.is_some(),
-                    e.exclusive.is_some(),
-                ),
+                ("exclusive", options.exclusive.is_some(), e.exclusive.is_some()),
                 ("auto_delete", options.auto_delete, e.auto_delete),
             ] {
                 if got != current {
@@ -409,8 +409,15 @@ impl VHost {
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
-        let q = Arc::new(Queue::new(name.clone(), options));
+        let durable = match (&self.persistence, options.durable && options.exclusive.is_none()) {
+            (Some(p), true) => Some(Durable { store: p.store.clone(), id: p.queue_id() }),
+            _ => None,
+        };
+        let is_durable = durable.is_some();
+        let q = Arc::new(Queue::with_store(name.clone(), options, durable));
         map.insert(name, q.clone());
+        drop(map);
+        self.persisted(is_durable);
         Ok(answer(q))
     }
 
@@ -446,8 +453,8 @@ impl VHost {
         if ex.options.kind == ExchangeKind::Headers {
             headers::validate_x_match(args).map_err(AmqpError::precondition_failed)?;
         }
-        ex.router_mut()
-            .bind(&Destination::Queue(q.name.clone()), key, args);
+        let added = ex.router_mut().bind(&Destination::Queue(q.name.clone()), key, args);
+        self.persisted(added && ex.options.durable && q.durable.is_some());
         Ok(())
     }
 
@@ -469,6 +476,7 @@ impl VHost {
         if emptied && ex.options.auto_delete {
             self.auto_delete_exchange(exchange);
         }
+        self.persisted(ex.options.durable && q.durable.is_some());
         Ok(())
     }
 
@@ -515,6 +523,7 @@ impl VHost {
         let n = q.delete();
         let sources: Vec<Arc<Exchange>> = read(&self.exchanges).values().cloned().collect();
         self.remove_destination_everywhere(&sources, &Destination::Queue(q.name.clone()));
+        self.persisted(q.durable.is_some());
         n
     }
 
@@ -527,6 +536,104 @@ impl VHost {
             .collect();
         for q in owned {
             self.remove_queue(&q);
+        }
+    }
+
+    /// Adds a durable exchange from the definitions (at start-up).
+    pub(crate) fn restore_exchange(&self, def: &ExchangeDef) {
+        let Some(kind) = ExchangeKind::parse(&def.kind) else {
+            tracing::warn!(exchange = %def.name, "skipping exchange of unknown type {}", def.kind);
+            return;
+        };
+        let options = ExchangeOptions {
+            kind,
+            durable: true,
+            auto_delete: def.auto_delete,
+            internal: def.internal,
+            arguments: def.arguments.clone(),
+        };
+        let name: ShortStr = def.name.as_str().into();
+        write(&self.exchanges).insert(name.clone(), Arc::new(Exchange::new(name, options)));
+    }
+
+    /// Adds a durable queue and its recovered messages (at start-up).
+    pub(crate) fn restore_queue(
+        &self,
+        def: &QueueDef,
+        messages: Vec<warren_store::RecoveredMessage>,
+    ) {
+        let Some(p) = &self.persistence else { return };
+        let options = QueueOptions {
+            durable: true,
+            exclusive: None,
+            auto_delete: def.auto_delete,
+            arguments: def.arguments.clone(),
+        };
+        let durable = Durable { store: p.store.clone(), id: def.id };
+        let name: ShortStr = def.name.as_str().into();
+        let q = Queue::with_store(name.clone(), options, Some(durable));
+        q.recover(messages);
+        write(&self.queues).insert(name, Arc::new(q));
+    }
+
+    /// Adds a durable binding (at start-up).
+    pub(crate) fn restore_binding(&self, def: &BindingDef) {
+        let Some(src) = self.exchange(&def.source) else { return };
+        let dest = if def.to_queue {
+            Destination::Queue(def.destination.as_str().into())
+        } else {
+            Destination::Exchange(def.destination.as_str().into())
+        };
+        src.router_mut().bind(&dest, &def.routing_key, &def.arguments);
+    }
+
+    /// This vhost's durable exchanges, queues and bindings, for the definitions snapshot.
+    pub(crate) fn durable_definitions(&self, defs: &mut Definitions) {
+        let exchanges: Vec<Arc<Exchange>> = read(&self.exchanges).values().cloned().collect();
+        let queues = read(&self.queues);
+        let durable_queue = |name: &str| queues.get(name).is_some_and(|q| q.durable.is_some());
+        let durable_exchange =
+            |name: &str| exchanges.iter().any(|e| &*e.name == name && e.options.durable);
+        for e in &exchanges {
+            if e.options.durable && !e.is_builtin() {
+                defs.exchanges.push(ExchangeDef {
+                    vhost: self.name.clone(),
+                    name: e.name.to_string(),
+                    kind: e.options.kind.as_str().to_string(),
+                    auto_delete: e.options.auto_delete,
+                    internal: e.options.internal,
+                    arguments: e.options.arguments.clone(),
+                });
+            }
+            if !e.options.durable {
+                continue;
+            }
+            for (dest, key, args) in e.router().list() {
+                let (destination, to_queue) = match dest {
+                    Destination::Queue(q) if durable_queue(q) => (q.to_string(), true),
+                    Destination::Exchange(x) if durable_exchange(x) => (x.to_string(), false),
+                    _ => continue,
+                };
+                defs.bindings.push(BindingDef {
+                    vhost: self.name.clone(),
+                    source: e.name.to_string(),
+                    destination,
+                    to_queue,
+                    routing_key: key.clone(),
+                    arguments: args.clone(),
+                });
+            }
+        }
+        for q in queues.values() {
+            if let Some(d) = &q.durable {
+                defs.queues.push(QueueDef {
+                    vhost: self.name.clone(),
+                    name: q.name.to_string(),
+                    id: d.id,
+                    auto_delete: q.options.auto_delete,
+                    arguments: q.options.arguments.clone(),
+                });
+            }
         }
     }
 
@@ -549,9 +656,7 @@ impl VHost {
         }
         scratch.clear();
         let exchanges = read(&self.exchanges);
-        let ex = exchanges
-            .get(exchange)
-            .ok_or_else(|| self.no_exchange(exchange))?;
+        let ex = exchanges.get(exchange).ok_or_else(|| self.no_exchange(exchange))?;
         if ex.options.internal {
             return Err(AmqpError::access_refused(format!(
                 "cannot publish to internal exchange '{exchange}' in vhost '{}'",

@@ -23,12 +23,7 @@ pub struct Config {
     pub default_user: String,
 
     /// Default user's password.
-    #[arg(
-        long,
-        env = "RABBITMQ_DEFAULT_PASS",
-        default_value = "guest",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "RABBITMQ_DEFAULT_PASS", default_value = "guest", hide_env_values = true)]
     pub default_pass: String,
 
     /// Default vhost, created at start; the default user may use it.

@@ -46,10 +46,7 @@ pub async fn run(config: Config, broker: Arc<Broker>) -> anyhow::Result<()> {
     drop(listener);
     shutdown.cancel();
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
         warn!("some connections did not close within 5 s");
     }
     info!("stopped");
@@ -58,10 +55,9 @@ pub async fn run(config: Config, broker: Arc<Broker>) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         warn!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

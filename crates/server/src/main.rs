@@ -13,12 +13,10 @@ mod config;
 mod connection;
 mod listener;
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use warren_core::Broker;
+use warren_core::{Broker, Defaults};
 
 fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
@@ -28,17 +26,20 @@ fn main() -> anyhow::Result<()> {
         )
         .with_target(false)
         .init();
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let broker = Arc::new(Broker::with_default_user(
-        &config.default_user,
-        &config.default_pass,
-        &config.default_vhost,
-        config.default_user_loopback_only(),
-    ));
+    let defaults = Defaults {
+        user: config.default_user.clone(),
+        password: config.default_pass.clone(),
+        vhost: config.default_vhost.clone(),
+        loopback_only: config.default_user_loopback_only(),
+    };
+    let broker = Broker::open(&config.data_dir, &defaults)
+        .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(listener::run(config, broker))
+    let served = runtime.block_on(listener::run(config, broker.clone()));
+    // Connections are closed: flush and fsync what the store holds, then exit.
+    broker.close();
+    served
 }

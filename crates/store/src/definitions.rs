@@ -112,17 +112,10 @@ impl Fields<'_> {
         }
     }
     fn str(&self, k: &str) -> Result<String, StoreError> {
-        self.0
-            .get(k)
-            .and_then(FieldValue::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| self.bad(k))
+        self.0.get(k).and_then(FieldValue::as_str).map(str::to_string).ok_or_else(|| self.bad(k))
     }
     fn bool(&self, k: &str) -> Result<bool, StoreError> {
-        self.0
-            .get(k)
-            .and_then(FieldValue::as_bool)
-            .ok_or_else(|| self.bad(k))
+        self.0.get(k).and_then(FieldValue::as_bool).ok_or_else(|| self.bad(k))
     }
     fn table(&self, k: &str) -> Result<FieldTable, StoreError> {
         match self.0.get(k) {
@@ -152,11 +145,7 @@ impl Definitions {
     fn records(&self) -> Vec<FieldTable> {
         let mut out = Vec::new();
         for v in &self.vhosts {
-            out.push(
-                FieldTable::new()
-                    .with("kind", s("vhost"))
-                    .with("name", s(v)),
-            );
+            out.push(FieldTable::new().with("kind", s("vhost")).with("name", s(v)));
         }
         for u in &self.users {
             out.push(
@@ -164,10 +153,7 @@ impl Definitions {
                     .with("kind", s("user"))
                     .with("name", s(&u.name))
                     .with("password", s(&u.password))
-                    .with(
-                        "vhosts",
-                        FieldValue::Array(u.vhosts.iter().map(|v| s(v)).collect()),
-                    )
+                    .with("vhosts", FieldValue::Array(u.vhosts.iter().map(|v| s(v)).collect()))
                     .with("loopback_only", u.loopback_only),
             );
         }
@@ -224,8 +210,7 @@ impl Definitions {
         let tmp = dir.join("definitions.new");
         let fin = dir.join(FILE);
         let mut f = File::create(&tmp).map_err(StoreError::io("creating", &tmp))?;
-        f.write_all(&data)
-            .map_err(StoreError::io("writing", &tmp))?;
+        f.write_all(&data).map_err(StoreError::io("writing", &tmp))?;
         f.sync_all().map_err(StoreError::io("syncing", &tmp))?;
         std::fs::rename(&tmp, &fin).map_err(StoreError::io("renaming over", &fin))?;
         crate::sync_dir(dir)
@@ -248,12 +233,8 @@ impl Definitions {
         let mut defs = Definitions::default();
         let mut records = Records::new(&data, 8);
         for (_, payload) in records.by_ref() {
-            let table = FieldTable::decode(&Bytes::copy_from_slice(payload)).map_err(|e| {
-                StoreError::Corrupt {
-                    path: path.clone(),
-                    problem: e.to_string(),
-                }
-            })?;
+            let table = FieldTable::decode(&Bytes::copy_from_slice(payload))
+                .map_err(|e| StoreError::Corrupt { path: path.clone(), problem: e.to_string() })?;
             let f = Fields(&table, &path);
             match f.str("kind")?.as_str() {
                 "vhost" => defs.vhosts.push(f.str("name")?),
@@ -296,10 +277,7 @@ impl Definitions {
         }
         if records.torn {
             // The snapshot is renamed into place only once complete and synced.
-            return Err(StoreError::Corrupt {
-                path,
-                problem: "damaged record".into(),
-            });
+            return Err(StoreError::Corrupt { path, problem: "damaged record".into() });
         }
         Ok(Some(defs))
     }

@@ -63,9 +63,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions {
-            segment_max: 64 * 1024 * 1024,
-        }
+        StoreOptions { segment_max: 64 * 1024 * 1024 }
     }
 }
 
@@ -121,8 +119,7 @@ fn check_format(dir: &Path) -> Result<(), StoreError> {
                 });
             }
             let mut f = std::fs::File::create(&path).map_err(StoreError::io("creating", &path))?;
-            f.write_all(expected.as_bytes())
-                .map_err(StoreError::io("writing", &path))?;
+            f.write_all(expected.as_bytes()).map_err(StoreError::io("writing", &path))?;
             f.sync_all().map_err(StoreError::io("syncing", &path))?;
             sync_dir(dir)
         }
@@ -140,10 +137,8 @@ impl Store {
             std::fs::create_dir_all(&p).map_err(StoreError::io("creating", &p))?;
         }
         let definitions = Definitions::load(dir)?;
-        let known: HashSet<QueueId> = definitions
-            .iter()
-            .flat_map(|d| d.queues.iter().map(|q| q.id))
-            .collect();
+        let known: HashSet<QueueId> =
+            definitions.iter().flat_map(|d| d.queues.iter().map(|q| q.id)).collect();
         let rec = recover::recover(dir, &known)?;
         let seg_file = writer::new_segment(dir, rec.next_segment)?;
         sync_dir(&dir.join(paths::MESSAGES))?;
@@ -173,14 +168,7 @@ impl Store {
             thread: Mutex::new(Some(thread)),
             defs: Mutex::new(()),
         });
-        Ok((
-            store,
-            Recovery {
-                definitions,
-                queues: rec.messages,
-                stats: rec.stats,
-            },
-        ))
+        Ok((store, Recovery { definitions, queues: rec.messages, stats: rec.stats }))
     }
 
     /// The data dir.
@@ -200,11 +188,7 @@ impl Store {
     /// [`Store::skip`]) must follow. Returns the message id.
     pub fn append(&self, message: Arc<Message>, enqueues: u32) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.send(Request::Append {
-            id,
-            message,
-            enqueues,
-        });
+        self.send(Request::Append { id, message, enqueues });
         id
     }
 

@@ -58,15 +58,7 @@ impl Message {
         let body = payload.slice(p..);
         let routing_key = strs.pop()?;
         let exchange = strs.pop()?;
-        Some((
-            id,
-            Message {
-                exchange,
-                routing_key,
-                properties,
-                body,
-            },
-        ))
+        Some((id, Message { exchange, routing_key, properties, body }))
     }
 }
 

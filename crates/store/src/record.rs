@@ -35,11 +35,7 @@ pub struct Records<'a> {
 impl<'a> Records<'a> {
     /// Records of `data` starting at `start` (just past the magic).
     pub fn new(data: &'a [u8], start: usize) -> Self {
-        Records {
-            data,
-            pos: start,
-            torn: false,
-        }
+        Records { data, pos: start, torn: false }
     }
 
     /// Length of the good prefix read so far (magic included).

@@ -70,17 +70,10 @@ fn read_valid(
     }
     if records.torn {
         let keep = records.valid_len();
-        warn!(
-            "{}: torn tail after byte {keep} of {} cut off",
-            path.display(),
-            data.len()
-        );
-        let f = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(StoreError::io("opening", path))?;
-        f.set_len(keep as u64)
-            .map_err(StoreError::io("truncating", path))?;
+        warn!("{}: torn tail after byte {keep} of {} cut off", path.display(), data.len());
+        let f =
+            OpenOptions::new().write(true).open(path).map_err(StoreError::io("opening", path))?;
+        f.set_len(keep as u64).map_err(StoreError::io("truncating", path))?;
         f.sync_all().map_err(StoreError::io("syncing", path))?;
         stats.truncated += 1;
     }
@@ -206,17 +199,8 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
             };
             let was_delivered = delivered.contains(&seq);
             *refs.entry(loc.seg).or_insert(0) += 1;
-            live.push_back(LiveEntry {
-                seq,
-                loc,
-                removed: false,
-                delivered: was_delivered,
-            });
-            recovered.push(RecoveredMessage {
-                seq,
-                message,
-                redelivered: was_delivered,
-            });
+            live.push_back(LiveEntry { seq, loc, removed: false, delivered: was_delivered });
+            recovered.push(RecoveredMessage { seq, message, redelivered: was_delivered });
         }
         stats.messages += recovered.len() as u64;
         stats.queues += 1;
@@ -242,12 +226,5 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         "recovered the store in {:.3} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(Recovered {
-        next_segment: last_segment + 1,
-        next_message_id,
-        refs,
-        queues,
-        messages,
-        stats,
-    })
+    Ok(Recovered { next_segment: last_segment + 1, next_message_id, refs, queues, messages, stats })
 }

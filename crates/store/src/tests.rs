@@ -23,10 +23,7 @@ fn msg(body: &str) -> Arc<Message> {
     Arc::new(Message {
         exchange: "".into(),
         routing_key: "q".into(),
-        properties: BasicProperties {
-            delivery_mode: Some(2),
-            ..Default::default()
-        },
+        properties: BasicProperties { delivery_mode: Some(2), ..Default::default() },
         body: Bytes::copy_from_slice(body.as_bytes()),
     })
 }
@@ -52,8 +49,7 @@ fn sync(store: &Store) {
     store.sync(Box::new(move || {
         let _ = tx.send(());
     }));
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("sync completed");
+    rx.recv_timeout(Duration::from_secs(10)).expect("sync completed");
 }
 
 fn open(dir: &std::path::Path, opts: StoreOptions) -> (Arc<Store>, crate::Recovery) {
@@ -65,12 +61,7 @@ fn bodies(rec: &crate::Recovery, q: u64) -> Vec<(String, bool)> {
         .get(&q)
         .map(|v| {
             v.iter()
-                .map(|m| {
-                    (
-                        String::from_utf8_lossy(&m.message.body).into_owned(),
-                        m.redelivered,
-                    )
-                })
+                .map(|m| (String::from_utf8_lossy(&m.message.body).into_owned(), m.redelivered))
                 .collect()
         })
         .unwrap_or_default()
@@ -92,10 +83,7 @@ fn messages_survive_a_reopen_in_order_with_redelivered_flags() {
     sync(&store);
     store.close();
     let (store, rec) = open(&dir, StoreOptions::default());
-    assert_eq!(
-        bodies(&rec, 1),
-        vec![("a".into(), false), ("c".into(), true), ("d".into(), false)]
-    );
+    assert_eq!(bodies(&rec, 1), vec![("a".into(), false), ("c".into(), true), ("d".into(), false)]);
     assert_eq!(bodies(&rec, 2).len(), 4);
     assert_eq!(rec.stats.messages, 7);
     // A message written once for two queues occupies one record.
@@ -114,11 +102,7 @@ fn drained_queues_give_their_disk_space_back() {
         store.enqueue(1, seq, id);
     }
     sync(&store);
-    let segs = || {
-        std::fs::read_dir(dir.join(paths::MESSAGES))
-            .unwrap()
-            .count()
-    };
+    let segs = || std::fs::read_dir(dir.join(paths::MESSAGES)).unwrap().count();
     assert!(segs() > 40, "{} segments", segs());
     for seq in 0..200u64 {
         store.remove(1, seq);
@@ -154,16 +138,10 @@ fn a_torn_segment_tail_is_cut_and_everything_before_it_kept() {
     let len = std::fs::metadata(&seg).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(len - 5).unwrap();
-    let mut idx = std::fs::OpenOptions::new()
-        .append(true)
-        .open(paths::index(&dir, 1))
-        .unwrap();
+    let mut idx = std::fs::OpenOptions::new().append(true).open(paths::index(&dir, 1)).unwrap();
     std::io::Write::write_all(&mut idx, &[0, 0, 0, 24, 1, 2]).unwrap();
     let (store, rec) = open(&dir, StoreOptions::default());
-    assert_eq!(
-        bodies(&rec, 1),
-        vec![("m0".into(), false), ("m1".into(), false)]
-    );
+    assert_eq!(bodies(&rec, 1), vec![("m0".into(), false), ("m1".into(), false)]);
     assert_eq!(rec.stats.truncated, 2);
     // It keeps working after the repair.
     let id = store.append(msg("m3"), 1);

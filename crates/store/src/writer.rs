@@ -27,11 +27,7 @@ pub type Done = Box<dyn FnOnce() + Send>;
 /// What the writer is asked to do, in order.
 pub(crate) enum Request {
     /// Write a message once; `enqueues` index entries will refer to it.
-    Append {
-        id: u64,
-        message: Arc<Message>,
-        enqueues: u32,
-    },
+    Append { id: u64, message: Arc<Message>, enqueues: u32 },
     /// Queue `queue` holds message `id` at position `seq`.
     Enqueue { queue: QueueId, seq: u64, id: u64 },
     /// One promised enqueue of message `id` will not come (its queue went away).
@@ -97,13 +93,8 @@ fn open_append(path: &Path, magic: &[u8; 8]) -> Result<BufWriter<File>, StoreErr
         .append(true)
         .open(path)
         .map_err(StoreError::io("opening", path))?;
-    if f.metadata()
-        .map_err(StoreError::io("reading metadata of", path))?
-        .len()
-        == 0
-    {
-        f.write_all(magic)
-            .map_err(StoreError::io("writing", path))?;
+    if f.metadata().map_err(StoreError::io("reading metadata of", path))?.len() == 0 {
+        f.write_all(magic).map_err(StoreError::io("writing", path))?;
     }
     Ok(BufWriter::with_capacity(64 * 1024, f))
 }
@@ -158,11 +149,7 @@ impl Writer {
                 }
                 handled += 1;
                 // Bound a batch so completions are not held back indefinitely under load.
-                next = if handled < 65536 {
-                    rx.try_recv().ok()
-                } else {
-                    None
-                };
+                next = if handled < 65536 { rx.try_recv().ok() } else { None };
             }
             let stale = self.last_sync.elapsed() >= Duration::from_millis(200);
             if must_sync || stale {
@@ -211,10 +198,7 @@ impl Writer {
         if failed {
             // Never confirm what may not be on disk: drop the completions (publishers see no
             // confirm rather than a false one).
-            warn!(
-                "not confirming {} waiting publish(es) after a failed write",
-                self.done.len()
-            );
+            warn!("not confirming {} waiting publish(es) after a failed write", self.done.len());
             self.done.clear();
             return;
         }
@@ -225,11 +209,7 @@ impl Writer {
 
     fn handle(&mut self, req: Request) -> Result<(), StoreError> {
         match req {
-            Request::Append {
-                id,
-                message,
-                enqueues,
-            } => self.append(id, &message, enqueues),
+            Request::Append { id, message, enqueues } => self.append(id, &message, enqueues),
             Request::Enqueue { queue, seq, id } => self.enqueue(queue, seq, id),
             Request::Skip { id } => {
                 self.release_recent(id);
@@ -263,11 +243,7 @@ impl Writer {
             .and_then(|_| w.write_all(&self.scratch))
             .and_then(|_| w.write_all(&message.body));
         result.map_err(StoreError::io("appending to", &path()))?;
-        let loc = Location {
-            seg: self.seg,
-            offset: self.seg_size,
-            len: record_len as u32,
-        };
+        let loc = Location { seg: self.seg, offset: self.seg_size, len: record_len as u32 };
         self.seg_size += record_len;
         self.seg_dirty = true;
         self.recent.insert(id, (loc, enqueues));
@@ -278,13 +254,8 @@ impl Writer {
     fn roll(&mut self) -> Result<(), StoreError> {
         let old = self.seg;
         let old_path = paths::segment(&self.dir, old);
-        self.seg_file
-            .flush()
-            .map_err(StoreError::io("flushing", &old_path))?;
-        self.seg_file
-            .get_ref()
-            .sync_data()
-            .map_err(StoreError::io("syncing", &old_path))?;
+        self.seg_file.flush().map_err(StoreError::io("flushing", &old_path))?;
+        self.seg_file.get_ref().sync_data().map_err(StoreError::io("syncing", &old_path))?;
         self.seg += 1;
         self.seg_file = new_segment(&self.dir, self.seg)?;
         self.seg_size = paths::SEGMENT_MAGIC.len() as u64;
@@ -323,12 +294,10 @@ impl Writer {
             let files = open_queue_files(&self.dir, queue)?;
             self.queues.insert(queue, files);
         }
-        self.queues
-            .get_mut(&queue)
-            .ok_or_else(|| StoreError::Corrupt {
-                path: paths::index(&self.dir, queue),
-                problem: "queue files vanished".into(),
-            })
+        self.queues.get_mut(&queue).ok_or_else(|| StoreError::Corrupt {
+            path: paths::index(&self.dir, queue),
+            problem: "queue files vanished".into(),
+        })
     }
 
     fn enqueue(&mut self, queue: QueueId, seq: u64, id: u64) -> Result<(), StoreError> {
@@ -346,12 +315,7 @@ impl Writer {
         crate::record::write(&mut q.idx, &payload)
             .map_err(StoreError::io("appending to", &paths::index(&dir, queue)))?;
         q.idx_records += 1;
-        q.live.push_back(LiveEntry {
-            seq,
-            loc,
-            removed: false,
-            delivered: false,
-        });
+        q.live.push_back(LiveEntry { seq, loc, removed: false, delivered: false });
         q.dirty = true;
         *self.refs.entry(loc.seg).or_insert(0) += 1;
         self.release_recent(id);
@@ -447,12 +411,8 @@ impl Writer {
             }
             live += 1;
         }
-        q.idx
-            .flush()
-            .map_err(StoreError::io("flushing", &idx_path))?;
-        q.ack
-            .flush()
-            .map_err(StoreError::io("flushing", &ack_path))?;
+        q.idx.flush().map_err(StoreError::io("flushing", &idx_path))?;
+        q.ack.flush().map_err(StoreError::io("flushing", &ack_path))?;
         // The ack log goes first: an index rewritten over a stale ack log would still be
         // right, since acks only name positions that the new index no longer holds.
         for (path, data) in [(&ack_path, &ack), (&idx_path, &idx)] {
@@ -464,10 +424,7 @@ impl Writer {
         }
         crate::sync_dir(&self.dir.join(paths::QUEUES))?;
         let mut files = open_queue_files(&self.dir, queue)?;
-        files.live = std::mem::take(&mut q.live)
-            .into_iter()
-            .filter(|e| !e.removed)
-            .collect();
+        files.live = std::mem::take(&mut q.live).into_iter().filter(|e| !e.removed).collect();
         files.idx_records = live;
         *q = files;
         Ok(())
@@ -482,10 +439,7 @@ impl Writer {
             *refs = refs.saturating_sub(1);
         }
         drop(q);
-        for path in [
-            paths::index(&self.dir, queue),
-            paths::acks(&self.dir, queue),
-        ] {
+        for path in [paths::index(&self.dir, queue), paths::acks(&self.dir, queue)] {
             if let Err(e) = std::fs::remove_file(&path) {
                 warn!("removing {}: {e}", path.display());
             }

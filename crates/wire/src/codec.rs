@@ -17,9 +17,7 @@ pub struct AmqpCodec {
 
 impl Default for AmqpCodec {
     fn default() -> Self {
-        AmqpCodec {
-            frame_max: FRAME_MIN_SIZE,
-        }
+        AmqpCodec { frame_max: FRAME_MIN_SIZE }
     }
 }
 

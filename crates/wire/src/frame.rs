@@ -52,10 +52,7 @@ pub enum Frame {
 impl Frame {
     /// A method frame.
     pub fn method(channel: u16, method: impl Into<Method>) -> Frame {
-        Frame::Method {
-            channel,
-            method: method.into(),
-        }
+        Frame::Method { channel, method: method.into() }
     }
 
     /// The channel the frame travels on.
@@ -125,9 +122,7 @@ pub fn encode_content(
     let result = (|| {
         framed(buf, FRAME_METHOD, channel, |b| method.encode(b))?;
         let (class_id, size) = (method.class_id(), body.len() as u64);
-        framed(buf, FRAME_HEADER, channel, |b| {
-            write_header(b, class_id, 0, size, properties)
-        })?;
+        framed(buf, FRAME_HEADER, channel, |b| write_header(b, class_id, 0, size, properties))?;
         let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1) as usize;
         buf.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD as usize);
         for part in body.chunks(chunk) {
@@ -157,10 +152,7 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     };
     let total = u64::from(size) + u64::from(FRAME_OVERHEAD);
     if total > u64::from(frame_max) {
-        return Err(WireError::FrameTooLarge {
-            size: total,
-            max: frame_max,
-        });
+        return Err(WireError::FrameTooLarge { size: total, max: frame_max });
     }
     let total = total as usize;
     if buf.len() < total {
@@ -174,18 +166,9 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     }
     let payload = &frame[FRAME_HEADER_SIZE..total - 1];
     let decoded = match kind {
-        FRAME_METHOD => Frame::Method {
-            channel,
-            method: Method::decode(&frame, payload)?,
-        },
-        FRAME_HEADER => Frame::Header {
-            channel,
-            header: ContentHeader::decode(&frame, payload)?,
-        },
-        FRAME_BODY => Frame::Body {
-            channel,
-            payload: frame.slice_ref(payload),
-        },
+        FRAME_METHOD => Frame::Method { channel, method: Method::decode(&frame, payload)? },
+        FRAME_HEADER => Frame::Header { channel, header: ContentHeader::decode(&frame, payload)? },
+        FRAME_BODY => Frame::Body { channel, payload: frame.slice_ref(payload) },
         FRAME_HEARTBEAT if channel == 0 && payload.is_empty() => Frame::Heartbeat,
         FRAME_HEARTBEAT => return Err(WireError::BadHeartbeat),
         other => return Err(WireError::UnknownFrameType(other)),

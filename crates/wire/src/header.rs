@@ -31,30 +31,12 @@ mod tests {
 
     #[test]
     fn classifies_headers() {
-        assert_eq!(
-            parse_protocol_header(b"AMQP\x00\x00\x09\x01"),
-            ProtocolHeader::Amqp091
-        );
-        assert_eq!(
-            parse_protocol_header(b"AMQP\x00\x00"),
-            ProtocolHeader::Incomplete
-        );
+        assert_eq!(parse_protocol_header(b"AMQP\x00\x00\x09\x01"), ProtocolHeader::Amqp091);
+        assert_eq!(parse_protocol_header(b"AMQP\x00\x00"), ProtocolHeader::Incomplete);
         assert_eq!(parse_protocol_header(b""), ProtocolHeader::Incomplete);
-        assert_eq!(
-            parse_protocol_header(b"AMQP\x00\x01\x00\x00"),
-            ProtocolHeader::Foreign
-        );
-        assert_eq!(
-            parse_protocol_header(b"AMQP\x03\x01\x00\x00"),
-            ProtocolHeader::Foreign
-        );
-        assert_eq!(
-            parse_protocol_header(b"GET / HTTP/1.1\r\n"),
-            ProtocolHeader::Foreign
-        );
-        assert_eq!(
-            parse_protocol_header(b"\x16\x03\x01"),
-            ProtocolHeader::Foreign
-        );
+        assert_eq!(parse_protocol_header(b"AMQP\x00\x01\x00\x00"), ProtocolHeader::Foreign);
+        assert_eq!(parse_protocol_header(b"AMQP\x03\x01\x00\x00"), ProtocolHeader::Foreign);
+        assert_eq!(parse_protocol_header(b"GET / HTTP/1.1\r\n"), ProtocolHeader::Foreign);
+        assert_eq!(parse_protocol_header(b"\x16\x03\x01"), ProtocolHeader::Foreign);
     }
 }

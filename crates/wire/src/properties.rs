@@ -221,23 +221,12 @@ impl ContentHeader {
         let body_size = r.longlong()?;
         let properties = BasicProperties::read(&mut r)?;
         r.finish("content header")?;
-        Ok(ContentHeader {
-            class_id,
-            weight,
-            body_size,
-            properties,
-        })
+        Ok(ContentHeader { class_id, weight, body_size, properties })
     }
 
     /// Appends the payload of this header.
     pub fn encode(&self, buf: &mut BytesMut) -> Result<(), WireError> {
-        write_header(
-            buf,
-            self.class_id,
-            self.weight,
-            self.body_size,
-            &self.properties,
-        )
+        write_header(buf, self.class_id, self.weight, self.body_size, &self.properties)
     }
 }
 

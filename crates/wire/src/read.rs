@@ -31,11 +31,7 @@ type Parsed<'a, T> = IResult<&'a [u8], T, ()>;
 impl<'a> Reader<'a> {
     /// A reader over `input`, which must lie inside `root`.
     pub(crate) fn new(root: &'a Bytes, input: &'a [u8]) -> Self {
-        Reader {
-            root,
-            input,
-            bits: None,
-        }
+        Reader { root, input, bits: None }
     }
 
     /// Bytes not read yet.
@@ -152,10 +148,7 @@ impl<'a> Reader<'a> {
             b'L' => FieldValue::I64L(self.run("field value", be_i64)?),
             b'f' => FieldValue::F32(self.run("field value", be_f32)?),
             b'd' => FieldValue::F64(self.run("field value", be_f64)?),
-            b'D' => FieldValue::Decimal(Decimal {
-                scale: self.octet()?,
-                value: self.long()?,
-            }),
+            b'D' => FieldValue::Decimal(Decimal { scale: self.octet()?, value: self.long()? }),
             b'S' => FieldValue::LongStr(self.longstr()?),
             b'x' => FieldValue::Bytes(self.longstr()?),
             b'A' => FieldValue::Array(self.array_at(depth + 1)?),

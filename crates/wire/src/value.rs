@@ -258,9 +258,7 @@ pub(crate) mod arbitrary {
 
     impl ArbArg for LongStr {
         fn arb() -> BoxedStrategy<Self> {
-            proptest::collection::vec(any::<u8>(), 0..64)
-                .prop_map(Bytes::from)
-                .boxed()
+            proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from).boxed()
         }
     }
 

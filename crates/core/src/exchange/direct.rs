@@ -17,10 +17,7 @@ pub struct DirectRouter {
 impl Router for DirectRouter {
     fn bind(&mut self, dest: &Destination, routing_key: &str, args: &FieldTable) -> bool {
         let list = self.by_key.entry(routing_key.to_string()).or_default();
-        if list
-            .iter()
-            .any(|(d, a)| d == dest && tables_equivalent(a, args))
-        {
+        if list.iter().any(|(d, a)| d == dest && tables_equivalent(a, args)) {
             return false;
         }
         list.push((dest.clone(), args.clone()));
@@ -32,9 +29,7 @@ impl Router for DirectRouter {
         let Some(list) = self.by_key.get_mut(routing_key) else {
             return false;
         };
-        let Some(pos) = list
-            .iter()
-            .position(|(d, a)| d == dest && tables_equivalent(a, args))
+        let Some(pos) = list.iter().position(|(d, a)| d == dest && tables_equivalent(a, args))
         else {
             return false;
         };
@@ -67,9 +62,7 @@ impl Router for DirectRouter {
     }
 
     fn has_destination(&self, dest: &Destination) -> bool {
-        self.by_key
-            .values()
-            .any(|l| l.iter().any(|(d, _)| d == dest))
+        self.by_key.values().any(|l| l.iter().any(|(d, _)| d == dest))
     }
 
     fn len(&self) -> usize {
@@ -92,10 +85,7 @@ mod tests {
         let other = FieldTable::new().with("x", true);
         assert!(r.bind(&q("a"), "k", &none));
         assert!(!r.bind(&q("a"), "k", &none), "duplicate binding");
-        assert!(
-            r.bind(&q("a"), "k", &other),
-            "same key, other args: a second binding"
-        );
+        assert!(r.bind(&q("a"), "k", &other), "same key, other args: a second binding");
         assert!(r.bind(&q("b"), "other", &none));
         let mut out = Vec::new();
         r.route("k", None, &mut out);

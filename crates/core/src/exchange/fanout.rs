@@ -20,8 +20,7 @@ impl Router for FanoutRouter {
         {
             return false;
         }
-        self.bindings
-            .push((dest.clone(), routing_key.to_string(), args.clone()));
+        self.bindings.push((dest.clone(), routing_key.to_string(), args.clone()));
         true
     }
 

@@ -96,13 +96,7 @@ fn binding_matches(args: &FieldTable, x_match: XMatch, headers: &FieldTable) -> 
     let with_x = matches!(x_match, XMatch::AllWithX | XMatch::AnyWithX);
     let mut tests = args
         .iter()
-        .filter(|(k, _)| {
-            if with_x {
-                *k != "x-match"
-            } else {
-                !k.starts_with("x-")
-            }
-        })
+        .filter(|(k, _)| if with_x { *k != "x-match" } else { !k.starts_with("x-") })
         .map(|(k, want)| arg_matches(k, want, headers));
     match x_match {
         XMatch::All | XMatch::AllWithX => tests.all(|m| m),
@@ -231,22 +225,15 @@ fn erl_value(v: &FieldValue) -> String {
         FieldValue::Decimal(d) => format!("{{{},{}}}", d.scale, d.value),
         FieldValue::LongStr(b) | FieldValue::Bytes(b) => erl_binary(b),
         FieldValue::Array(a) => {
-            let items: Vec<String> = a
-                .iter()
-                .map(|v| format!("{{{},{}}}", type_atom(v), erl_value(v)))
-                .collect();
+            let items: Vec<String> =
+                a.iter().map(|v| format!("{{{},{}}}", type_atom(v), erl_value(v))).collect();
             format!("[{}]", items.join(","))
         }
         FieldValue::Table(t) => {
             let items: Vec<String> = t
                 .iter()
                 .map(|(k, v)| {
-                    format!(
-                        "{{{},{},{}}}",
-                        erl_binary(k.as_bytes()),
-                        type_atom(v),
-                        erl_value(v)
-                    )
+                    format!("{{{},{},{}}}", erl_binary(k.as_bytes()), type_atom(v), erl_value(v))
                 })
                 .collect();
             format!("[{}]", items.join(","))
@@ -261,11 +248,7 @@ fn erl_binary(b: &[u8]) -> String {
         return "<<>>".to_string();
     }
     let printable = |c: char| {
-        !c.is_control()
-            || matches!(
-                c,
-                '\n' | '\r' | '\t' | '\u{b}' | '\u{8}' | '\u{c}' | '\u{1b}'
-            )
+        !c.is_control() || matches!(c, '\n' | '\r' | '\t' | '\u{b}' | '\u{8}' | '\u{c}' | '\u{1b}')
     };
     match std::str::from_utf8(b) {
         Ok(s) if s.chars().all(printable) => {
@@ -392,24 +375,15 @@ mod tests {
     fn all_and_any() {
         use FieldValue::*;
         let args = || vec![("a", I32(1)), ("b", s("x"))];
-        assert!(hits(
-            args(),
-            Some(vec![("b", s("x")), ("a", I32(1)), ("c", Bool(true))])
-        ));
+        assert!(hits(args(), Some(vec![("b", s("x")), ("a", I32(1)), ("c", Bool(true))])));
         assert!(!hits(args(), Some(vec![("a", I32(1))])), "all: b missing");
-        assert!(
-            !hits(args(), Some(vec![("a", I32(1)), ("b", s("y"))])),
-            "all: b differs"
-        );
+        assert!(!hits(args(), Some(vec![("a", I32(1)), ("b", s("y"))])), "all: b differs");
         let explicit_all = vec![("x-match", s("all")), ("a", I32(1))];
         assert!(hits(explicit_all, Some(vec![("a", I32(1))])));
 
         let any_args = || vec![any(), ("a", I32(1)), ("b", s("x"))];
         assert!(hits(any_args(), Some(vec![("b", s("x"))])));
-        assert!(hits(
-            any_args(),
-            Some(vec![("a", I32(1)), ("b", s("nope"))])
-        ));
+        assert!(hits(any_args(), Some(vec![("a", I32(1)), ("b", s("nope"))])));
         assert!(!hits(any_args(), Some(vec![("a", I32(2)), ("c", s("x"))])));
         assert!(!hits(any_args(), None));
     }
@@ -417,23 +391,11 @@ mod tests {
     #[test]
     fn nothing_to_test() {
         use FieldValue::*;
-        assert!(
-            hits(vec![], None),
-            "all with no arguments matches everything"
-        );
+        assert!(hits(vec![], None), "all with no arguments matches everything");
         assert!(hits(vec![], Some(vec![("a", I8(1))])));
-        assert!(
-            hits(vec![("x-foo", s("bar"))], None),
-            "x- arguments are not tested"
-        );
-        assert!(
-            !hits(vec![any()], Some(vec![("a", I8(1))])),
-            "any with nothing matches nothing"
-        );
-        assert!(!hits(
-            vec![any(), ("x-foo", s("bar"))],
-            Some(vec![("x-foo", s("bar"))])
-        ));
+        assert!(hits(vec![("x-foo", s("bar"))], None), "x- arguments are not tested");
+        assert!(!hits(vec![any()], Some(vec![("a", I8(1))])), "any with nothing matches nothing");
+        assert!(!hits(vec![any(), ("x-foo", s("bar"))], Some(vec![("x-foo", s("bar"))])));
         assert!(hits(vec![("x-match", s("all-with-x"))], None));
         assert!(!hits(
             vec![("x-match", s("any-with-x"))],
@@ -463,31 +425,15 @@ mod tests {
     #[test]
     fn integer_widths_compare_by_value() {
         use FieldValue::*;
-        let ones = [
-            I8(1),
-            U8(1),
-            I16(1),
-            I16U(1),
-            U16(1),
-            I32(1),
-            U32(1),
-            I64(1),
-            I64L(1),
-        ];
+        let ones = [I8(1), U8(1), I16(1), I16U(1), U16(1), I32(1), U32(1), I64(1), I64L(1)];
         for a in &ones {
             for h in &ones {
-                assert!(
-                    hits(vec![("n", a.clone())], Some(vec![("n", h.clone())])),
-                    "{a:?} {h:?}"
-                );
+                assert!(hits(vec![("n", a.clone())], Some(vec![("n", h.clone())])), "{a:?} {h:?}");
             }
         }
         assert!(!hits(vec![("n", I8(-1))], Some(vec![("n", U8(255))])));
         assert!(hits(vec![("n", I64(-1))], Some(vec![("n", I8(-1))])));
-        assert!(hits(
-            vec![("n", U32(u32::MAX))],
-            Some(vec![("n", I64(u32::MAX.into()))])
-        ));
+        assert!(hits(vec![("n", U32(u32::MAX))], Some(vec![("n", I64(u32::MAX.into()))])));
         assert!(!hits(vec![("n", I32(1))], Some(vec![("n", I32(2))])));
     }
 
@@ -512,10 +458,7 @@ mod tests {
         assert!(!one(Bool(true), U8(1)));
         let dec = |scale, value| Decimal(warren_wire::Decimal { scale, value });
         assert!(one(dec(2, 150), dec(2, 150)));
-        assert!(
-            !one(dec(2, 150), dec(1, 15)),
-            "decimals compare as {{Scale, Value}}"
-        );
+        assert!(!one(dec(2, 150), dec(1, 15)), "decimals compare as {{Scale, Value}}");
     }
 
     #[test]
@@ -523,20 +466,11 @@ mod tests {
         use FieldValue::*;
         assert!(hits(vec![("k", Void)], Some(vec![("k", s("anything"))])));
         assert!(hits(vec![("k", Void)], Some(vec![("k", Void)])));
-        assert!(hits(
-            vec![("k", Void)],
-            Some(vec![("k", Table(FieldTable::new()))])
-        ));
+        assert!(hits(vec![("k", Void)], Some(vec![("k", Table(FieldTable::new()))])));
         assert!(!hits(vec![("k", Void)], Some(vec![("other", Void)])));
         assert!(!hits(vec![("k", Void)], None));
-        assert!(
-            !hits(vec![("k", s(""))], Some(vec![("k", Void)])),
-            "a void header has no value"
-        );
-        assert!(hits(
-            vec![any(), ("k", Void), ("j", I8(1))],
-            Some(vec![("k", I8(9))])
-        ));
+        assert!(!hits(vec![("k", s(""))], Some(vec![("k", Void)])), "a void header has no value");
+        assert!(hits(vec![any(), ("k", Void), ("j", I8(1))], Some(vec![("k", I8(9))])));
     }
 
     #[test]
@@ -545,39 +479,21 @@ mod tests {
         let one = |v: FieldValue, h: FieldValue| hits(vec![("k", v)], Some(vec![("k", h)]));
         let t = |e: Vec<(&str, FieldValue)>| Table(table(e));
         assert!(one(t(vec![("a", I32(1))]), t(vec![("a", I32(1))])));
-        assert!(
-            !one(t(vec![("a", I32(1))]), t(vec![("a", I64(1))])),
-            "nested type counts"
-        );
-        assert!(
-            one(t(vec![("a", I64(1))]), t(vec![("a", I64L(1))])),
-            "l and L are both long"
-        );
-        assert!(!one(
-            t(vec![("a", I8(1)), ("b", I8(2))]),
-            t(vec![("b", I8(2)), ("a", I8(1))])
-        ));
-        assert!(!one(
-            t(vec![("a", I8(1))]),
-            t(vec![("a", I8(1)), ("b", I8(2))])
-        ));
+        assert!(!one(t(vec![("a", I32(1))]), t(vec![("a", I64(1))])), "nested type counts");
+        assert!(one(t(vec![("a", I64(1))]), t(vec![("a", I64L(1))])), "l and L are both long");
+        assert!(!one(t(vec![("a", I8(1)), ("b", I8(2))]), t(vec![("b", I8(2)), ("a", I8(1))])));
+        assert!(!one(t(vec![("a", I8(1))]), t(vec![("a", I8(1)), ("b", I8(2))])));
         assert!(!one(
             t(vec![("a", s("x"))]),
             t(vec![("a", Bytes(bytes::Bytes::from_static(b"x")))])
         ));
-        assert!(one(
-            Array(vec![I32(1), s("x")]),
-            Array(vec![I32(1), s("x")])
-        ));
+        assert!(one(Array(vec![I32(1), s("x")]), Array(vec![I32(1), s("x")])));
         assert!(!one(Array(vec![I32(1)]), Array(vec![I64(1)])));
         assert!(!one(Array(vec![I32(1)]), Array(vec![I32(1), I32(1)])));
         assert!(one(Array(vec![]), t(vec![])), "both decode to []");
         assert!(!one(Array(vec![I32(1)]), t(vec![("a", I32(1))])));
         let nested = || t(vec![("in", Array(vec![t(vec![("z", Timestamp(5))])]))]);
-        assert!(
-            one(nested(), nested()),
-            "no millisecond scaling below the top level"
-        );
+        assert!(one(nested(), nested()), "no millisecond scaling below the top level");
     }
 
     #[test]
@@ -639,34 +555,25 @@ mod tests {
             Err("Invalid x-match field type signedint (value 1); expected longstr".to_string())
         );
         assert_eq!(
-            validate_x_match(&table(vec![(
-                "x-match",
-                Bytes(bytes::Bytes::from_static(b"all"))
-            )])),
-            Err(
-                "Invalid x-match field type binary (value <<\"all\">>); expected longstr"
-                    .to_string()
-            )
+            validate_x_match(&table(vec![("x-match", Bytes(bytes::Bytes::from_static(b"all")))])),
+            Err("Invalid x-match field type binary (value <<\"all\">>); expected longstr"
+                .to_string())
         );
         assert_eq!(
             validate_x_match(&table(vec![(
                 "x-match",
                 Bytes(bytes::Bytes::from_static(&[0, 255]))
             )])),
-            Err(
-                "Invalid x-match field type binary (value <<0,255>>); expected longstr".to_string()
-            )
+            Err("Invalid x-match field type binary (value <<0,255>>); expected longstr".to_string())
         );
         assert_eq!(
             validate_x_match(&table(vec![(
                 "x-match",
                 Table(table(vec![("a", Array(vec![Bool(true), Void]))]))
             )])),
-            Err(
-                "Invalid x-match field type table (value [{<<\"a\">>,array,[{bool,true},\
+            Err("Invalid x-match field type table (value [{<<\"a\">>,array,[{bool,true},\
                  {void,undefined}]}]); expected longstr"
-                    .to_string()
-            )
+                .to_string())
         );
     }
 
@@ -680,20 +587,13 @@ mod tests {
         let e = Destination::Exchange("e".into());
         assert!(r.bind(&q("q"), "", &a1));
         assert!(!r.bind(&q("q"), "", &a1), "duplicate");
-        assert!(
-            r.bind(&q("q"), "other key", &a1),
-            "routing key is part of the identity"
-        );
+        assert!(r.bind(&q("q"), "other key", &a1), "routing key is part of the identity");
         assert!(r.bind(&q("q"), "", &a1_reordered), "other arguments");
         assert!(r.bind(&e, "", &b));
         assert_eq!(r.len(), 4);
         let mut out = Vec::new();
         r.route("", Some(&table(vec![("a", I8(1))])), &mut out);
-        assert_eq!(
-            out,
-            vec![q("q"), e.clone()],
-            "q once although three bindings match"
-        );
+        assert_eq!(out, vec![q("q"), e.clone()], "q once although three bindings match");
         assert!(r.unbind(&q("q"), "other key", &a1));
         assert!(!r.unbind(&q("q"), "other key", &a1));
         assert_eq!(r.remove_destination(&q("q")), 2);

@@ -107,6 +107,70 @@ pub struct ExchangeOptions {
     pub arguments: FieldTable,
 }
 
+/// One exchange's bindings: the type's router, for matching, and the bindings as declared, for
+/// listing them (definitions snapshots). Both change together under the exchange's lock.
+#[derive(Debug)]
+pub struct Routes {
+    router: Box<dyn Router>,
+    list: Vec<(Destination, String, FieldTable)>,
+}
+
+impl Routes {
+    /// Adds a binding; false if it existed.
+    pub fn bind(&mut self, dest: &Destination, routing_key: &str, args: &FieldTable) -> bool {
+        let added = self.router.bind(dest, routing_key, args);
+        if added {
+            self.list.push((dest.clone(), routing_key.to_string(), args.clone()));
+        }
+        added
+    }
+
+    /// Removes a binding; false if there was none.
+    pub fn unbind(&mut self, dest: &Destination, routing_key: &str, args: &FieldTable) -> bool {
+        let removed = self.router.unbind(dest, routing_key, args);
+        if removed {
+            let same = |(d, k, a): &(Destination, String, FieldTable)| {
+                d == dest && k == routing_key && warren_wire::value::tables_equivalent(a, args)
+            };
+            if let Some(i) = self.list.iter().position(same) {
+                self.list.swap_remove(i);
+            }
+        }
+        removed
+    }
+
+    /// Removes every binding to `dest`; how many there were.
+    pub fn remove_destination(&mut self, dest: &Destination) -> usize {
+        self.list.retain(|(d, _, _)| d != dest);
+        self.router.remove_destination(dest)
+    }
+
+    /// Destinations for a message (see [`Router::route`]).
+    pub fn route(
+        &self,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Destination>,
+    ) {
+        self.router.route(routing_key, headers, out)
+    }
+
+    /// Whether any binding goes to `dest`.
+    pub fn has_destination(&self, dest: &Destination) -> bool {
+        self.router.has_destination(dest)
+    }
+
+    /// Whether there are no bindings.
+    pub fn is_empty(&self) -> bool {
+        self.router.is_empty()
+    }
+
+    /// The bindings as declared: destination, key, arguments.
+    pub fn list(&self) -> &[(Destination, String, FieldTable)] {
+        &self.list
+    }
+}
+
 /// An exchange and its bindings.
 #[derive(Debug)]
 pub struct Exchange {
@@ -114,27 +178,28 @@ pub struct Exchange {
     pub name: ShortStr,
     /// Declared options.
     pub options: ExchangeOptions,
-    router: std::sync::RwLock<Box<dyn Router>>,
+    routes: std::sync::RwLock<Routes>,
 }
 
 impl Exchange {
     /// An exchange with no bindings.
     pub fn new(name: ShortStr, options: ExchangeOptions) -> Self {
-        let router = std::sync::RwLock::new(options.kind.router());
-        Exchange {
-            name,
-            options,
-            router,
-        }
+        let routes = Routes { router: options.kind.router(), list: Vec::new() };
+        Exchange { name, options, routes: std::sync::RwLock::new(routes) }
+    }
+
+    /// Whether it is one of the exchanges every vhost has (`""` and `amq.*`).
+    pub fn is_builtin(&self) -> bool {
+        self.name.is_empty() || self.name.starts_with("amq.")
     }
 
     /// Read access to the bindings (never held across an await).
-    pub fn router(&self) -> std::sync::RwLockReadGuard<'_, Box<dyn Router>> {
-        self.router.read().unwrap_or_else(|p| p.into_inner())
+    pub fn router(&self) -> std::sync::RwLockReadGuard<'_, Routes> {
+        self.routes.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Write access to the bindings (never held across an await).
-    pub fn router_mut(&self) -> std::sync::RwLockWriteGuard<'_, Box<dyn Router>> {
-        self.router.write().unwrap_or_else(|p| p.into_inner())
+    pub fn router_mut(&self) -> std::sync::RwLockWriteGuard<'_, Routes> {
+        self.routes.write().unwrap_or_else(|p| p.into_inner())
     }
 }

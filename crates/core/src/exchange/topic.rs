@@ -75,10 +75,8 @@ impl Node {
         args: &FieldTable,
     ) -> bool {
         let Some(word) = words.next() else {
-            let Some(pos) = self
-                .bindings
-                .iter()
-                .position(|(d, a)| d == dest && tables_equivalent(a, args))
+            let Some(pos) =
+                self.bindings.iter().position(|(d, a)| d == dest && tables_equivalent(a, args))
             else {
                 return false;
             };
@@ -87,11 +85,7 @@ impl Node {
         };
         match word {
             "*" | "#" => {
-                let slot = if word == "*" {
-                    &mut self.star
-                } else {
-                    &mut self.hash
-                };
+                let slot = if word == "*" { &mut self.star } else { &mut self.hash };
                 let Some(child) = slot.as_deref_mut() else {
                     return false;
                 };
@@ -138,10 +132,7 @@ impl Node {
 
 /// The words of a key: none for `""`, otherwise every `.`-separated piece, empty ones included.
 fn words(key: &str) -> impl Iterator<Item = &str> {
-    (!key.is_empty())
-        .then(|| key.split('.'))
-        .into_iter()
-        .flatten()
+    (!key.is_empty()).then(|| key.split('.')).into_iter().flatten()
 }
 
 /// State of one `route` call.
@@ -215,11 +206,7 @@ impl Router for TopicRouter {
         for word in words(routing_key) {
             node = node.child_or_insert(word);
         }
-        if node
-            .bindings
-            .iter()
-            .any(|(d, a)| d == dest && tables_equivalent(a, args))
-        {
+        if node.bindings.iter().any(|(d, a)| d == dest && tables_equivalent(a, args)) {
             // The path existed already (it leads to a binding), so nothing was created.
             return false;
         }
@@ -253,11 +240,7 @@ impl Router for TopicRouter {
     }
 
     fn route(&self, routing_key: &str, _headers: Option<&FieldTable>, out: &mut Vec<Destination>) {
-        let mut m = Matcher {
-            key: routing_key,
-            hash_low: HashMap::new(),
-            out,
-        };
+        let mut m = Matcher { key: routing_key, hash_low: HashMap::new(), out };
         m.visit(&self.root, if routing_key.is_empty() { END } else { 0 });
     }
 
@@ -288,11 +271,7 @@ mod tests {
 
     /// Reference matcher: RabbitMQ's word split and the textbook recursive definition.
     fn ref_words(key: &str) -> Vec<&str> {
-        if key.is_empty() {
-            Vec::new()
-        } else {
-            key.split('.').collect()
-        }
+        if key.is_empty() { Vec::new() } else { key.split('.').collect() }
     }
 
     fn ref_match(pattern: &[&str], words: &[&str]) -> bool {
@@ -386,11 +365,7 @@ mod tests {
         ];
         for &(bk, rk, want) in cases {
             assert_eq!(matches(bk, rk), want, "binding {bk:?}, routing {rk:?}");
-            assert_eq!(
-                ref_match(&ref_words(bk), &ref_words(rk)),
-                want,
-                "reference: {bk:?} {rk:?}"
-            );
+            assert_eq!(ref_match(&ref_words(bk), &ref_words(rk)), want, "reference: {bk:?} {rk:?}");
         }
     }
 
@@ -451,20 +426,14 @@ mod tests {
         assert_eq!(r.len(), 4);
         assert_eq!(routed(&r, "a.b"), vec![q("a"), e.clone()]);
         assert!(!r.unbind(&q("a"), "a.*", &none), "no binding at a prefix");
-        assert!(
-            !r.unbind(&q("a"), "a.*.#.c", &none),
-            "no binding past the end"
-        );
+        assert!(!r.unbind(&q("a"), "a.*.#.c", &none), "no binding past the end");
         assert!(!r.unbind(&q("b"), "a.*.#", &none), "other destination");
         assert!(r.unbind(&q("a"), "a.*.#", &none));
         assert!(r.has_destination(&q("a")), "one binding left");
         assert_eq!(r.remove_destination(&q("a")), 1);
         assert!(!r.has_destination(&q("a")));
         assert_eq!(r.remove_destination(&q("a")), 0);
-        assert!(
-            r.root.words.get("a").is_some_and(|n| n.star.is_none()),
-            "a.* pruned"
-        );
+        assert!(r.root.words.get("a").is_some_and(|n| n.star.is_none()), "a.* pruned");
         assert!(r.unbind(&e, "a.b", &none));
         assert!(r.root.words.is_empty(), "whole path pruned");
         assert!(r.unbind(&q("b"), "", &none));
@@ -488,11 +457,7 @@ mod tests {
                 .collect();
             want.sort();
             want.dedup();
-            assert_eq!(
-                routed(r, rk),
-                want,
-                "routing key {rk:?}, bindings {binds:?}"
-            );
+            assert_eq!(routed(r, rk), want, "routing key {rk:?}, bindings {binds:?}");
         }
     }
 

@@ -29,6 +29,18 @@ pub enum Event {
         /// The message and its position.
         entry: Entry,
     },
+    /// The store has fsync'd the channel's confirm-mode publishes up to `up_to`.
+    Persisted {
+        /// Channel of the publisher.
+        channel: u16,
+        /// Highest publish sequence number now durable.
+        up_to: u64,
+    },
+    /// The store has fsync'd what the channel's tx.commit stored.
+    TxPersisted {
+        /// Channel of the publisher.
+        channel: u16,
+    },
     /// The queue was deleted: tell the client its consumer is gone (basic.cancel).
     Cancelled {
         /// Channel of the consumer.
@@ -95,15 +107,7 @@ pub struct Consumer {
 impl Consumer {
     /// A consumer that sends its events to `sink`.
     pub fn new(spec: ConsumerSpec, limit: Arc<ChannelLimit>, sink: UnboundedSender<Event>) -> Self {
-        let ConsumerSpec {
-            tag,
-            channel,
-            connection,
-            no_ack,
-            exclusive,
-            prefetch,
-            priority,
-        } = spec;
+        let ConsumerSpec { tag, channel, connection, no_ack, exclusive, prefetch, priority } = spec;
         Consumer {
             tag,
             channel,
@@ -173,7 +177,6 @@ impl Consumer {
 }
 
 fn sub_saturating(counter: &AtomicU32, n: u32) {
-    let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-        Some(v.saturating_sub(n))
-    });
+    let _ =
+        counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)));
 }

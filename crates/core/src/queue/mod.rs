@@ -14,6 +14,7 @@ use warren_wire::{FieldTable, ShortStr};
 use crate::error::{AmqpError, Result};
 use crate::message::Message;
 pub use consumer::{ChannelLimit, ConnectionId, Consumer, ConsumerSpec, Event, NO_ACK_WINDOW};
+use warren_store::{QueueId, RecoveredMessage, Store};
 
 /// A message in a queue, with the position it was enqueued at.
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub struct Entry {
     pub message: Arc<Message>,
     /// Whether it was delivered before.
     pub redelivered: bool,
+    /// Whether the store holds it (persistent message in a durable queue): settling it must
+    /// tell the store.
+    pub stored: bool,
 }
 
 /// How a queue was declared.
@@ -39,6 +43,15 @@ pub struct QueueOptions {
     pub arguments: FieldTable,
 }
 
+/// A durable queue's place in the store.
+#[derive(Debug, Clone)]
+pub struct Durable {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The queue's id there.
+    pub id: QueueId,
+}
+
 /// A queue.
 #[derive(Debug)]
 pub struct Queue {
@@ -46,6 +59,8 @@ pub struct Queue {
     pub name: ShortStr,
     /// Declared options.
     pub options: QueueOptions,
+    /// Where its persistent messages are kept, for a durable queue with a store.
+    pub durable: Option<Durable>,
     state: Mutex<State>,
 }
 
@@ -93,10 +108,48 @@ fn pick_consumer(st: &State) -> Option<usize> {
 impl Queue {
     /// An empty queue.
     pub fn new(name: ShortStr, options: QueueOptions) -> Self {
-        Queue {
-            name,
-            options,
-            state: Mutex::new(State::default()),
+        Self::with_store(name, options, None)
+    }
+
+    /// An empty queue whose persistent messages go to the store.
+    pub fn with_store(name: ShortStr, options: QueueOptions, durable: Option<Durable>) -> Self {
+        Queue { name, options, durable, state: Mutex::new(State::default()) }
+    }
+
+    /// Puts recovered messages in (at start-up, before any client).
+    pub fn recover(&self, messages: impl IntoIterator<Item = RecoveredMessage>) {
+        let mut st = self.state();
+        for m in messages {
+            st.next_seq = st.next_seq.max(m.seq + 1);
+            st.ready.push_back(Entry {
+                seq: m.seq,
+                message: Arc::new(m.message),
+                redelivered: m.redelivered,
+                stored: true,
+            });
+        }
+    }
+
+    /// Tells the store that entries are gone for good (acked, rejected without requeue,
+    /// delivered with no-ack).
+    pub fn settle<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) {
+        if let Some(d) = &self.durable {
+            for e in entries {
+                if e.stored {
+                    d.store.remove(d.id, e.seq);
+                }
+            }
+        }
+    }
+
+    /// Records the first delivery of a stored entry, so that it comes back redelivered after
+    /// a restart.
+    fn mark_delivered(&self, e: &Entry) {
+        if e.stored
+            && !e.redelivered
+            && let Some(d) = &self.durable
+        {
+            d.store.delivered(d.id, e.seq);
         }
     }
 
@@ -106,22 +159,30 @@ impl Queue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Enqueues a message and delivers it at once if a consumer has room.
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>) {
+    /// Enqueues a message and delivers it at once if a consumer has room. `stored` is the
+    /// store's id for the message when it was appended for this queue. False if the queue was
+    /// deleted meanwhile (nothing enqueued).
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>, stored: Option<u64>) -> bool {
         let mut st = self.state();
         if st.deleted {
-            return;
+            return false;
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        st.ready.push_back(Entry {
-            seq,
-            message,
-            redelivered: false,
-        });
+        let stored = match (stored, &self.durable) {
+            (Some(id), Some(d)) => {
+                // Under the queue lock: the store sees this queue's positions in order, and
+                // before any ack of them.
+                d.store.enqueue(d.id, seq, id);
+                true
+            }
+            _ => false,
+        };
+        st.ready.push_back(Entry { seq, message, redelivered: false, stored });
         if !st.consumers.is_empty() {
             self.dispatch_locked(&mut st);
         }
+        true
     }
 
     /// Delivers ready messages to consumers with room, round-robin.
@@ -138,11 +199,8 @@ impl Queue {
                 return;
             };
             let consumer = st.consumers[idx].clone();
-            let event = Event::Deliver {
-                consumer: consumer.clone(),
-                queue: self.clone(),
-                entry,
-            };
+            self.mark_delivered(&entry);
+            let event = Event::Deliver { consumer: consumer.clone(), queue: self.clone(), entry };
             if let Err(Event::Deliver { entry: back, .. }) = consumer.send(event) {
                 // The consumer's connection is gone: drop the consumer, keep the message.
                 consumer.release(1);
@@ -157,6 +215,7 @@ impl Queue {
     pub fn get(&self) -> Option<(Entry, u32)> {
         let mut st = self.state();
         let entry = st.ready.pop_front()?;
+        self.mark_delivered(&entry);
         Some((entry, st.ready.len() as u32))
     }
 
@@ -234,6 +293,7 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut st = self.state();
         let n = st.ready.len() as u32;
+        self.settle(st.ready.iter());
         st.ready.clear();
         n
     }
@@ -258,13 +318,13 @@ impl Queue {
     pub(crate) fn delete(&self) -> u32 {
         let mut st = self.state();
         st.deleted = true;
+        if let Some(d) = &self.durable {
+            d.store.drop_queue(d.id);
+        }
         let n = st.ready.len() as u32;
         st.ready.clear();
         for c in st.consumers.drain(..) {
-            let _ = c.send(Event::Cancelled {
-                channel: c.channel,
-                tag: c.tag.clone(),
-            });
+            let _ = c.send(Event::Cancelled { channel: c.channel, tag: c.tag.clone() });
         }
         n
     }
@@ -347,7 +407,7 @@ mod tests {
         q.add_consumer(a.clone()).unwrap();
         q.add_consumer(b.clone()).unwrap();
         for n in 0..6 {
-            q.publish(msg(n));
+            q.publish(msg(n), None);
         }
         assert_eq!(bodies(&mut ra), vec![(0, false), (2, false)]);
         assert_eq!(bodies(&mut rb), vec![(1, false), (3, false)]);
@@ -366,7 +426,7 @@ mod tests {
         q.add_consumer(low).unwrap();
         q.add_consumer(high).unwrap();
         for n in 0..4 {
-            q.publish(msg(n));
+            q.publish(msg(n), None);
         }
         assert_eq!(bodies(&mut rhigh), vec![(0, false), (1, false)]);
         assert_eq!(bodies(&mut rlow), vec![(2, false), (3, false)]);
@@ -376,15 +436,13 @@ mod tests {
     fn channel_window_is_shared() {
         let q = queue();
         let limit = Arc::new(ChannelLimit::default());
-        limit
-            .prefetch
-            .store(3, std::sync::atomic::Ordering::Release);
+        limit.prefetch.store(3, std::sync::atomic::Ordering::Release);
         let (a, mut ra) = consumer("a", 0, 0, &limit);
         let (b, mut rb) = consumer("b", 0, 0, &limit);
         q.add_consumer(a).unwrap();
         q.add_consumer(b).unwrap();
         for n in 0..5 {
-            q.publish(msg(n));
+            q.publish(msg(n), None);
         }
         assert_eq!(bodies(&mut ra).len() + bodies(&mut rb).len(), 3);
     }
@@ -393,7 +451,7 @@ mod tests {
     fn requeue_restores_original_order_and_flags() {
         let q = queue();
         for n in 0..5 {
-            q.publish(msg(n));
+            q.publish(msg(n), None);
         }
         let (e0, _) = q.get().unwrap();
         let (e1, _) = q.get().unwrap();
@@ -402,10 +460,7 @@ mod tests {
         let order: Vec<(u8, bool)> = std::iter::from_fn(|| q.get())
             .map(|(e, _)| (e.message.body[0], e.redelivered))
             .collect();
-        assert_eq!(
-            order,
-            vec![(0, true), (1, true), (2, false), (3, false), (4, false)]
-        );
+        assert_eq!(order, vec![(0, true), (1, true), (2, false), (3, false), (4, false)]);
     }
 
     #[test]
@@ -435,7 +490,7 @@ mod tests {
         let (a, ra) = consumer("a", 0, 0, &limit);
         drop(ra);
         q.add_consumer(a).unwrap();
-        q.publish(msg(7));
+        q.publish(msg(7), None);
         assert_eq!(q.consumer_count(), 0);
         assert_eq!(q.message_count(), 1);
     }

@@ -1,5 +1,6 @@
-//! Settling deliveries: ack, nack and reject (single and `multiple`, with or without requeue),
-//! requeue of a closing channel's messages, and writing deliveries out.
+//! Settling deliveries: ack, nack and reject (single and `multiple`, with or without requeue,
+//! deferred to commit in a transaction), requeue of a closing channel's messages, and writing
+//! deliveries out.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use warren_core::{AmqpError, Consumer, Entry, Queue};
 use warren_wire::method::BasicDeliver;
 use warren_wire::{Method, encode_content};
 
-use super::{Channel, Ctx, Unacked};
+use super::{Channel, Ctx, Settle, Unacked};
 
 /// Returns unacked messages to their queues (original positions, redelivered) and frees the
 /// windows they held.
@@ -28,51 +29,50 @@ pub(super) fn requeue_all(unacked: Vec<Unacked>, ctx: &mut Ctx<'_>) {
     }
 }
 
-impl Channel {
-    /// basic.ack, basic.nack, basic.reject (deferred to commit in tx mode).
-    pub(super) fn settle(&mut self, method: Method, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
-        if self.tx.is_some() {
-            // Unknown tags are still refused at once.
-            let (tag, multiple) = match &method {
-                Method::BasicAck(m) => (m.delivery_tag, m.multiple),
-                Method::BasicNack(m) => (m.delivery_tag, m.multiple),
-                Method::BasicReject(m) => (m.delivery_tag, false),
-                _ => return Ok(()),
-            };
-            self.find(tag, multiple)?;
-            if let Some(tx) = &mut self.tx {
-                tx.acks.push(method);
-            }
-            return Ok(());
-        }
-        self.settle_now(method, ctx)
+/// Applies settles: acked and dropped messages are gone (the store is told), requeued ones
+/// go back; every window place they held is freed.
+pub(super) fn apply(settled: Vec<Unacked>, how: Settle, ctx: &mut Ctx<'_>) {
+    if how == Settle::Requeue {
+        return requeue_all(settled, ctx);
     }
+    // Dropped messages are not dead-lettered (not implemented).
+    for u in settled {
+        if let Some(c) = &u.consumer {
+            c.release(1);
+        }
+        u.queue.settle([&u.entry]);
+        ctx.redispatch(&u.queue);
+    }
+}
 
-    pub(super) fn settle_now(
-        &mut self,
-        method: Method,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(), AmqpError> {
-        let (tag, multiple, requeue, ack) = match method {
-            Method::BasicAck(m) => (m.delivery_tag, m.multiple, false, true),
-            Method::BasicNack(m) => (m.delivery_tag, m.multiple, m.requeue, false),
-            Method::BasicReject(m) => (m.delivery_tag, false, m.requeue, false),
+impl Channel {
+    /// basic.ack, basic.nack, basic.reject.
+    pub(super) fn settle(&mut self, method: Method, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        let (tag, multiple, how) = match method {
+            Method::BasicAck(m) => (m.delivery_tag, m.multiple, Settle::Ack),
+            Method::BasicNack(m) => {
+                (m.delivery_tag, m.multiple, if m.requeue { Settle::Requeue } else { Settle::Drop })
+            }
+            Method::BasicReject(m) => {
+                (m.delivery_tag, false, if m.requeue { Settle::Requeue } else { Settle::Drop })
+            }
             _ => return Ok(()),
         };
         let range = self.find(tag, multiple)?;
         let settled: Vec<Unacked> = self.unacked.drain(range).collect();
-        if requeue && !ack {
-            requeue_all(settled, ctx);
-            return Ok(());
-        }
-        // Acked, or rejected without requeue (dropped: dead-lettering is not implemented).
-        for u in settled {
-            if let Some(c) = &u.consumer {
-                c.release(1);
-            }
-            ctx.redispatch(&u.queue);
+        match &mut self.tx {
+            Some(tx) => tx.settles.extend(settled.into_iter().map(|u| (u, how))),
+            None => apply(settled, how, ctx),
         }
         Ok(())
+    }
+
+    /// Puts a rolled-back transaction's settles back among the unacked, in tag order.
+    pub(super) fn unsettle(&mut self, settles: Vec<(Unacked, Settle)>) {
+        for (u, _) in settles {
+            let pos = self.unacked.partition_point(|x| x.tag < u.tag);
+            self.unacked.insert(pos, u);
+        }
     }
 
     /// The range of `unacked` that a tag (and `multiple`) names; 406 for an unknown tag.
@@ -104,17 +104,11 @@ impl Channel {
             exchange: msg.exchange.clone(),
             routing_key: msg.routing_key.clone(),
         });
-        encode_content(
-            ctx.out,
-            self.id,
-            &method,
-            &msg.properties,
-            &msg.body,
-            ctx.frame_max,
-        )
-        .map_err(|e| AmqpError::internal(format!("encoding basic.deliver: {e}")))?;
+        encode_content(ctx.out, self.id, &method, &msg.properties, &msg.body, ctx.frame_max)
+            .map_err(|e| AmqpError::internal(format!("encoding basic.deliver: {e}")))?;
         if consumer.no_ack {
             consumer.release(1);
+            queue.settle([&entry]);
             ctx.redispatch(&queue);
         } else {
             self.unacked.push_back(Unacked {

@@ -15,18 +15,38 @@ use warren_wire::{Method, ShortStr, constants::reply, encode_content};
 use super::content::Published;
 use super::{Channel, Ctx, Subscription, Unacked};
 
+/// Checks what RabbitMQ checks of a publish's properties: user_id must be the authenticated
+/// user's, expiration a non-negative integer (milliseconds).
+fn check_properties(p: &warren_wire::BasicProperties, user: &str) -> Result<(), AmqpError> {
+    if let Some(id) = &p.user_id
+        && **id != *user
+    {
+        return Err(AmqpError::precondition_failed(format!(
+            "user_id property set to '{id}' but authenticated user was '{user}'"
+        )));
+    }
+    if let Some(e) = &p.expiration {
+        let problem = match e.parse::<i64>() {
+            Ok(v) if v < 0 => Some(format!("{{value_negative,{v}}}")),
+            Ok(_) => None,
+            Err(_) => Some("{error,no_integer}".to_string()),
+        };
+        if let Some(problem) = problem {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid expiration '{e}': {problem}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Reads `x-priority` from consume arguments (any integer type, as RabbitMQ).
 fn consumer_priority(args: &warren_wire::FieldTable) -> Result<i32, AmqpError> {
     match args.get("x-priority") {
         None => Ok(0),
-        Some(v) => v
-            .as_i64()
-            .and_then(|p| i32::try_from(p).ok())
-            .ok_or_else(|| {
-                AmqpError::precondition_failed(format!(
-                    "invalid arg 'x-priority' for consumer: {v:?}"
-                ))
-            }),
+        Some(v) => v.as_i64().and_then(|p| i32::try_from(p).ok()).ok_or_else(|| {
+            AmqpError::precondition_failed(format!("invalid arg 'x-priority' for consumer: {v:?}"))
+        }),
     }
 }
 
@@ -39,9 +59,7 @@ impl Channel {
             )));
         }
         if m.global {
-            self.limit
-                .prefetch
-                .store(m.prefetch_count.into(), Ordering::Release);
+            self.limit.prefetch.store(m.prefetch_count.into(), Ordering::Release);
             // A larger window may let every queue this channel consumes from deliver more.
             for sub in self.consumers.values() {
                 ctx.redispatch(&sub.queue);
@@ -62,16 +80,12 @@ impl Channel {
             m.consumer_tag.clone()
         };
         if self.consumers.contains_key(&tag) {
-            return Err(AmqpError::not_allowed(format!(
-                "attempt to reuse consumer tag '{tag}'"
-            )));
+            return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
         }
         let priority = consumer_priority(&m.arguments)?;
         let queue = if *queue_name == *REPLY_TO {
             if !m.no_ack {
-                return Err(AmqpError::precondition_failed(
-                    "reply consumer cannot acknowledge",
-                ));
+                return Err(AmqpError::precondition_failed("reply consumer cannot acknowledge"));
             }
             if self.reply_queue.is_some() {
                 return Err(AmqpError::precondition_failed("reply consumer already set"));
@@ -92,30 +106,21 @@ impl Channel {
             priority,
         };
         let consumer = Arc::new(Consumer::new(spec, self.limit.clone(), ctx.events.clone()));
-        queue
-            .add_consumer(consumer.clone())
-            .map_err(|e| match e.code {
-                403 => AmqpError::access_refused(format!(
-                    "queue '{queue_name}' in vhost '{}' in exclusive use",
-                    ctx.vhost.name
-                )),
-                _ => e,
-            })?;
-        self.consumers
-            .insert(tag.clone(), Subscription { consumer, queue });
+        queue.add_consumer(consumer.clone()).map_err(|e| match e.code {
+            403 => AmqpError::access_refused(format!(
+                "queue '{queue_name}' in vhost '{}' in exclusive use",
+                ctx.vhost.name
+            )),
+            _ => e,
+        })?;
+        self.consumers.insert(tag.clone(), Subscription { consumer, queue });
         // Deliveries the queue made already wait in the connection's inbox, behind this.
-        if m.nowait {
-            Ok(())
-        } else {
-            ctx.send(self.id, BasicConsumeOk { consumer_tag: tag })
-        }
+        if m.nowait { Ok(()) } else { ctx.send(self.id, BasicConsumeOk { consumer_tag: tag }) }
     }
 
     pub(super) fn cancel(&mut self, m: BasicCancel, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         if let Some(sub) = self.consumers.remove(&m.consumer_tag) {
-            let removed = sub
-                .queue
-                .remove_consumer(ctx.connection, self.id, &m.consumer_tag);
+            let removed = sub.queue.remove_consumer(ctx.connection, self.id, &m.consumer_tag);
             if removed.auto_delete_now {
                 ctx.vhost.remove_queue(&sub.queue);
             }
@@ -126,12 +131,7 @@ impl Channel {
         if m.nowait {
             Ok(())
         } else {
-            ctx.send(
-                self.id,
-                BasicCancelOk {
-                    consumer_tag: m.consumer_tag,
-                },
-            )
+            ctx.send(self.id, BasicCancelOk { consumer_tag: m.consumer_tag })
         }
     }
 
@@ -143,8 +143,9 @@ impl Channel {
         Ok(())
     }
 
-    /// A publish's content is complete: route it now, or hold it for tx.commit.
+    /// A publish's content is complete: check it, then route it now or hold it for commit.
     pub(super) fn published(&mut self, p: Published, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        check_properties(&p.properties, ctx.user)?;
         if let Some(tx) = &mut self.tx {
             // Unknown exchanges are refused at publish time, as RabbitMQ does.
             if !p.method.exchange.is_empty() && ctx.vhost.exchange(&p.method.exchange).is_none() {
@@ -156,24 +157,21 @@ impl Channel {
             tx.publishes.push(p);
             return Ok(());
         }
-        self.route_and_enqueue(p, ctx)
+        self.route_and_enqueue(p, ctx).map(|_| ())
     }
 
+    /// Routes a message and enqueues it; persistent messages for durable queues are written
+    /// to the store once. Returns whether the store got it (and a confirm or commit-ok must
+    /// wait for its fsync).
     pub(super) fn route_and_enqueue(
         &mut self,
         p: Published,
         ctx: &mut Ctx<'_>,
-    ) -> Result<(), AmqpError> {
-        let Published {
-            method,
-            mut properties,
-            body,
-        } = p;
+    ) -> Result<bool, AmqpError> {
+        let Published { method, mut properties, body } = p;
         if properties.reply_to.as_deref() == Some(REPLY_TO) {
             let Some(own) = &self.reply_queue else {
-                return Err(AmqpError::precondition_failed(
-                    "fast reply consumer does not exist",
-                ));
+                return Err(AmqpError::precondition_failed("fast reply consumer does not exist"));
             };
             properties.reply_to = Some(own.clone());
         }
@@ -194,34 +192,48 @@ impl Channel {
             encode_content(ctx.out, self.id, &ret, &properties, &body, ctx.frame_max)
                 .map_err(|e| AmqpError::internal(format!("encoding basic.return: {e}")))?;
         }
+        let mut stored = None;
         if !self.scratch_queues.is_empty() {
+            let persistent = properties.is_persistent();
             let message = Arc::new(Message {
                 exchange: method.exchange,
                 routing_key: method.routing_key,
                 properties,
                 body,
             });
+            if persistent {
+                let durable: Vec<_> =
+                    self.scratch_queues.iter().filter_map(|q| q.durable.as_ref()).collect();
+                if let Some(d) = durable.first() {
+                    let id = d.store.append(message.clone(), durable.len() as u32);
+                    stored = Some((d.store.clone(), id));
+                }
+            }
             for q in self.scratch_queues.drain(..) {
-                q.publish(message.clone());
+                let id = stored.as_ref().filter(|_| q.durable.is_some()).map(|(_, id)| *id);
+                if !q.publish(message.clone(), id)
+                    && let (Some(id), Some((store, _))) = (id, &stored)
+                {
+                    store.skip(id);
+                }
             }
         }
         if let Some(c) = &mut self.confirms {
-            c.ready_up_to = c.next;
+            let seq = c.next;
             c.next += 1;
+            if stored.is_some() {
+                c.waiting.push_back(seq);
+                self.confirm_sync = Some(seq);
+            }
         }
-        Ok(())
+        Ok(stored.is_some())
     }
 
     pub(super) fn get(&mut self, m: BasicGet, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         let queue_name = self.queue_name(&m.queue)?;
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection)?;
         let Some((entry, message_count)) = queue.get() else {
-            return ctx.send(
-                self.id,
-                BasicGetEmpty {
-                    cluster_id: "".into(),
-                },
-            );
+            return ctx.send(self.id, BasicGetEmpty { cluster_id: "".into() });
         };
         let delivery_tag = self.take_tag();
         let msg = entry.message.clone();
@@ -232,22 +244,12 @@ impl Channel {
             routing_key: msg.routing_key.clone(),
             message_count,
         });
-        encode_content(
-            ctx.out,
-            self.id,
-            &ok,
-            &msg.properties,
-            &msg.body,
-            ctx.frame_max,
-        )
-        .map_err(|e| AmqpError::internal(format!("encoding basic.get-ok: {e}")))?;
-        if !m.no_ack {
-            self.unacked.push_back(Unacked {
-                tag: delivery_tag,
-                queue,
-                entry,
-                consumer: None,
-            });
+        encode_content(ctx.out, self.id, &ok, &msg.properties, &msg.body, ctx.frame_max)
+            .map_err(|e| AmqpError::internal(format!("encoding basic.get-ok: {e}")))?;
+        if m.no_ack {
+            queue.settle([&entry]);
+        } else {
+            self.unacked.push_back(Unacked { tag: delivery_tag, queue, entry, consumer: None });
         }
         Ok(())
     }
@@ -264,10 +266,6 @@ impl Channel {
         }
         let all: Vec<Unacked> = self.unacked.drain(..).collect();
         super::ack::requeue_all(all, ctx);
-        if sync {
-            ctx.send(self.id, BasicRecoverOk {})
-        } else {
-            Ok(())
-        }
+        if sync { ctx.send(self.id, BasicRecoverOk {}) } else { Ok(()) }
     }
 }

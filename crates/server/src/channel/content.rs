@@ -54,9 +54,7 @@ impl Assembly {
         max_size: u64,
     ) -> Result<Option<Published>, AmqpError> {
         let Assembly::AwaitingHeader(method) = std::mem::take(self) else {
-            return Err(AmqpError::unexpected_frame(
-                "content header frame without a method",
-            ));
+            return Err(AmqpError::unexpected_frame("content header frame without a method"));
         };
         if header.class_id != 60 {
             return Err(AmqpError::unexpected_frame(format!(
@@ -89,13 +87,8 @@ impl Assembly {
 
     /// A body frame arrived.
     pub(crate) fn body(&mut self, payload: Bytes) -> Result<Option<Published>, AmqpError> {
-        let Assembly::AwaitingBody {
-            size, first, rest, ..
-        } = self
-        else {
-            return Err(AmqpError::unexpected_frame(
-                "content body frame without a content header",
-            ));
+        let Assembly::AwaitingBody { size, first, rest, .. } = self else {
+            return Err(AmqpError::unexpected_frame("content body frame without a content header"));
         };
         let have = first.as_ref().map_or(0, Bytes::len) + rest.len();
         if (have + payload.len()) as u64 > *size {
@@ -117,22 +110,12 @@ impl Assembly {
         if (have as u64) < *size {
             return Ok(None);
         }
-        let Assembly::AwaitingBody {
-            method,
-            properties,
-            first,
-            rest,
-            ..
-        } = std::mem::take(self)
+        let Assembly::AwaitingBody { method, properties, first, rest, .. } = std::mem::take(self)
         else {
             return Ok(None);
         };
         let body = first.unwrap_or_else(|| rest.freeze());
-        Ok(Some(Published {
-            method,
-            properties,
-            body,
-        }))
+        Ok(Some(Published { method, properties, body }))
     }
 }
 
@@ -141,11 +124,7 @@ mod tests {
     use super::*;
 
     fn header(size: u64) -> ContentHeader {
-        ContentHeader {
-            class_id: 60,
-            body_size: size,
-            ..Default::default()
-        }
+        ContentHeader { class_id: 60, body_size: size, ..Default::default() }
     }
 
     #[test]
@@ -166,10 +145,7 @@ mod tests {
         a.header(header(5), 10).unwrap();
         assert!(a.body(Bytes::from_static(b"ab")).unwrap().is_none());
         assert!(a.body(Bytes::from_static(b"cd")).unwrap().is_none());
-        assert_eq!(
-            &a.body(Bytes::from_static(b"e")).unwrap().unwrap().body[..],
-            b"abcde"
-        );
+        assert_eq!(&a.body(Bytes::from_static(b"e")).unwrap().unwrap().body[..], b"abcde");
     }
 
     #[test]

@@ -23,13 +23,8 @@ impl Channel {
             internal: m.internal,
             arguments: m.arguments,
         };
-        ctx.vhost
-            .declare_exchange(&m.exchange, &m.kind, m.passive, options)?;
-        if m.nowait {
-            Ok(())
-        } else {
-            ctx.send(self.id, ExchangeDeclareOk {})
-        }
+        ctx.vhost.declare_exchange(&m.exchange, &m.kind, m.passive, options)?;
+        if m.nowait { Ok(()) } else { ctx.send(self.id, ExchangeDeclareOk {}) }
     }
 
     pub(super) fn exchange_delete(
@@ -42,11 +37,7 @@ impl Channel {
             Err(e) if e.code == 404 => {}
             other => other?,
         }
-        if m.nowait {
-            Ok(())
-        } else {
-            ctx.send(self.id, ExchangeDeleteOk {})
-        }
+        if m.nowait { Ok(()) } else { ctx.send(self.id, ExchangeDeleteOk {}) }
     }
 
     pub(super) fn exchange_bind(
@@ -54,13 +45,8 @@ impl Channel {
         m: ExchangeBind,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), AmqpError> {
-        ctx.vhost
-            .bind_exchange(&m.destination, &m.source, &m.routing_key, &m.arguments)?;
-        if m.nowait {
-            Ok(())
-        } else {
-            ctx.send(self.id, ExchangeBindOk {})
-        }
+        ctx.vhost.bind_exchange(&m.destination, &m.source, &m.routing_key, &m.arguments)?;
+        if m.nowait { Ok(()) } else { ctx.send(self.id, ExchangeBindOk {}) }
     }
 
     pub(super) fn exchange_unbind(
@@ -68,12 +54,7 @@ impl Channel {
         m: ExchangeUnbind,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), AmqpError> {
-        ctx.vhost
-            .unbind_exchange(&m.destination, &m.source, &m.routing_key, &m.arguments)?;
-        if m.nowait {
-            Ok(())
-        } else {
-            ctx.send(self.id, ExchangeUnbindOk {})
-        }
+        ctx.vhost.unbind_exchange(&m.destination, &m.source, &m.routing_key, &m.arguments)?;
+        if m.nowait { Ok(()) } else { ctx.send(self.id, ExchangeUnbindOk {}) }
     }
 }

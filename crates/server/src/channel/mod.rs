@@ -38,6 +38,8 @@ pub(crate) struct Ctx<'a> {
     pub out: &'a mut BytesMut,
     pub frame_max: u32,
     pub config: &'a Config,
+    /// The authenticated user (publishes with another user_id are refused).
+    pub user: &'a str,
     /// Queues whose consumers may have room again: dispatched at the end of the batch.
     pub dispatch: &'a mut Vec<Arc<Queue>>,
 }
@@ -79,22 +81,42 @@ pub(crate) struct Subscription {
     pub queue: Arc<Queue>,
 }
 
+/// What a settle inside a transaction will do at commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// basic.ack: gone.
+    Ack,
+    /// nack/reject with requeue: back to the queue.
+    Requeue,
+    /// nack/reject without requeue: dropped.
+    Drop,
+}
+
 /// Transaction mode state.
 #[derive(Debug, Default)]
 pub(crate) struct Tx {
     pub publishes: Vec<content::Published>,
-    pub acks: Vec<Method>,
+    /// Deliveries settled in this transaction: out of `unacked` at once (so a second settle
+    /// of the same tag is refused, as RabbitMQ), applied at commit, put back at rollback.
+    pub settles: Vec<(Unacked, Settle)>,
 }
 
 /// Publisher-confirm state.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Confirms {
-    /// Sequence number of the next publish.
+    /// Sequence number of the next publish (the first is 1).
     pub next: u64,
-    /// Highest publish that is ready to be confirmed but not yet told to the client.
-    pub ready_up_to: u64,
+    /// Publishes waiting for the store's fsync, in order.
+    pub waiting: VecDeque<u64>,
     /// Highest publish already confirmed to the client.
     pub told_up_to: u64,
+}
+
+impl Confirms {
+    /// Every publish up to this one may be confirmed.
+    pub(crate) fn confirmable(&self) -> u64 {
+        self.waiting.front().map_or(self.next - 1, |w| w - 1)
+    }
 }
 
 /// One open channel.
@@ -112,6 +134,11 @@ pub(crate) struct Channel {
     pub limit: Arc<ChannelLimit>,
     pub confirms: Option<Confirms>,
     pub tx: Option<Tx>,
+    /// Highest confirm-mode publish this turn that waits for the store: the connection asks
+    /// the store to tell it when that is on disk.
+    pub confirm_sync: Option<u64>,
+    /// A tx.commit that stored messages waits for the store before commit-ok.
+    pub commit_sync: bool,
     /// The last queue declared on this channel, which an empty queue name refers to.
     last_queue: Option<ShortStr>,
     next_ctag: u64,
@@ -134,6 +161,8 @@ impl Channel {
             limit: Arc::new(ChannelLimit::default()),
             confirms: None,
             tx: None,
+            confirm_sync: None,
+            commit_sync: false,
             last_queue: None,
             next_ctag: 1,
             reply_queue: None,
@@ -154,9 +183,7 @@ impl Channel {
         if !name.is_empty() {
             return Ok(name.clone());
         }
-        self.last_queue
-            .clone()
-            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+        self.last_queue.clone().ok_or_else(|| AmqpError::not_found("no previously declared queue"))
     }
 
     /// Handles one frame for this (open) channel.
@@ -179,8 +206,7 @@ impl Channel {
                         method_id,
                     ));
                 }
-                self.handle_method(method, ctx)
-                    .map_err(|e| fail(e, class_id, method_id))
+                self.handle_method(method, ctx).map_err(|e| fail(e, class_id, method_id))
             }
             Frame::Header { header, .. } => {
                 let done = self
@@ -260,7 +286,12 @@ impl Channel {
                 ctx.vhost.remove_queue(&sub.queue);
             }
         }
-        let unacked: Vec<Unacked> = self.unacked.drain(..).collect();
+        let mut unacked: Vec<Unacked> = self.unacked.drain(..).collect();
+        // Settles of an uncommitted transaction never happened: those messages go back too.
+        if let Some(tx) = self.tx.take() {
+            unacked.extend(tx.settles.into_iter().map(|(u, _)| u));
+        }
+        unacked.sort_by_key(|u| u.tag);
         ack::requeue_all(unacked, ctx);
         self.assembly = Assembly::Idle;
         self.tx = None;

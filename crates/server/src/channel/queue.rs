@@ -14,23 +14,11 @@ impl Channel {
         m: QueueDeclare,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), AmqpError> {
-        let name = if m.passive {
-            self.queue_name(&m.queue)?
-        } else {
-            m.queue.clone()
-        };
+        let name = if m.passive { self.queue_name(&m.queue)? } else { m.queue.clone() };
         if m.passive && *name == *warren_core::vhost::REPLY_TO {
             // As RabbitMQ: the direct reply-to pseudo-queue always "exists".
-            let ok = QueueDeclareOk {
-                queue: name,
-                message_count: 0,
-                consumer_count: 0,
-            };
-            return if m.nowait {
-                Ok(())
-            } else {
-                ctx.send(self.id, ok)
-            };
+            let ok = QueueDeclareOk { queue: name, message_count: 0, consumer_count: 0 };
+            return if m.nowait { Ok(()) } else { ctx.send(self.id, ok) };
         }
         let options = QueueOptions {
             durable: m.durable,
@@ -38,9 +26,7 @@ impl Channel {
             auto_delete: m.auto_delete,
             arguments: m.arguments,
         };
-        let declared = ctx
-            .vhost
-            .declare_queue(&name, m.passive, options, ctx.connection)?;
+        let declared = ctx.vhost.declare_queue(&name, m.passive, options, ctx.connection)?;
         self.last_queue = Some(declared.queue.name.clone());
         if m.nowait {
             return Ok(());
@@ -57,18 +43,8 @@ impl Channel {
 
     pub(super) fn queue_bind(&mut self, m: QueueBind, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         let queue = self.queue_name(&m.queue)?;
-        ctx.vhost.bind_queue(
-            &queue,
-            &m.exchange,
-            &m.routing_key,
-            &m.arguments,
-            ctx.connection,
-        )?;
-        if m.nowait {
-            Ok(())
-        } else {
-            ctx.send(self.id, QueueBindOk {})
-        }
+        ctx.vhost.bind_queue(&queue, &m.exchange, &m.routing_key, &m.arguments, ctx.connection)?;
+        if m.nowait { Ok(()) } else { ctx.send(self.id, QueueBindOk {}) }
     }
 
     pub(super) fn queue_unbind(
@@ -94,11 +70,7 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let queue = self.queue_name(&m.queue)?;
         let message_count = ctx.vhost.purge_queue(&queue, ctx.connection)?;
-        if m.nowait {
-            Ok(())
-        } else {
-            ctx.send(self.id, QueuePurgeOk { message_count })
-        }
+        if m.nowait { Ok(()) } else { ctx.send(self.id, QueuePurgeOk { message_count }) }
     }
 
     pub(super) fn queue_delete(
@@ -108,19 +80,12 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let queue = self.queue_name(&m.queue)?;
         let message_count =
-            match ctx
-                .vhost
-                .delete_queue(&queue, m.if_unused, m.if_empty, ctx.connection)
-            {
+            match ctx.vhost.delete_queue(&queue, m.if_unused, m.if_empty, ctx.connection) {
                 // RabbitMQ answers delete-ok with 0 for a queue that does not exist.
                 Err(e) if e.code == 404 => 0,
                 other => other?,
             };
         // Consumers, this channel's included, hear of it through basic.cancel events.
-        if m.nowait {
-            Ok(())
-        } else {
-            ctx.send(self.id, QueueDeleteOk { message_count })
-        }
+        if m.nowait { Ok(()) } else { ctx.send(self.id, QueueDeleteOk { message_count }) }
     }
 }

@@ -1,12 +1,13 @@
-//! Publisher confirms (confirm.select, acks coalesced with `multiple`) and transactions
-//! (tx.select, commit, rollback).
+//! Publisher confirms (confirm.select, acks coalesced with `multiple`, persistent messages
+//! confirmed only once the store has fsync'd them) and transactions (tx.select, commit,
+//! rollback; commit-ok only once stored messages are on disk).
 
 use warren_core::AmqpError;
 use warren_wire::method::{
     BasicAck, ConfirmSelect, ConfirmSelectOk, TxCommitOk, TxRollbackOk, TxSelectOk,
 };
 
-use super::{Channel, Confirms, Ctx, Tx};
+use super::{Channel, Confirms, Ctx, Tx, ack};
 
 impl Channel {
     pub(super) fn confirm_select(
@@ -15,50 +16,39 @@ impl Channel {
         ctx: &mut Ctx<'_>,
     ) -> Result<(), AmqpError> {
         if self.tx.is_some() {
-            return Err(AmqpError::precondition_failed(
-                "cannot switch from tx to confirm mode",
-            ));
+            return Err(AmqpError::precondition_failed("cannot switch from tx to confirm mode"));
         }
         if self.confirms.is_none() {
-            self.confirms = Some(Confirms {
-                next: 1,
-                ready_up_to: 0,
-                told_up_to: 0,
-            });
+            self.confirms = Some(Confirms { next: 1, ..Default::default() });
         }
-        if m.nowait {
-            Ok(())
-        } else {
-            ctx.send(self.id, ConfirmSelectOk {})
+        if m.nowait { Ok(()) } else { ctx.send(self.id, ConfirmSelectOk {}) }
+    }
+
+    /// The store has fsync'd every publish up to `up_to`.
+    pub(crate) fn persisted(&mut self, up_to: u64) {
+        if let Some(c) = &mut self.confirms {
+            while c.waiting.front().is_some_and(|w| *w <= up_to) {
+                c.waiting.pop_front();
+            }
         }
     }
 
-    /// Tells the client of every publish confirmed since the last call, in one basic.ack
+    /// Tells the client of every publish confirmable since the last call, in one basic.ack
     /// (with `multiple` when it covers several).
     pub(crate) fn flush_confirms(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
-        let Some(c) = &mut self.confirms else {
-            return Ok(());
-        };
-        if c.ready_up_to <= c.told_up_to {
+        let Some(c) = &mut self.confirms else { return Ok(()) };
+        let ready = c.confirmable();
+        if ready <= c.told_up_to {
             return Ok(());
         }
-        let multiple = c.ready_up_to - c.told_up_to > 1;
-        let delivery_tag = c.ready_up_to;
-        c.told_up_to = c.ready_up_to;
-        ctx.send(
-            self.id,
-            BasicAck {
-                delivery_tag,
-                multiple,
-            },
-        )
+        let multiple = ready - c.told_up_to > 1;
+        c.told_up_to = ready;
+        ctx.send(self.id, BasicAck { delivery_tag: ready, multiple })
     }
 
     pub(super) fn tx_select(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         if self.confirms.is_some() {
-            return Err(AmqpError::precondition_failed(
-                "cannot switch from confirm to tx mode",
-            ));
+            return Err(AmqpError::precondition_failed("cannot switch from confirm to tx mode"));
         }
         if self.tx.is_none() {
             self.tx = Some(Tx::default());
@@ -67,28 +57,35 @@ impl Channel {
     }
 
     pub(super) fn tx_commit(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
-        let Some(tx) = self.tx.take() else {
-            return Err(AmqpError::precondition_failed(
-                "channel is not transactional",
-            ));
+        let Some(tx) = self.tx.replace(Tx::default()) else {
+            return Err(AmqpError::precondition_failed("channel is not transactional"));
         };
-        self.tx = Some(Tx::default());
+        let mut stored = false;
         for p in tx.publishes {
-            self.route_and_enqueue(p, ctx)?;
+            stored |= self.route_and_enqueue(p, ctx)?;
         }
-        for m in tx.acks {
-            self.settle_now(m, ctx)?;
+        for (u, how) in tx.settles {
+            ack::apply(vec![u], how, ctx);
         }
+        if stored {
+            // commit-ok once the store has the messages on disk (the connection asks it).
+            self.commit_sync = true;
+            Ok(())
+        } else {
+            ctx.send(self.id, TxCommitOk {})
+        }
+    }
+
+    /// The store has fsync'd a commit's messages.
+    pub(crate) fn committed(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         ctx.send(self.id, TxCommitOk {})
     }
 
     pub(super) fn tx_rollback(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
-        if self.tx.is_none() {
-            return Err(AmqpError::precondition_failed(
-                "channel is not transactional",
-            ));
-        }
-        self.tx = Some(Tx::default());
+        let Some(tx) = self.tx.replace(Tx::default()) else {
+            return Err(AmqpError::precondition_failed("channel is not transactional"));
+        };
+        self.unsettle(tx.settles);
         ctx.send(self.id, TxRollbackOk {})
     }
 }

@@ -30,10 +30,7 @@ pub(super) async fn protocol_header(socket: &mut TcpStream) -> Result<(), ConnEr
     if parse_protocol_header(&got[..n]) != ProtocolHeader::Amqp091 {
         let _ = socket.write_all(&PROTOCOL_HEADER).await;
         let _ = socket.shutdown().await;
-        return Err(ConnError::Handshake(format!(
-            "foreign protocol header {:?}",
-            &got[..n]
-        )));
+        return Err(ConnError::Handshake(format!("foreign protocol header {:?}", &got[..n])));
     }
     Ok(())
 }
@@ -57,10 +54,7 @@ fn server_properties() -> FieldTable {
         .with("capabilities", capabilities)
         .with("cluster_name", format!("warren@{host}").as_str())
         .with("copyright", "Copyright (c) the warren authors")
-        .with(
-            "information",
-            "warren: an AMQP 0-9-1 broker for RabbitMQ clients",
-        )
+        .with("information", "warren: an AMQP 0-9-1 broker for RabbitMQ clients")
         .with("platform", "Rust")
         .with("product", "warren")
         .with("version", env!("CARGO_PKG_VERSION"))
@@ -160,12 +154,7 @@ impl Connection {
         }
         self.vhost = Some(vhost);
         self.user = user.name;
-        self.send(
-            0,
-            ConnectionOpenOk {
-                known_hosts: "".into(),
-            },
-        )?;
+        self.send(0, ConnectionOpenOk { known_hosts: "".into() })?;
         self.flush().await?;
         tracing::info!(user = %self.user, vhost = %open.virtual_host, "connection open");
         Ok(())
@@ -216,9 +205,7 @@ impl Connection {
             )));
         }
         if frame_max > offered_frame {
-            return Err(refuse(format!(
-                "frame_max={frame_max} > {offered_frame} max size"
-            )));
+            return Err(refuse(format!("frame_max={frame_max} > {offered_frame} max size")));
         }
         if channel_max > self.config.channel_max {
             return Err(refuse(format!(
@@ -226,16 +213,8 @@ impl Connection {
                 self.config.channel_max
             )));
         }
-        self.frame_max = if frame_max == 0 {
-            offered_frame
-        } else {
-            frame_max
-        };
-        self.channel_max = if channel_max == 0 {
-            self.config.channel_max
-        } else {
-            channel_max
-        };
+        self.frame_max = if frame_max == 0 { offered_frame } else { frame_max };
+        self.channel_max = if channel_max == 0 { self.config.channel_max } else { channel_max };
         self.heartbeat = heartbeat;
         Ok(())
     }

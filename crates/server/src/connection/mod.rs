@@ -82,6 +82,23 @@ pub async fn serve(
     .await
 }
 
+/// A channel handler's view of the connection, built from disjoint fields so that a channel
+/// (borrowed from `self.channels`) can be handled at the same time.
+macro_rules! ctx {
+    ($conn:ident, $vhost:expr) => {
+        Ctx {
+            vhost: $vhost,
+            connection: $conn.id,
+            events: &$conn.events_tx,
+            out: &mut $conn.out,
+            frame_max: $conn.frame_max,
+            config: &$conn.config,
+            user: &$conn.user,
+            dispatch: &mut $conn.dispatch,
+        }
+    };
+}
+
 /// Reads more bytes into `buf`; false on end of stream.
 async fn read_more(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<bool> {
     if buf.capacity() - buf.len() < 4096 {
@@ -218,11 +235,8 @@ impl Connection {
 
     async fn main_loop(&mut self) -> Result<(), ConnError> {
         let hb = Duration::from_secs(self.heartbeat.into());
-        let mut tick = tokio::time::interval(if hb.is_zero() {
-            Duration::from_secs(3600)
-        } else {
-            hb / 2
-        });
+        let mut tick =
+            tokio::time::interval(if hb.is_zero() { Duration::from_secs(3600) } else { hb / 2 });
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.shutdown.clone();
         loop {
@@ -261,24 +275,36 @@ impl Connection {
     }
 
     /// Confirms and re-dispatch, once per loop turn.
+    /// Once per loop turn: asks the store to report when this turn's stored publishes are on
+    /// disk, sends the confirms that are due, and lets queues deliver again.
     fn end_of_turn(&mut self) -> Result<(), ConnError> {
         if let Some(vhost) = &self.vhost {
+            let store = self.broker.store();
             for channel in self.channels.values_mut() {
-                if channel.closing || channel.confirms.is_none() {
+                if channel.closing {
                     continue;
                 }
-                let mut ctx = Ctx {
-                    vhost,
-                    connection: self.id,
-                    events: &self.events_tx,
-                    out: &mut self.out,
-                    frame_max: self.frame_max,
-                    config: &self.config,
-                    dispatch: &mut self.dispatch,
-                };
-                channel
-                    .flush_confirms(&mut ctx)
-                    .map_err(|e| ConnError::Amqp(e, 60, 80))?;
+                let id = channel.id;
+                if let Some(up_to) = channel.confirm_sync.take()
+                    && let Some(store) = store
+                {
+                    let events = self.events_tx.clone();
+                    store.sync(Box::new(move || {
+                        let _ = events.send(Event::Persisted { channel: id, up_to });
+                    }));
+                }
+                if std::mem::take(&mut channel.commit_sync)
+                    && let Some(store) = store
+                {
+                    let events = self.events_tx.clone();
+                    store.sync(Box::new(move || {
+                        let _ = events.send(Event::TxPersisted { channel: id });
+                    }));
+                }
+                if channel.confirms.is_some() {
+                    let mut ctx = ctx!(self, vhost);
+                    channel.flush_confirms(&mut ctx).map_err(|e| ConnError::Amqp(e, 60, 80))?;
+                }
             }
         }
         for q in self.dispatch.drain(..) {
@@ -323,22 +349,11 @@ impl Connection {
         };
         let Some(channel) = self.channels.get_mut(&ch) else {
             return match frame {
-                Frame::Method {
-                    method: Method::ChannelOpen(_),
-                    ..
-                } => {
+                Frame::Method { method: Method::ChannelOpen(_), .. } => {
                     self.channels.insert(ch, Channel::new(ch));
-                    self.send(
-                        ch,
-                        ChannelOpenOk {
-                            channel_id: Default::default(),
-                        },
-                    )
+                    self.send(ch, ChannelOpenOk { channel_id: Default::default() })
                 }
-                Frame::Method {
-                    method: Method::ChannelCloseOk(_),
-                    ..
-                } => Ok(()),
+                Frame::Method { method: Method::ChannelCloseOk(_), .. } => Ok(()),
                 _ => Err(ConnError::Amqp(
                     AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}")),
                     class_id,
@@ -346,44 +361,24 @@ impl Connection {
                 )),
             };
         };
-        let mut ctx = Ctx {
-            vhost,
-            connection: self.id,
-            events: &self.events_tx,
-            out: &mut self.out,
-            frame_max: self.frame_max,
-            config: &self.config,
-            dispatch: &mut self.dispatch,
-        };
+        let mut ctx = ctx!(self, vhost);
         if channel.closing {
             // Until close-ok, everything else on the channel is dropped.
             match frame {
-                Frame::Method {
-                    method: Method::ChannelCloseOk(_),
-                    ..
-                } => {
+                Frame::Method { method: Method::ChannelCloseOk(_), .. } => {
                     self.channels.remove(&ch);
                 }
-                Frame::Method {
-                    method: Method::ChannelClose(_),
-                    ..
-                } => {
-                    ctx.send(ch, ChannelCloseOk {})
-                        .map_err(|e| ConnError::Amqp(e, 20, 41))?;
+                Frame::Method { method: Method::ChannelClose(_), .. } => {
+                    ctx.send(ch, ChannelCloseOk {}).map_err(|e| ConnError::Amqp(e, 20, 41))?;
                     self.channels.remove(&ch);
                 }
                 _ => {}
             }
             return Ok(());
         }
-        if let Frame::Method {
-            method: Method::ChannelClose(_),
-            ..
-        } = frame
-        {
+        if let Frame::Method { method: Method::ChannelClose(_), .. } = frame {
             channel.release(&mut ctx);
-            ctx.send(ch, ChannelCloseOk {})
-                .map_err(|e| ConnError::Amqp(e, 20, 41))?;
+            ctx.send(ch, ChannelCloseOk {}).map_err(|e| ConnError::Amqp(e, 20, 41))?;
             self.channels.remove(&ch);
             return Ok(());
         }
@@ -429,11 +424,7 @@ impl Connection {
 
     fn on_event(&mut self, event: Event) -> Result<(), ConnError> {
         match event {
-            Event::Deliver {
-                consumer,
-                queue,
-                entry,
-            } => {
+            Event::Deliver { consumer, queue, entry } => {
                 let live = self.channels.get_mut(&consumer.channel).filter(|c| {
                     !c.closing
                         && c.consumers
@@ -446,18 +437,26 @@ impl Connection {
                     queue.restore([entry]);
                     return Ok(());
                 };
-                let mut ctx = Ctx {
-                    vhost,
-                    connection: self.id,
-                    events: &self.events_tx,
-                    out: &mut self.out,
-                    frame_max: self.frame_max,
-                    config: &self.config,
-                    dispatch: &mut self.dispatch,
-                };
+                let mut ctx = ctx!(self, vhost);
                 channel
                     .deliver(consumer, queue, entry, &mut ctx)
                     .map_err(|e| ConnError::Amqp(e, 60, 60))
+            }
+            Event::Persisted { channel, up_to } => {
+                if let Some(c) = self.channels.get_mut(&channel) {
+                    c.persisted(up_to);
+                }
+                Ok(())
+            }
+            Event::TxPersisted { channel } => {
+                let (Some(c), Some(vhost)) = (self.channels.get_mut(&channel), &self.vhost) else {
+                    return Ok(());
+                };
+                if c.closing {
+                    return Ok(());
+                }
+                let mut ctx = ctx!(self, vhost);
+                c.committed(&mut ctx).map_err(|e| ConnError::Amqp(e, 90, 21))
             }
             Event::Cancelled { channel, tag } => {
                 let known = self
@@ -467,13 +466,7 @@ impl Connection {
                     .and_then(|c| c.consumers.remove(&tag))
                     .is_some();
                 if known && self.cancel_notify {
-                    self.send(
-                        channel,
-                        BasicCancel {
-                            consumer_tag: tag,
-                            nowait: true,
-                        },
-                    )?;
+                    self.send(channel, BasicCancel { consumer_tag: tag, nowait: true })?;
                 }
                 Ok(())
             }
@@ -486,12 +479,9 @@ impl Connection {
             Err(ConnError::Amqp(e, class_id, method_id)) => {
                 Some((e.code, e.reply_text(), *class_id, *method_id))
             }
-            Err(ConnError::Wire(e)) => Some((
-                e.reply_code(),
-                format!("{} - {e}", reply::name(e.reply_code())),
-                0,
-                0,
-            )),
+            Err(ConnError::Wire(e)) => {
+                Some((e.reply_code(), format!("{} - {e}", reply::name(e.reply_code())), 0, 0))
+            }
             Err(ConnError::Forced) => Some((
                 reply::CONNECTION_FORCED,
                 "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
@@ -507,12 +497,8 @@ impl Connection {
             Err(e) => info!("closing connection: {e}"),
         }
         if let Some((reply_code, text, class_id, method_id)) = close {
-            let close = ConnectionClose {
-                reply_code,
-                reply_text: text.into(),
-                class_id,
-                method_id,
-            };
+            let close =
+                ConnectionClose { reply_code, reply_text: text.into(), class_id, method_id };
             if self.send(0, close).is_ok() && self.flush().await.is_ok() {
                 self.await_close_ok().await;
             }
@@ -551,26 +537,13 @@ impl Connection {
     fn release(&mut self) {
         if let Some(vhost) = &self.vhost {
             for (_, mut channel) in self.channels.drain() {
-                let mut ctx = Ctx {
-                    vhost,
-                    connection: self.id,
-                    events: &self.events_tx,
-                    out: &mut self.out,
-                    frame_max: self.frame_max,
-                    config: &self.config,
-                    dispatch: &mut self.dispatch,
-                };
+                let mut ctx = ctx!(self, vhost);
                 channel.release(&mut ctx);
             }
         }
         self.events_rx.close();
         while let Ok(event) = self.events_rx.try_recv() {
-            if let Event::Deliver {
-                consumer,
-                queue,
-                entry,
-            } = event
-            {
+            if let Event::Deliver { consumer, queue, entry } = event {
                 consumer.release(1);
                 queue.restore([entry]);
             }
