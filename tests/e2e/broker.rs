@@ -36,6 +36,40 @@ impl TestBroker {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&data_dir);
+        Self::start_in(data_dir, args, envs)
+    }
+
+    /// Stops this broker with SIGTERM (asserting a clean exit) and starts a new one on the
+    /// same data dir (on a new port).
+    pub fn restart(&mut self) {
+        let status = self.terminate();
+        assert!(status.success(), "warren exited with {status:?}");
+        self.respawn();
+    }
+
+    /// Kills this broker with SIGKILL (no chance to flush anything) and starts a new one on
+    /// the same data dir.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.respawn();
+    }
+
+    /// Starts a new broker on the same data dir after this one exited (e.g. `terminate`).
+    pub fn respawn_after_exit(&mut self) {
+        self.respawn();
+    }
+
+    fn respawn(&mut self) {
+        let dir = std::mem::take(&mut self.data_dir);
+        let next = Self::start_in(dir, &[], &[]);
+        let old = std::mem::replace(self, next);
+        // The old handle's process is gone; keep its Drop from removing the shared data dir.
+        std::mem::forget(old);
+    }
+
+    /// Starts warren on an existing (or new) data dir.
+    pub fn start_in(data_dir: PathBuf, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
@@ -72,11 +106,7 @@ impl TestBroker {
             .expect("warren did not log 'listening on'")
             .parse()
             .expect("listening address");
-        TestBroker {
-            child,
-            addr,
-            data_dir,
-        }
+        TestBroker { child, addr, data_dir }
     }
 
     /// `amqp://guest:guest@ADDR/%2f`.
@@ -86,9 +116,7 @@ impl TestBroker {
 
     /// A lapin connection as guest on `/`.
     pub async fn connect(&self) -> Connection {
-        Connection::connect(&self.uri(), ConnectionProperties::default())
-            .await
-            .expect("connect")
+        Connection::connect(&self.uri(), ConnectionProperties::default()).await.expect("connect")
     }
 
     /// A connection and one channel on it.
@@ -111,10 +139,7 @@ impl TestBroker {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
         self.wait()
     }
 }

@@ -32,9 +32,7 @@ async fn lapin_connects_and_closes() {
 async fn server_properties_advertise_rabbitmq_capabilities() {
     let broker = TestBroker::start();
     let mut raw = Raw::connect(broker.addr).await;
-    let Method::ConnectionStart(start) = raw.method().await else {
-        panic!("start")
-    };
+    let Method::ConnectionStart(start) = raw.method().await else { panic!("start") };
     assert_eq!((start.version_major, start.version_minor), (0, 9));
     assert_eq!(&start.mechanisms[..], b"PLAIN AMQPLAIN");
     let Some(warren_wire::FieldValue::Table(caps)) = start.server_properties.get("capabilities")
@@ -54,14 +52,7 @@ async fn server_properties_advertise_rabbitmq_capabilities() {
     ] {
         assert_eq!(caps.get(cap).and_then(|v| v.as_bool()), Some(true), "{cap}");
     }
-    for key in [
-        "product",
-        "version",
-        "platform",
-        "copyright",
-        "information",
-        "cluster_name",
-    ] {
+    for key in ["product", "version", "platform", "copyright", "information", "cluster_name"] {
         assert!(start.server_properties.get(key).is_some(), "{key}");
     }
 }
@@ -81,22 +72,16 @@ async fn tune_offers_rabbitmq_limits() {
         },
     )
     .await;
-    let Method::ConnectionTune(t) = raw.method().await else {
-        panic!("tune")
-    };
-    assert_eq!(
-        (t.channel_max, t.frame_max, t.heartbeat),
-        (2047, 131072, 60)
-    );
+    let Method::ConnectionTune(t) = raw.method().await else { panic!("tune") };
+    assert_eq!((t.channel_max, t.frame_max, t.heartbeat), (2047, 131072, 60));
 }
 
 #[tokio::test]
 async fn wrong_password_is_refused_with_403() {
     let broker = TestBroker::start();
     let uri = format!("amqp://guest:nope@{}/%2f", broker.addr);
-    let err = Connection::connect(&uri, ConnectionProperties::default())
-        .await
-        .expect_err("refused");
+    let err =
+        Connection::connect(&uri, ConnectionProperties::default()).await.expect_err("refused");
     assert_eq!(close_code(&err), Some(403), "{err}");
 }
 
@@ -104,9 +89,8 @@ async fn wrong_password_is_refused_with_403() {
 async fn unknown_vhost_is_refused_with_530() {
     let broker = TestBroker::start();
     let uri = format!("amqp://guest:guest@{}/nowhere", broker.addr);
-    let err = Connection::connect(&uri, ConnectionProperties::default())
-        .await
-        .expect_err("refused");
+    let err =
+        Connection::connect(&uri, ConnectionProperties::default()).await.expect_err("refused");
     assert_eq!(close_code(&err), Some(530), "{err}");
 }
 
@@ -121,9 +105,8 @@ async fn default_user_and_vhost_come_from_rabbitmq_env_vars() {
         ],
     );
     let uri = format!("amqp://app:s3cret@{}/dev", broker.addr);
-    let conn = Connection::connect(&uri, ConnectionProperties::default())
-        .await
-        .expect("app on dev");
+    let conn =
+        Connection::connect(&uri, ConnectionProperties::default()).await.expect("app on dev");
     conn.close(200, "bye".into()).await.expect("close");
     let guest = Connection::connect(&broker.uri(), ConnectionProperties::default()).await;
     assert!(guest.is_err(), "guest no longer exists");
@@ -137,9 +120,7 @@ async fn foreign_protocol_header_is_answered_with_ours() {
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         b"AMQP\x01\x01\x00\x0a",
     ] {
-        let mut sock = tokio::net::TcpStream::connect(broker.addr)
-            .await
-            .expect("connect");
+        let mut sock = tokio::net::TcpStream::connect(broker.addr).await.expect("connect");
         sock.write_all(header).await.expect("write");
         let mut got = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut got))
@@ -153,9 +134,7 @@ async fn foreign_protocol_header_is_answered_with_ours() {
 #[tokio::test]
 async fn short_header_then_eof_is_dropped_quietly() {
     let broker = TestBroker::start();
-    let mut sock = tokio::net::TcpStream::connect(broker.addr)
-        .await
-        .expect("connect");
+    let mut sock = tokio::net::TcpStream::connect(broker.addr).await.expect("connect");
     sock.write_all(b"AMQ").await.expect("write");
     sock.shutdown().await.expect("shutdown");
     let mut got = Vec::new();
@@ -163,12 +142,7 @@ async fn short_header_then_eof_is_dropped_quietly() {
         .await
         .expect("closed");
     // The broker still serves others.
-    broker
-        .connect()
-        .await
-        .close(200, "bye".into())
-        .await
-        .expect("close");
+    broker.connect().await.close(200, "bye".into()).await.expect("close");
 }
 
 #[tokio::test]
@@ -186,24 +160,13 @@ async fn oversized_frame_closes_the_connection_with_501() {
     let mut raw = Raw::open(broker.addr, 0).await;
     // A method frame header claiming 4 GiB.
     raw.send_bytes(b"\x01\x00\x01\xff\xff\xff\xf0").await;
-    let Method::ConnectionClose(c) = raw.method().await else {
-        panic!("close")
-    };
+    let Method::ConnectionClose(c) = raw.method().await else { panic!("close") };
     assert_eq!(c.reply_code, 501);
-    assert!(
-        c.reply_text.contains("exceeds negotiated frame-max 131072"),
-        "{}",
-        c.reply_text
-    );
+    assert!(c.reply_text.contains("exceeds negotiated frame-max 131072"), "{}", c.reply_text);
     raw.send(0, ConnectionCloseOk {}).await;
     assert!(raw.closed_within(Duration::from_secs(5)).await);
     // Others are not disturbed.
-    broker
-        .connect()
-        .await
-        .close(200, "bye".into())
-        .await
-        .expect("close");
+    broker.connect().await.close(200, "bye".into()).await.expect("close");
 }
 
 #[tokio::test]
@@ -212,17 +175,11 @@ async fn garbage_method_closes_with_a_syntax_error_and_others_survive() {
     let (other, other_ch) = broker.channel().await;
     let mut raw = Raw::open(broker.addr, 0).await;
     // queue.declare with its arguments cut off.
-    raw.send_bytes(b"\x01\x00\x01\x00\x00\x00\x04\x00\x32\x00\x0a\xce")
-        .await;
-    let Method::ConnectionClose(c) = raw.method().await else {
-        panic!("close")
-    };
+    raw.send_bytes(b"\x01\x00\x01\x00\x00\x00\x04\x00\x32\x00\x0a\xce").await;
+    let Method::ConnectionClose(c) = raw.method().await else { panic!("close") };
     assert_eq!(c.reply_code, 502);
     assert!(other_ch.status().connected());
-    other
-        .close(200, "bye".into())
-        .await
-        .expect("other connection unharmed");
+    other.close(200, "bye".into()).await.expect("other connection unharmed");
 }
 
 #[tokio::test]
@@ -230,13 +187,9 @@ async fn channel_above_channel_max_is_refused() {
     let broker = TestBroker::start_with(&["--channel-max", "10"], &[]);
     let mut raw = Raw::open(broker.addr, 0).await;
     raw.send(10, ChannelOpen::default()).await;
-    let Method::ChannelOpenOk(_) = raw.method().await else {
-        panic!("open-ok for channel 10")
-    };
+    let Method::ChannelOpenOk(_) = raw.method().await else { panic!("open-ok for channel 10") };
     raw.send(11, ChannelOpen::default()).await;
-    let Method::ConnectionClose(c) = raw.method().await else {
-        panic!("close")
-    };
+    let Method::ConnectionClose(c) = raw.method().await else { panic!("close") };
     assert_eq!(c.reply_code, 530);
 }
 
@@ -244,17 +197,8 @@ async fn channel_above_channel_max_is_refused() {
 async fn frame_on_an_unopened_channel_is_a_channel_error() {
     let broker = TestBroker::start();
     let mut raw = Raw::open(broker.addr, 0).await;
-    raw.send(
-        3,
-        warren_wire::method::BasicQos {
-            prefetch_count: 1,
-            ..Default::default()
-        },
-    )
-    .await;
-    let Method::ConnectionClose(c) = raw.method().await else {
-        panic!("close")
-    };
+    raw.send(3, warren_wire::method::BasicQos { prefetch_count: 1, ..Default::default() }).await;
+    let Method::ConnectionClose(c) = raw.method().await else { panic!("close") };
     assert_eq!(c.reply_code, 504);
 }
 
@@ -266,19 +210,14 @@ async fn heartbeats_are_sent_and_a_silent_peer_is_dropped() {
     let f = raw.frame().await.expect("a frame");
     assert_eq!(f, warren_wire::Frame::Heartbeat);
     // ...and, as we send none, drops us after two intervals or so.
-    assert!(
-        raw.closed_within(Duration::from_secs(6)).await,
-        "silent peer dropped"
-    );
+    assert!(raw.closed_within(Duration::from_secs(6)).await, "silent peer dropped");
 }
 
 #[tokio::test]
 async fn heartbeats_keep_a_lapin_connection_alive() {
     let broker = TestBroker::start();
     let uri = format!("{}?heartbeat=1", broker.uri());
-    let conn = Connection::connect(&uri, ConnectionProperties::default())
-        .await
-        .expect("connect");
+    let conn = Connection::connect(&uri, ConnectionProperties::default()).await.expect("connect");
     let ch = conn.create_channel().await.expect("channel");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(conn.status().connected());
@@ -294,16 +233,10 @@ async fn client_close_is_answered_with_close_ok() {
     let mut raw = Raw::open(broker.addr, 0).await;
     raw.send(
         0,
-        ConnectionClose {
-            reply_code: 200,
-            reply_text: "bye".into(),
-            ..Default::default()
-        },
+        ConnectionClose { reply_code: 200, reply_text: "bye".into(), ..Default::default() },
     )
     .await;
-    let Method::ConnectionCloseOk(_) = raw.method().await else {
-        panic!("close-ok")
-    };
+    let Method::ConnectionCloseOk(_) = raw.method().await else { panic!("close-ok") };
     assert!(raw.closed_within(Duration::from_secs(5)).await);
 }
 
@@ -312,19 +245,10 @@ async fn sigterm_closes_connections_with_320_and_exits_0() {
     let mut broker = TestBroker::start();
     let mut raw = Raw::open(broker.addr, 0).await;
     let pid = broker.pid();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    let Method::ConnectionClose(c) = raw.method().await else {
-        panic!("close")
-    };
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    let Method::ConnectionClose(c) = raw.method().await else { panic!("close") };
     assert_eq!(c.reply_code, 320);
-    assert!(
-        c.reply_text.starts_with("CONNECTION_FORCED"),
-        "{}",
-        c.reply_text
-    );
+    assert!(c.reply_text.starts_with("CONNECTION_FORCED"), "{}", c.reply_text);
     raw.send(0, ConnectionCloseOk {}).await;
     let status = broker.wait();
     assert!(status.success(), "{status:?}");

@@ -1,9 +1,16 @@
 //! End-to-end tests: the real `warren` binary on an ephemeral port with a temporary data dir,
 //! driven by lapin. One test binary made of modules, one module per area.
 
+mod acks;
 mod broker;
 mod connection;
+mod consume;
+mod exchanges;
+mod persistence;
+mod publish;
+mod queues;
 mod raw;
+mod routing;
 mod rpc;
 
 pub use broker::TestBroker;

@@ -20,21 +20,14 @@ impl Raw {
     /// Connects and sends the protocol header.
     pub async fn connect(addr: std::net::SocketAddr) -> Raw {
         let mut sock = TcpStream::connect(addr).await.expect("tcp connect");
-        sock.write_all(b"AMQP\x00\x00\x09\x01")
-            .await
-            .expect("header");
-        Raw {
-            sock,
-            buf: BytesMut::new(),
-        }
+        sock.write_all(b"AMQP\x00\x00\x09\x01").await.expect("header");
+        Raw { sock, buf: BytesMut::new() }
     }
 
     /// Connects, logs in as guest, opens `/` with the given heartbeat.
     pub async fn open(addr: std::net::SocketAddr, heartbeat: u16) -> Raw {
         let mut raw = Raw::connect(addr).await;
-        let Method::ConnectionStart(_) = raw.method().await else {
-            panic!("expected start")
-        };
+        let Method::ConnectionStart(_) = raw.method().await else { panic!("expected start") };
         raw.send(
             0,
             ConnectionStartOk {
@@ -45,29 +38,14 @@ impl Raw {
             },
         )
         .await;
-        let Method::ConnectionTune(t) = raw.method().await else {
-            panic!("expected tune")
-        };
+        let Method::ConnectionTune(t) = raw.method().await else { panic!("expected tune") };
         raw.send(
             0,
-            ConnectionTuneOk {
-                channel_max: t.channel_max,
-                frame_max: t.frame_max,
-                heartbeat,
-            },
+            ConnectionTuneOk { channel_max: t.channel_max, frame_max: t.frame_max, heartbeat },
         )
         .await;
-        raw.send(
-            0,
-            ConnectionOpen {
-                virtual_host: "/".into(),
-                ..Default::default()
-            },
-        )
-        .await;
-        let Method::ConnectionOpenOk(_) = raw.method().await else {
-            panic!("expected open-ok")
-        };
+        raw.send(0, ConnectionOpen { virtual_host: "/".into(), ..Default::default() }).await;
+        let Method::ConnectionOpenOk(_) = raw.method().await else { panic!("expected open-ok") };
         raw
     }
 

@@ -14,11 +14,7 @@ async fn direct_reply_to_round_trip() {
     let broker = TestBroker::start();
     let (_server_conn, server) = broker.channel().await;
     server
-        .queue_declare(
-            "rpc".into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
+        .queue_declare("rpc".into(), QueueDeclareOptions::default(), FieldTable::default())
         .await
         .expect("declare");
     let mut requests = server
@@ -32,30 +28,16 @@ async fn direct_reply_to_round_trip() {
         .expect("consume");
 
     let (_client_conn, client) = broker.channel().await;
-    let no_ack = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
+    let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
     let mut replies = client
-        .basic_consume(
-            "amq.rabbitmq.reply-to".into(),
-            "".into(),
-            no_ack,
-            FieldTable::default(),
-        )
+        .basic_consume("amq.rabbitmq.reply-to".into(), "".into(), no_ack, FieldTable::default())
         .await
         .expect("consume reply-to");
     let props = BasicProperties::default()
         .with_reply_to("amq.rabbitmq.reply-to".into())
         .with_correlation_id("42".into());
     client
-        .basic_publish(
-            "".into(),
-            "rpc".into(),
-            BasicPublishOptions::default(),
-            b"ping",
-            props,
-        )
+        .basic_publish("".into(), "rpc".into(), BasicPublishOptions::default(), b"ping", props)
         .await
         .expect("publish request");
 
@@ -64,12 +46,7 @@ async fn direct_reply_to_round_trip() {
         .expect("request in time")
         .expect("stream open")
         .expect("delivery");
-    let reply_to = request
-        .properties
-        .reply_to()
-        .clone()
-        .expect("reply_to set")
-        .to_string();
+    let reply_to = request.properties.reply_to().clone().expect("reply_to set").to_string();
     assert!(reply_to.starts_with("amq.rabbitmq.reply-to."), "{reply_to}");
     request.ack(Default::default()).await.expect("ack");
     server
@@ -89,47 +66,25 @@ async fn direct_reply_to_round_trip() {
         .expect("stream open")
         .expect("delivery");
     assert_eq!(reply.data, b"pong");
-    assert_eq!(
-        reply
-            .properties
-            .correlation_id()
-            .as_ref()
-            .map(|s| s.as_str()),
-        Some("42")
-    );
+    assert_eq!(reply.properties.correlation_id().as_ref().map(|s| s.as_str()), Some("42"));
 }
 
 #[tokio::test]
 async fn reply_to_without_a_reply_consumer_is_refused_with_406() {
     let broker = TestBroker::start();
     let (conn, ch) = broker.channel().await;
-    ch.confirm_select(Default::default())
-        .await
-        .expect("confirm");
+    ch.confirm_select(Default::default()).await.expect("confirm");
     let props = BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into());
     let result = ch
-        .basic_publish(
-            "".into(),
-            "anything".into(),
-            BasicPublishOptions::default(),
-            b"x",
-            props,
-        )
+        .basic_publish("".into(), "anything".into(), BasicPublishOptions::default(), b"x", props)
         .await
         .expect("sent")
         .await;
     assert!(result.is_err(), "the channel is closed with 406");
     assert!(!ch.status().connected());
-    let other = conn
-        .create_channel()
-        .await
-        .expect("the connection lives on");
+    let other = conn.create_channel().await.expect("the connection lives on");
     other
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
+        .queue_declare("".into(), QueueDeclareOptions::default(), FieldTable::default())
         .await
         .expect("usable");
 }

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use warren_store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
-use warren_wire::value::tables_equivalent;
-use warren_wire::{FieldTable, ShortStr};
+use warren_wire::{FieldTable, FieldValue, ShortStr};
 
 use crate::error::{AmqpError, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions, headers};
@@ -33,6 +32,59 @@ const UNSUPPORTED_QUEUE_ARGS: &[&str] = &[
 
 /// The pseudo-queue a client consumes from (no-ack) to receive direct replies.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// The arguments a classic queue's redeclare must repeat exactly, as RabbitMQ compares them
+/// (others may differ freely).
+const CLASSIC_QUEUE_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-version",
+    "x-single-active-consumer",
+    "x-queue-master-locator",
+    "x-queue-type",
+];
+
+/// RabbitMQ's equivalence check of a queue redeclare's arguments: each argument of the queue
+/// type must be absent in both or equal in both; `x-queue-type` absent equals `classic`.
+fn check_queue_args(current: &FieldTable, got: &FieldTable, name: &str, vhost: &str) -> Result<()> {
+    let show = |v: Option<&FieldValue>| match v {
+        None => "none".to_string(),
+        Some(v) => match v.as_str() {
+            Some(s) => format!("the value '{s}' of type 'longstr'"),
+            None => match v.as_i64() {
+                Some(n) => format!("the value '{n}'"),
+                None => format!("the value {v:?}"),
+            },
+        },
+    };
+    for arg in CLASSIC_QUEUE_ARGS {
+        let (a, b) = (current.get(arg), got.get(arg));
+        let same = match (a, b) {
+            (None, None) => true,
+            (Some(x), Some(y)) => x == y || (x.as_i64().is_some() && x.as_i64() == y.as_i64()),
+            (None, Some(v)) | (Some(v), None) => {
+                *arg == "x-queue-type" && v.as_str() == Some("classic")
+            }
+        };
+        if !same {
+            return Err(AmqpError::precondition_failed(format!(
+                "inequivalent arg '{arg}' for queue '{name}' in vhost '{vhost}': received {} but current is {}",
+                show(b),
+                show(a)
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// A vhost.
 #[derive(Debug)]
@@ -160,6 +212,11 @@ impl VHost {
         passive: bool,
         options: ExchangeOptions,
     ) -> Result<()> {
+        // As RabbitMQ: the type is checked first, then the default exchange.
+        let parsed = ExchangeKind::parse(kind);
+        if !passive && parsed.is_none() {
+            return Err(AmqpError::command_invalid(format!("unknown exchange type '{kind}'")));
+        }
         if name.is_empty() {
             return Err(AmqpError::access_refused(format!(
                 "operation not permitted on the default exchange in vhost '{}'",
@@ -169,7 +226,7 @@ impl VHost {
         if passive {
             return self.exchange(name).map(|_| ()).ok_or_else(|| self.no_exchange(name));
         }
-        let Some(parsed) = ExchangeKind::parse(kind) else {
+        let Some(parsed) = parsed else {
             return Err(AmqpError::command_invalid(format!("unknown exchange type '{kind}'")));
         };
         let options = ExchangeOptions { kind: parsed, ..options };
@@ -196,9 +253,11 @@ impl VHost {
                     ));
                 }
             }
-            if !tables_equivalent(&e.arguments, &options.arguments) {
+            // As RabbitMQ: of the arguments only alternate-exchange must match.
+            let ae = |t: &FieldTable| t.get("alternate-exchange").cloned();
+            if ae(&e.arguments) != ae(&options.arguments) {
                 return Err(AmqpError::precondition_failed(format!(
-                    "inequivalent arguments for exchange '{name}' in vhost '{vh}'"
+                    "inequivalent arg 'alternate-exchange' for exchange '{name}' in vhost '{vh}'"
                 )));
             }
             return Ok(());
@@ -234,9 +293,8 @@ impl VHost {
         let as_dest = Destination::Exchange(ex.name.clone());
         let mut map = write(&self.exchanges);
         if if_unused {
-            let used_as_source = !ex.router().is_empty();
-            let used_as_dest = map.values().any(|e| e.router().has_destination(&as_dest));
-            if used_as_source || used_as_dest {
+            // As RabbitMQ: only bindings from this exchange count, not those to it.
+            if !ex.router().is_empty() {
                 return Err(AmqpError::precondition_failed(format!(
                     "exchange '{name}' in vhost '{}' in use",
                     self.name
@@ -307,8 +365,13 @@ impl VHost {
         key: &str,
         args: &FieldTable,
     ) -> Result<()> {
-        let dest = self.exchange_for_change(destination)?;
-        let src = self.exchange_for_change(source)?;
+        if destination.is_empty() || source.is_empty() {
+            self.exchange_for_change("")?;
+        }
+        // As RabbitMQ: unbinding from or to something that does not exist is a success.
+        let (Some(dest), Some(src)) = (self.exchange(destination), self.exchange(source)) else {
+            return Ok(());
+        };
         let emptied = {
             let mut r = src.router_mut();
             r.unbind(&Destination::Exchange(dest.name.clone()), key, args) && r.is_empty()
@@ -372,16 +435,25 @@ impl VHost {
                 "x-queue-type {t:?}: only classic queues are implemented by warren"
             )));
         }
+        // As RabbitMQ: every client-chosen amq.* name is refused, server-generated ones too.
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
         let name: ShortStr = if name.is_empty() { self.generate_name() } else { name.into() };
         let mut map = write(&self.queues);
         if let Some(existing) = map.get(&name).cloned() {
             drop(map);
             existing.check_access(connection, &self.name)?;
             let e = &existing.options;
+            if options.exclusive.is_some() != e.exclusive.is_some() {
+                // RabbitMQ checks exclusivity strictly, before the other properties: 405.
+                return Err(existing.locked(&self.name));
+            }
             let vh = &self.name;
             for (arg, got, current) in [
                 ("durable", options.durable, e.durable),
-                ("exclusive", options.exclusive.is_some(), e.exclusive.is_some()),
                 ("auto_delete", options.auto_delete, e.auto_delete),
             ] {
                 if got != current {
@@ -395,19 +467,8 @@ impl VHost {
                     ));
                 }
             }
-            for (k, v) in options.arguments.iter() {
-                if existing.options.arguments.get(k) != Some(v) {
-                    return Err(AmqpError::precondition_failed(format!(
-                        "inequivalent arg '{k}' for queue '{name}' in vhost '{vh}'"
-                    )));
-                }
-            }
+            check_queue_args(&e.arguments, &options.arguments, &name, vh)?;
             return Ok(answer(existing));
-        }
-        if name.starts_with("amq.") && !name.starts_with("amq.gen-") {
-            return Err(AmqpError::access_refused(format!(
-                "queue name '{name}' contains reserved prefix 'amq.*'"
-            )));
         }
         let durable = match (&self.persistence, options.durable && options.exclusive.is_none()) {
             (Some(p), true) => Some(Durable { store: p.store.clone(), id: p.queue_id() }),
@@ -467,8 +528,13 @@ impl VHost {
         args: &FieldTable,
         connection: ConnectionId,
     ) -> Result<()> {
-        let q = self.queue_for(queue, connection)?;
-        let ex = self.exchange_for_change(exchange)?;
+        // As RabbitMQ: unbinding from or to something that does not exist is a success.
+        if exchange.is_empty() {
+            self.exchange_for_change(exchange)?;
+        }
+        let Some(q) = self.queue(queue) else { return Ok(()) };
+        q.check_access(connection, &self.name)?;
+        let Some(ex) = self.exchange(exchange) else { return Ok(()) };
         let emptied = {
             let mut r = ex.router_mut();
             r.unbind(&Destination::Queue(q.name.clone()), key, args) && r.is_empty()

@@ -332,14 +332,20 @@ impl Queue {
     /// Whether `connection` may use this queue (exclusive queues belong to one connection).
     pub fn check_access(&self, connection: ConnectionId, vhost: &str) -> Result<()> {
         match self.options.exclusive {
-            Some(owner) if owner != connection => Err(AmqpError::resource_locked(format!(
-                "cannot obtain exclusive access to locked queue '{}' in vhost '{vhost}'. It could \
-                 be originally declared on another connection or the exclusive property value \
-                 does not match that of the original declaration.",
-                self.name
-            ))),
+            Some(owner) if owner != connection => Err(self.locked(vhost)),
             _ => Ok(()),
         }
+    }
+
+    /// RabbitMQ's 405 for a queue another connection holds exclusively, or whose exclusive
+    /// flag a redeclare contradicts.
+    pub fn locked(&self, vhost: &str) -> AmqpError {
+        AmqpError::resource_locked(format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '{vhost}'. It could be \
+             originally declared on another connection or the exclusive property value does not \
+             match that of the original declaration.",
+            self.name
+        ))
     }
 }
 

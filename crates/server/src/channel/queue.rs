@@ -14,7 +14,8 @@ impl Channel {
         m: QueueDeclare,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), AmqpError> {
-        let name = if m.passive { self.queue_name(&m.queue)? } else { m.queue.clone() };
+        // As RabbitMQ, no "last queue" shortcut here: a passive declare of "" is a 404.
+        let name = m.queue.clone();
         if m.passive && *name == *warren_core::vhost::REPLY_TO {
             // As RabbitMQ: the direct reply-to pseudo-queue always "exists".
             let ok = QueueDeclareOk { queue: name, message_count: 0, consumer_count: 0 };
@@ -43,7 +44,10 @@ impl Channel {
 
     pub(super) fn queue_bind(&mut self, m: QueueBind, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         let queue = self.queue_name(&m.queue)?;
-        ctx.vhost.bind_queue(&queue, &m.exchange, &m.routing_key, &m.arguments, ctx.connection)?;
+        // As RabbitMQ: an empty queue name and key bind with the last queue's name as the key.
+        let key =
+            if m.queue.is_empty() && m.routing_key.is_empty() { &queue } else { &m.routing_key };
+        ctx.vhost.bind_queue(&queue, &m.exchange, key, &m.arguments, ctx.connection)?;
         if m.nowait { Ok(()) } else { ctx.send(self.id, QueueBindOk {}) }
     }
 
@@ -53,13 +57,9 @@ impl Channel {
         ctx: &mut Ctx<'_>,
     ) -> Result<(), AmqpError> {
         let queue = self.queue_name(&m.queue)?;
-        ctx.vhost.unbind_queue(
-            &queue,
-            &m.exchange,
-            &m.routing_key,
-            &m.arguments,
-            ctx.connection,
-        )?;
+        let key =
+            if m.queue.is_empty() && m.routing_key.is_empty() { &queue } else { &m.routing_key };
+        ctx.vhost.unbind_queue(&queue, &m.exchange, key, &m.arguments, ctx.connection)?;
         ctx.send(self.id, QueueUnbindOk {})
     }
 
