@@ -5,6 +5,7 @@ mod acks;
 mod broker;
 mod connection;
 mod consume;
+mod crash;
 mod exchanges;
 mod persistence;
 mod publish;

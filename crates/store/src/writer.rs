@@ -151,10 +151,10 @@ impl Writer {
                 // Bound a batch so completions are not held back indefinitely under load.
                 next = if handled < 65536 { rx.try_recv().ok() } else { None };
             }
+            // Every batch reaches the OS (a killed process loses nothing written); fsync when
+            // someone waits for it, or every 200 ms while there is unsynced data.
             let stale = self.last_sync.elapsed() >= Duration::from_millis(200);
-            if must_sync || stale {
-                self.sync_now(must_sync || self.is_dirty());
-            }
+            self.sync_now(must_sync || (stale && self.is_dirty()));
             if shutdown {
                 return;
             }
@@ -194,7 +194,9 @@ impl Writer {
                 q.dirty = false;
             }
         }
-        self.last_sync = Instant::now();
+        if fsync {
+            self.last_sync = Instant::now();
+        }
         if failed {
             // Never confirm what may not be on disk: drop the completions (publishers see no
             // confirm rather than a false one).
