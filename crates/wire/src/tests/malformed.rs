@@ -105,31 +105,17 @@ fn deep_nesting_is_refused_not_overflowed() {
     p.extend_from_slice(&table);
     p.extend_from_slice(b"\x05PLAIN\x00\x00\x00\x00\x05en_US");
     let mut buf = BytesMut::from(&method_frame(&p)[..]);
-    assert_eq!(
-        decode_frame(&mut buf, u32::MAX).unwrap_err().reply_code(),
-        502
-    );
+    assert_eq!(decode_frame(&mut buf, u32::MAX).unwrap_err().reply_code(), 502);
 }
 
 #[test]
 fn encoding_a_long_short_string_fails_cleanly() {
-    let m = Method::from(BasicPublish {
-        routing_key: "x".repeat(256).into(),
-        ..Default::default()
-    });
+    let m =
+        Method::from(BasicPublish { routing_key: "x".repeat(256).into(), ..Default::default() });
     let mut buf = BytesMut::from(&b"keep"[..]);
-    let err = Frame::Method {
-        channel: 1,
-        method: m,
-    }
-    .encode(&mut buf)
-    .unwrap_err();
+    let err = Frame::Method { channel: 1, method: m }.encode(&mut buf).unwrap_err();
     assert_eq!(err.to_string(), "short string of 256 bytes exceeds 255");
-    assert_eq!(
-        &buf[..],
-        b"keep",
-        "a failed encode leaves the buffer as it was"
-    );
+    assert_eq!(&buf[..], b"keep", "a failed encode leaves the buffer as it was");
     let mut t = FieldTable::new();
     t.insert("k", FieldValue::Void);
     assert_eq!(t.get("k"), Some(&FieldValue::Void));

@@ -1,6 +1,8 @@
 //! Crate-level tests: round trips of every method and property set, the method table against
-//! the spec data, malformed input, streaming, and golden frames captured from real clients.
+//! the spec data, malformed input, streaming, golden frames captured from real clients, and a
+//! replay of the committed fuzz corpus.
 
+mod fuzz_corpus;
 mod golden;
 mod malformed;
 mod roundtrip;

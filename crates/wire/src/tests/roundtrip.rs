@@ -15,13 +15,7 @@ fn method() -> impl Strategy<Value = Method> {
 fn properties() -> impl Strategy<Value = BasicProperties> {
     let s = || proptest::option::of(short_str());
     (
-        (
-            s(),
-            s(),
-            proptest::option::of(table()),
-            any::<Option<u8>>(),
-            any::<Option<u8>>(),
-        ),
+        (s(), s(), proptest::option::of(table()), any::<Option<u8>>(), any::<Option<u8>>()),
         (s(), s(), s(), s(), any::<Option<u64>>()),
         (s(), s(), s(), s()),
     )
@@ -49,20 +43,11 @@ pub(super) fn frame() -> impl Strategy<Value = Frame> {
         (any::<u16>(), any::<u64>(), properties()).prop_map(|(channel, body_size, properties)| {
             Frame::Header {
                 channel,
-                header: ContentHeader {
-                    class_id: 60,
-                    weight: 0,
-                    body_size,
-                    properties,
-                },
+                header: ContentHeader { class_id: 60, weight: 0, body_size, properties },
             }
         }),
-        (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(channel, b)| {
-            Frame::Body {
-                channel,
-                payload: Bytes::from(b),
-            }
-        }),
+        (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..300))
+            .prop_map(|(channel, b)| { Frame::Body { channel, payload: Bytes::from(b) } }),
         Just(Frame::Heartbeat),
     ]
 }
@@ -71,9 +56,7 @@ fn round_trip(frame: &Frame) -> Frame {
     let mut buf = BytesMut::new();
     frame.encode(&mut buf).expect("encode");
     let len = buf.len();
-    let decoded = decode_frame(&mut buf, u32::MAX)
-        .expect("decode")
-        .expect("complete frame");
+    let decoded = decode_frame(&mut buf, u32::MAX).expect("decode").expect("complete frame");
     assert!(buf.is_empty(), "decoder left {} of {len} bytes", buf.len());
     decoded
 }
@@ -121,10 +104,7 @@ fn every_method_id_round_trips() {
             (m.class_id(), m.method_id(), m.name()),
             (info.class_id, info.method_id, info.name)
         );
-        let f = Frame::Method {
-            channel: 1,
-            method: m,
-        };
+        let f = Frame::Method { channel: 1, method: m };
         assert_eq!(round_trip(&f), f, "{}", info.name);
     }
 }
@@ -141,8 +121,5 @@ fn bits_pack_into_shared_octets() {
     };
     let mut buf = BytesMut::new();
     Method::from(m).encode(&mut buf).unwrap();
-    assert_eq!(
-        &buf[..],
-        b"\x00\x32\x00\x0a\x00\x00\x01q\x1a\x00\x00\x00\x00"
-    );
+    assert_eq!(&buf[..], b"\x00\x32\x00\x0a\x00\x00\x01q\x1a\x00\x00\x00\x00");
 }

@@ -39,11 +39,7 @@ fn every_spec_method_is_in_the_table_with_its_fields() {
                 .map(|a| rust_name(a["name"].as_str().unwrap()))
                 .collect();
             assert_eq!(info.fields, fields, "{name} fields");
-            assert_eq!(
-                info.content,
-                m["content"].as_bool().unwrap_or(false),
-                "{name} content"
-            );
+            assert_eq!(info.content, m["content"].as_bool().unwrap_or(false), "{name} content");
             seen += 1;
         }
     }

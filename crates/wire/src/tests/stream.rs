@@ -43,22 +43,14 @@ fn oversized_frame_is_refused_from_its_header() {
     let err = decode_frame(&mut buf, 131072).unwrap_err();
     assert!(matches!(err, WireError::FrameTooLarge { max: 131072, .. }));
     assert_eq!(err.reply_code(), 501);
-    assert_eq!(
-        err.to_string(),
-        "frame of 4294967303 bytes exceeds negotiated frame-max 131072"
-    );
+    assert_eq!(err.to_string(), "frame of 4294967303 bytes exceeds negotiated frame-max 131072");
     assert!(buf.capacity() < 1024);
 }
 
 #[test]
 fn frame_exactly_at_frame_max_is_accepted() {
     let mut buf = BytesMut::new();
-    Frame::Body {
-        channel: 1,
-        payload: vec![7u8; 4088].into(),
-    }
-    .encode(&mut buf)
-    .unwrap();
+    Frame::Body { channel: 1, payload: vec![7u8; 4088].into() }.encode(&mut buf).unwrap();
     assert_eq!(buf.len(), 4096);
     assert!(decode_frame(&mut buf.clone(), 4096).unwrap().is_some());
     assert!(decode_frame(&mut buf, 4095).is_err());
@@ -76,12 +68,7 @@ fn incomplete_input_asks_for_more() {
 #[test]
 fn body_payload_shares_the_read_buffer() {
     let mut buf = BytesMut::new();
-    Frame::Body {
-        channel: 3,
-        payload: vec![1u8; 100].into(),
-    }
-    .encode(&mut buf)
-    .unwrap();
+    Frame::Body { channel: 3, payload: vec![1u8; 100].into() }.encode(&mut buf).unwrap();
     let base = buf.as_ptr() as usize;
     let Some(Frame::Body { payload, .. }) = decode_frame(&mut buf, 4096).unwrap() else {
         panic!("body frame expected")
