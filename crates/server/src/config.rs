@@ -18,7 +18,7 @@ pub struct Config {
     #[arg(long, env = "WARREN_DATA_DIR", default_value = "./warren-data")]
     pub data_dir: PathBuf,
 
-    /// Default user, created at start (as RabbitMQ's docker images read it).
+    /// User a new data dir starts with (as RabbitMQ's docker images read it).
     #[arg(long, env = "RABBITMQ_DEFAULT_USER", default_value = "guest")]
     pub default_user: String,
 
@@ -26,7 +26,7 @@ pub struct Config {
     #[arg(long, env = "RABBITMQ_DEFAULT_PASS", default_value = "guest", hide_env_values = true)]
     pub default_pass: String,
 
-    /// Default vhost, created at start; the default user may use it.
+    /// Vhost a new data dir starts with; the default user may use it.
     #[arg(long, env = "RABBITMQ_DEFAULT_VHOST", default_value = "/")]
     pub default_vhost: String,
 
