@@ -19,6 +19,7 @@ pub mod definitions;
 mod error;
 pub mod message;
 pub mod paths;
+mod reader;
 mod record;
 mod recover;
 mod writer;
@@ -83,11 +84,32 @@ pub struct Recovery {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    tx: Mutex<Option<Sender<Request>>>,
+    /// The writer's inbox and the next free place in the segments. Appends reserve their
+    /// place and send their request under this one lock, so the writer receives them in
+    /// the order of their offsets.
+    inner: Mutex<Inner>,
+    segment_max: u64,
+    shared: Arc<reader::Shared>,
     next_id: AtomicU64,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Serializes definition snapshots.
     defs: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tx: Option<Sender<Request>>,
+    seg: u32,
+    offset: u64,
+}
+
+/// Where an appended message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// The message id (index entries name it).
+    pub id: u64,
+    /// Where its record is.
+    pub loc: Location,
 }
 
 /// fsyncs a directory so that renames and new files in it are durable.
@@ -142,9 +164,9 @@ impl Store {
         let rec = recover::recover(dir, &known)?;
         let seg_file = writer::new_segment(dir, rec.next_segment)?;
         sync_dir(&dir.join(paths::MESSAGES))?;
+        let shared = Arc::new(reader::Shared::new(dir.to_path_buf()));
         let writer = Writer {
             dir: dir.to_path_buf(),
-            segment_max: options.segment_max,
             seg: rec.next_segment,
             seg_file,
             seg_size: paths::SEGMENT_MAGIC.len() as u64,
@@ -153,8 +175,9 @@ impl Store {
             recent: Default::default(),
             queues: rec.queues,
             done: Vec::new(),
-            scratch: BytesMut::new(),
             last_sync: Instant::now(),
+            shared: shared.clone(),
+            written: Vec::new(),
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -163,7 +186,13 @@ impl Store {
             .map_err(StoreError::io("starting the writer thread for", dir))?;
         let store = Arc::new(Store {
             dir: dir.to_path_buf(),
-            tx: Mutex::new(Some(tx)),
+            inner: Mutex::new(Inner {
+                tx: Some(tx),
+                seg: rec.next_segment,
+                offset: paths::SEGMENT_MAGIC.len() as u64,
+            }),
+            segment_max: options.segment_max,
+            shared,
             next_id: AtomicU64::new(rec.next_message_id),
             thread: Mutex::new(Some(thread)),
             defs: Mutex::new(()),
@@ -177,19 +206,44 @@ impl Store {
     }
 
     fn send(&self, req: Request) {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = tx.as_ref() {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = inner.tx.as_ref() {
             // The writer only stops at shutdown; requests after that are moot.
             let _ = tx.send(req);
         }
     }
 
     /// Writes `message` once; `enqueues` index entries ([`Store::enqueue`] or
-    /// [`Store::skip`]) must follow. Returns the message id.
-    pub fn append(&self, message: Arc<Message>, enqueues: u32) -> u64 {
+    /// [`Store::skip`]) must follow. The message can be read back at once from the returned
+    /// location (before the writer has written it, from memory).
+    pub fn append(&self, message: Arc<Message>, enqueues: u32) -> Stored {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.send(Request::Append { id, message, enqueues });
-        id
+        let mut head = BytesMut::with_capacity(64);
+        message.encode_head(id, &mut head);
+        let len = (record::RECORD_HEADER + head.len() + message.body.len()) as u32;
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let magic = paths::SEGMENT_MAGIC.len() as u64;
+        if inner.offset + u64::from(len) > self.segment_max && inner.offset > magic {
+            inner.seg += 1;
+            inner.offset = magic;
+        }
+        let loc = Location { seg: inner.seg, offset: inner.offset, len };
+        inner.offset += u64::from(len);
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((loc.seg, loc.offset), message.clone());
+        if let Some(tx) = inner.tx.as_ref() {
+            let _ = tx.send(Request::Append { id, head: head.freeze(), message, loc, enqueues });
+        }
+        Stored { id, loc }
+    }
+
+    /// Reads messages back (adjacent records in one read). `None` where a record cannot be
+    /// read or fails its CRC.
+    pub fn read_many(&self, locs: &[Location]) -> Vec<Option<Message>> {
+        self.shared.read_many(locs)
     }
 
     /// Queue `queue` holds message `id` at position `seq`. Positions of one queue must be
@@ -236,7 +290,7 @@ impl Store {
             let _ = done_tx.send(());
         })));
         let _ = done_rx.recv_timeout(std::time::Duration::from_secs(10));
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).tx.take();
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }

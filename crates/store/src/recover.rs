@@ -10,18 +10,18 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::{info, warn};
 
-use crate::message::Message;
 use crate::record::Records;
 use crate::writer::{ACK_DELIVERED, ACK_REMOVED, LiveEntry, QueueFiles, open_queue_files};
 use crate::{Location, QueueId, StoreError, paths};
 
-/// One message of a recovered queue.
-#[derive(Debug, Clone)]
+/// One message of a recovered queue: where it is, not what it is (queues read bodies back
+/// when they deliver them).
+#[derive(Debug, Clone, Copy)]
 pub struct RecoveredMessage {
     /// Its position in the queue.
     pub seq: u64,
-    /// The message.
-    pub message: Message,
+    /// Where its record is (checked: it is whole and its CRC matches).
+    pub loc: Location,
     /// Whether it had been delivered (and not acknowledged) before the restart.
     pub redelivered: bool,
 }
@@ -108,7 +108,9 @@ pub(crate) struct Recovered {
 pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered, StoreError> {
     let started = Instant::now();
     let mut stats = RecoveryStats::default();
-    let mut segments: HashMap<u32, Bytes> = HashMap::new();
+    // Each segment is read and checked once, one at a time; what is kept is the offset and
+    // length of every whole record, against which index entries are checked.
+    let mut segments: HashMap<u32, Vec<(u64, u32)>> = HashMap::new();
     let mut last_segment = 0u32;
     let mut next_message_id = 1u64;
     for (n, path) in list(&dir.join(paths::MESSAGES), "seg")? {
@@ -118,13 +120,15 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         })?;
         last_segment = last_segment.max(seg);
         if let Some((data, records)) = read_valid(&path, paths::SEGMENT_MAGIC, &mut stats)? {
-            for (_, range) in &records {
+            let mut valid = Vec::with_capacity(records.len());
+            for (at, range) in &records {
                 if let Some(id) = data.get(range.start..range.start + 8) {
                     let id = u64::from_be_bytes(id.try_into().unwrap_or([0; 8]));
                     next_message_id = next_message_id.max(id + 1);
                 }
+                valid.push((*at as u64, (range.end - *at) as u32));
             }
-            segments.insert(seg, data);
+            segments.insert(seg, valid);
         }
     }
     let mut refs: HashMap<u32, u64> = HashMap::new();
@@ -182,25 +186,16 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
             if removed.contains(&seq) {
                 continue;
             }
-            // The message must be intact where the index says: an entry whose record was in a
+            // The message must be whole where the index says: an entry whose record was in a
             // torn tail belonged to a publish that was never confirmed.
-            let Some(data) = segments.get(&loc.seg) else {
+            let Some(valid) = segments.get(&loc.seg) else { continue };
+            if valid.binary_search(&(loc.offset, loc.len)).is_err() {
                 continue;
-            };
-            let start = loc.offset as usize;
-            let Some(raw) = data.get(start..start + loc.len as usize) else {
-                continue;
-            };
-            let Some(payload) = crate::record::check(raw) else {
-                continue;
-            };
-            let Some((_, message)) = Message::decode(&data.slice_ref(payload)) else {
-                continue;
-            };
+            }
             let was_delivered = delivered.contains(&seq);
             *refs.entry(loc.seg).or_insert(0) += 1;
             live.push_back(LiveEntry { seq, loc, removed: false, delivered: was_delivered });
-            recovered.push(RecoveredMessage { seq, message, redelivered: was_delivered });
+            recovered.push(RecoveredMessage { seq, loc, redelivered: was_delivered });
         }
         stats.messages += recovered.len() as u64;
         stats.queues += 1;

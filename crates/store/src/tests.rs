@@ -56,15 +56,17 @@ fn open(dir: &std::path::Path, opts: StoreOptions) -> (Arc<Store>, crate::Recove
     Store::open(dir, opts).expect("open")
 }
 
-fn bodies(rec: &crate::Recovery, q: u64) -> Vec<(String, bool)> {
-    rec.queues
-        .get(&q)
-        .map(|v| {
-            v.iter()
-                .map(|m| (String::from_utf8_lossy(&m.message.body).into_owned(), m.redelivered))
-                .collect()
+fn bodies(store: &Store, rec: &crate::Recovery, q: u64) -> Vec<(String, bool)> {
+    let Some(v) = rec.queues.get(&q) else { return Vec::new() };
+    let locs: Vec<_> = v.iter().map(|m| m.loc).collect();
+    store
+        .read_many(&locs)
+        .into_iter()
+        .zip(v)
+        .map(|(m, r)| {
+            (String::from_utf8_lossy(&m.expect("readable").body).into_owned(), r.redelivered)
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 #[test]
@@ -74,7 +76,7 @@ fn messages_survive_a_reopen_in_order_with_redelivered_flags() {
     assert!(rec.definitions.is_none());
     store.save_definitions(&defs(&[1, 2])).unwrap();
     for (seq, body) in ["a", "b", "c", "d"].iter().enumerate() {
-        let id = store.append(msg(body), 2);
+        let id = store.append(msg(body), 2).id;
         store.enqueue(1, seq as u64, id);
         store.enqueue(2, seq as u64, id);
     }
@@ -83,8 +85,11 @@ fn messages_survive_a_reopen_in_order_with_redelivered_flags() {
     sync(&store);
     store.close();
     let (store, rec) = open(&dir, StoreOptions::default());
-    assert_eq!(bodies(&rec, 1), vec![("a".into(), false), ("c".into(), true), ("d".into(), false)]);
-    assert_eq!(bodies(&rec, 2).len(), 4);
+    assert_eq!(
+        bodies(&store, &rec, 1),
+        vec![("a".into(), false), ("c".into(), true), ("d".into(), false)]
+    );
+    assert_eq!(bodies(&store, &rec, 2).len(), 4);
     assert_eq!(rec.stats.messages, 7);
     // A message written once for two queues occupies one record.
     store.close();
@@ -98,7 +103,7 @@ fn drained_queues_give_their_disk_space_back() {
     store.save_definitions(&defs(&[1])).unwrap();
     let body = "x".repeat(1000);
     for seq in 0..200u64 {
-        let id = store.append(msg(&body), 1);
+        let id = store.append(msg(&body), 1).id;
         store.enqueue(1, seq, id);
     }
     sync(&store);
@@ -113,7 +118,7 @@ fn drained_queues_give_their_disk_space_back() {
     assert!(idx < 10_000, "index of {idx} bytes");
     store.close();
     let (store, rec) = open(&dir, StoreOptions::default());
-    assert!(bodies(&rec, 1).is_empty());
+    assert!(bodies(&store, &rec, 1).is_empty());
     store.close();
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -124,7 +129,7 @@ fn a_torn_segment_tail_is_cut_and_everything_before_it_kept() {
     let (store, _) = open(&dir, StoreOptions::default());
     store.save_definitions(&defs(&[1])).unwrap();
     for seq in 0..3u64 {
-        let id = store.append(msg(&format!("m{seq}")), 1);
+        let id = store.append(msg(&format!("m{seq}")), 1).id;
         store.enqueue(1, seq, id);
     }
     sync(&store);
@@ -141,15 +146,15 @@ fn a_torn_segment_tail_is_cut_and_everything_before_it_kept() {
     let mut idx = std::fs::OpenOptions::new().append(true).open(paths::index(&dir, 1)).unwrap();
     std::io::Write::write_all(&mut idx, &[0, 0, 0, 24, 1, 2]).unwrap();
     let (store, rec) = open(&dir, StoreOptions::default());
-    assert_eq!(bodies(&rec, 1), vec![("m0".into(), false), ("m1".into(), false)]);
+    assert_eq!(bodies(&store, &rec, 1), vec![("m0".into(), false), ("m1".into(), false)]);
     assert_eq!(rec.stats.truncated, 2);
     // It keeps working after the repair.
-    let id = store.append(msg("m3"), 1);
+    let id = store.append(msg("m3"), 1).id;
     store.enqueue(1, 3, id);
     sync(&store);
     store.close();
     let (store, rec) = open(&dir, StoreOptions::default());
-    assert_eq!(bodies(&rec, 1).len(), 3);
+    assert_eq!(bodies(&store, &rec, 1).len(), 3);
     store.close();
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -175,7 +180,7 @@ fn deleted_and_orphaned_queues_lose_their_files() {
     let (store, _) = open(&dir, StoreOptions::default());
     store.save_definitions(&defs(&[1, 2])).unwrap();
     for q in [1, 2] {
-        let id = store.append(msg("x"), 1);
+        let id = store.append(msg("x"), 1).id;
         store.enqueue(q, 0, id);
     }
     store.drop_queue(1);
@@ -187,6 +192,30 @@ fn deleted_and_orphaned_queues_lose_their_files() {
     let (store, rec) = open(&dir, StoreOptions::default());
     assert!(rec.queues.is_empty());
     assert!(!paths::index(&dir, 2).exists());
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn messages_read_back_before_and_after_the_writer_wrote_them() {
+    let dir = temp_dir("read");
+    let (store, _) = open(&dir, StoreOptions { segment_max: 512 });
+    store.save_definitions(&defs(&[1])).unwrap();
+    let stored: Vec<_> = (0..50).map(|i| store.append(msg(&format!("m{i:03}")), 1)).collect();
+    for (seq, s) in stored.iter().enumerate() {
+        store.enqueue(1, seq as u64, s.id);
+    }
+    // At once: possibly from memory, possibly from the file.
+    let locs: Vec<_> = stored.iter().map(|s| s.loc).collect();
+    let first: Vec<_> = store.read_many(&locs).into_iter().map(|m| m.unwrap().body).collect();
+    sync(&store);
+    let second: Vec<_> = store.read_many(&locs).into_iter().map(|m| m.unwrap().body).collect();
+    assert_eq!(first, second);
+    assert_eq!(&second[49][..], b"m049");
+    assert!(
+        locs.iter().map(|l| l.seg).collect::<std::collections::HashSet<_>>().len() > 1,
+        "several segments"
+    );
     store.close();
     std::fs::remove_dir_all(&dir).unwrap();
 }

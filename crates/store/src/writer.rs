@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use tracing::{error, warn};
 
 use crate::message::Message;
+use crate::reader::Shared;
 use crate::{Location, QueueId, StoreError, paths};
 
 /// Runs after the request it came with is durable.
@@ -26,8 +26,9 @@ pub type Done = Box<dyn FnOnce() + Send>;
 
 /// What the writer is asked to do, in order.
 pub(crate) enum Request {
-    /// Write a message once; `enqueues` index entries will refer to it.
-    Append { id: u64, message: Arc<Message>, enqueues: u32 },
+    /// Write a message once at `loc` (reserved by the caller, in request order), its encoded
+    /// head then its body; `enqueues` index entries will refer to it.
+    Append { id: u64, head: bytes::Bytes, message: Arc<Message>, loc: Location, enqueues: u32 },
     /// Queue `queue` holds message `id` at position `seq`.
     Enqueue { queue: QueueId, seq: u64, id: u64 },
     /// One promised enqueue of message `id` will not come (its queue went away).
@@ -72,7 +73,6 @@ pub(crate) const ACK_DELIVERED: u8 = 2;
 /// Everything the writer thread owns.
 pub(crate) struct Writer {
     pub dir: PathBuf,
-    pub segment_max: u64,
     pub seg: u32,
     pub seg_file: BufWriter<File>,
     pub seg_size: u64,
@@ -83,8 +83,11 @@ pub(crate) struct Writer {
     pub recent: HashMap<u64, (Location, u32)>,
     pub queues: HashMap<QueueId, QueueFiles>,
     pub done: Vec<Done>,
-    pub scratch: BytesMut,
     pub last_sync: Instant,
+    /// Shared with readers: pending appends and read handles.
+    pub shared: Arc<Shared>,
+    /// Records written in this batch, to drop from `shared.pending` once flushed.
+    pub written: Vec<(u32, u64)>,
 }
 
 fn open_append(path: &Path, magic: &[u8; 8]) -> Result<BufWriter<File>, StoreError> {
@@ -171,6 +174,12 @@ impl Writer {
         if let Err(e) = self.seg_file.flush() {
             error!("flushing segment: {e}");
             failed = true;
+        } else if !self.written.is_empty() {
+            // In the file now: readers find them there.
+            let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for key in self.written.drain(..) {
+                pending.remove(&key);
+            }
         }
         if fsync && self.seg_dirty {
             if let Err(e) = self.seg_file.get_ref().sync_data() {
@@ -211,7 +220,9 @@ impl Writer {
 
     fn handle(&mut self, req: Request) -> Result<(), StoreError> {
         match req {
-            Request::Append { id, message, enqueues } => self.append(id, &message, enqueues),
+            Request::Append { id, head, message, loc, enqueues } => {
+                self.append(id, &head, &message, loc, enqueues)
+            }
             Request::Enqueue { queue, seq, id } => self.enqueue(queue, seq, id),
             Request::Skip { id } => {
                 self.release_recent(id);
@@ -224,41 +235,50 @@ impl Writer {
         }
     }
 
-    fn append(&mut self, id: u64, message: &Message, enqueues: u32) -> Result<(), StoreError> {
-        self.scratch.clear();
-        message.encode_head(id, &mut self.scratch);
-        let payload_len = self.scratch.len() + message.body.len();
-        let record_len = (crate::record::RECORD_HEADER + payload_len) as u64;
-        if self.seg_size + record_len > self.segment_max
-            && self.seg_size > paths::SEGMENT_MAGIC.len() as u64
-        {
-            self.roll()?;
+    fn append(
+        &mut self,
+        id: u64,
+        head: &[u8],
+        message: &Message,
+        loc: Location,
+        enqueues: u32,
+    ) -> Result<(), StoreError> {
+        if loc.seg != self.seg {
+            self.roll_to(loc.seg)?;
         }
+        debug_assert_eq!(loc.offset, self.seg_size, "appends arrive in reservation order");
+        let payload_len = head.len() + message.body.len();
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&self.scratch);
+        crc.update(head);
         crc.update(&message.body);
         let path = || paths::segment(&self.dir, self.seg);
         let w = &mut self.seg_file;
         let result = w
             .write_all(&(payload_len as u32).to_be_bytes())
             .and_then(|_| w.write_all(&crc.finalize().to_be_bytes()))
-            .and_then(|_| w.write_all(&self.scratch))
+            .and_then(|_| w.write_all(head))
             .and_then(|_| w.write_all(&message.body));
         result.map_err(StoreError::io("appending to", &path()))?;
-        let loc = Location { seg: self.seg, offset: self.seg_size, len: record_len as u32 };
-        self.seg_size += record_len;
+        self.seg_size += u64::from(loc.len);
         self.seg_dirty = true;
+        self.written.push((loc.seg, loc.offset));
         self.recent.insert(id, (loc, enqueues));
         Ok(())
     }
 
-    /// Starts a new segment; the old one is synced, and deleted if nothing refers to it.
-    fn roll(&mut self) -> Result<(), StoreError> {
+    /// Moves on to segment `seg`; the old one is synced, and deleted if nothing refers to it.
+    fn roll_to(&mut self, seg: u32) -> Result<(), StoreError> {
         let old = self.seg;
         let old_path = paths::segment(&self.dir, old);
         self.seg_file.flush().map_err(StoreError::io("flushing", &old_path))?;
         self.seg_file.get_ref().sync_data().map_err(StoreError::io("syncing", &old_path))?;
-        self.seg += 1;
+        {
+            let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for key in self.written.drain(..) {
+                pending.remove(&key);
+            }
+        }
+        self.seg = seg;
         self.seg_file = new_segment(&self.dir, self.seg)?;
         self.seg_size = paths::SEGMENT_MAGIC.len() as u64;
         self.seg_dirty = true;
@@ -272,6 +292,7 @@ impl Writer {
 
     fn delete_segment(&mut self, seg: u32) {
         self.refs.remove(&seg);
+        self.shared.forget(seg);
         let path = paths::segment(&self.dir, seg);
         if let Err(e) = std::fs::remove_file(&path) {
             warn!("removing {}: {e}", path.display());

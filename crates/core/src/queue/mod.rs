@@ -14,7 +14,8 @@ use warren_wire::{FieldTable, ShortStr};
 use crate::error::{AmqpError, Result};
 use crate::message::Message;
 pub use consumer::{ChannelLimit, ConnectionId, Consumer, ConsumerSpec, Event, NO_ACK_WINDOW};
-use warren_store::{QueueId, RecoveredMessage, Store};
+use tracing::error;
+use warren_store::{Location, QueueId, RecoveredMessage, Store, Stored};
 
 /// A message in a queue, with the position it was enqueued at.
 #[derive(Debug, Clone)]
@@ -28,6 +29,40 @@ pub struct Entry {
     /// Whether the store holds it (persistent message in a durable queue): settling it must
     /// tell the store.
     pub stored: bool,
+}
+
+/// Ready messages beyond this many keep only their place in the store in memory (when the
+/// store has them): a backlog costs memory per message, not per byte.
+pub const KEEP_LOADED: usize = 2048;
+
+/// How many paged-out messages are read back together when the front of the queue needs them.
+const READ_AHEAD: usize = 64;
+
+/// A ready message as the queue keeps it.
+#[derive(Debug)]
+struct Slot {
+    seq: u64,
+    body: Body,
+    redelivered: bool,
+    stored: bool,
+}
+
+/// A ready message's body: in memory, or only in the store.
+#[derive(Debug)]
+enum Body {
+    Loaded(Arc<Message>),
+    Paged(Location),
+}
+
+impl From<Entry> for Slot {
+    fn from(e: Entry) -> Slot {
+        Slot {
+            seq: e.seq,
+            body: Body::Loaded(e.message),
+            redelivered: e.redelivered,
+            stored: e.stored,
+        }
+    }
 }
 
 /// How a queue was declared.
@@ -66,7 +101,7 @@ pub struct Queue {
 
 #[derive(Debug, Default)]
 struct State {
-    ready: VecDeque<Entry>,
+    ready: VecDeque<Slot>,
     next_seq: u64,
     consumers: Vec<Arc<Consumer>>,
     /// Index of the consumer to try first on the next delivery (round-robin).
@@ -121,11 +156,63 @@ impl Queue {
         let mut st = self.state();
         for m in messages {
             st.next_seq = st.next_seq.max(m.seq + 1);
-            st.ready.push_back(Entry {
+            st.ready.push_back(Slot {
                 seq: m.seq,
-                message: Arc::new(m.message),
+                body: Body::Paged(m.loc),
                 redelivered: m.redelivered,
                 stored: true,
+            });
+        }
+    }
+
+    /// Reads paged-out bodies at the front of the queue back from the store (up to
+    /// `READ_AHEAD` in one go). A body that cannot be read is dropped, loudly.
+    fn load_front(&self, st: &mut State) {
+        let Some(d) = &self.durable else { return };
+        let locs: Vec<Location> = st
+            .ready
+            .iter()
+            .take(READ_AHEAD)
+            .map_while(|s| match s.body {
+                Body::Paged(loc) => Some(loc),
+                Body::Loaded(_) => None,
+            })
+            .collect();
+        if locs.is_empty() {
+            return;
+        }
+        let read = d.store.read_many(&locs);
+        let mut lost = Vec::new();
+        for (slot, m) in st.ready.iter_mut().zip(read) {
+            match m {
+                Some(m) => slot.body = Body::Loaded(Arc::new(m)),
+                None => lost.push(slot.seq),
+            }
+        }
+        if !lost.is_empty() {
+            error!(queue = %self.name, "{} stored message(s) could not be read back; dropped", lost.len());
+            st.ready.retain(|s| !lost.contains(&s.seq));
+            for seq in lost {
+                d.store.remove(d.id, seq);
+            }
+        }
+    }
+
+    /// Takes the first ready message, its body in memory.
+    fn pop_loaded(&self, st: &mut State) -> Option<Entry> {
+        loop {
+            let front = st.ready.front()?;
+            if matches!(front.body, Body::Paged(_)) {
+                self.load_front(st);
+                continue;
+            }
+            let slot = st.ready.pop_front()?;
+            let Body::Loaded(message) = slot.body else { continue };
+            return Some(Entry {
+                seq: slot.seq,
+                message,
+                redelivered: slot.redelivered,
+                stored: slot.stored,
             });
         }
     }
@@ -133,10 +220,14 @@ impl Queue {
     /// Tells the store that entries are gone for good (acked, rejected without requeue,
     /// delivered with no-ack).
     pub fn settle<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) {
+        self.settle_seqs(entries.into_iter().map(|e| (e.seq, e.stored)));
+    }
+
+    fn settle_seqs(&self, entries: impl Iterator<Item = (u64, bool)>) {
         if let Some(d) = &self.durable {
-            for e in entries {
-                if e.stored {
-                    d.store.remove(d.id, e.seq);
+            for (seq, stored) in entries {
+                if stored {
+                    d.store.remove(d.id, seq);
                 }
             }
         }
@@ -162,23 +253,28 @@ impl Queue {
     /// Enqueues a message and delivers it at once if a consumer has room. `stored` is the
     /// store's id for the message when it was appended for this queue. False if the queue was
     /// deleted meanwhile (nothing enqueued).
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>, stored: Option<u64>) -> bool {
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>, stored: Option<Stored>) -> bool {
         let mut st = self.state();
         if st.deleted {
             return false;
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        let stored = match (stored, &self.durable) {
-            (Some(id), Some(d)) => {
+        let (body, stored) = match (stored, &self.durable) {
+            (Some(s), Some(d)) => {
                 // Under the queue lock: the store sees this queue's positions in order, and
                 // before any ack of them.
-                d.store.enqueue(d.id, seq, id);
-                true
+                d.store.enqueue(d.id, seq, s.id);
+                let body = if st.ready.len() >= KEEP_LOADED {
+                    Body::Paged(s.loc)
+                } else {
+                    Body::Loaded(message)
+                };
+                (body, true)
             }
-            _ => false,
+            _ => (Body::Loaded(message), false),
         };
-        st.ready.push_back(Entry { seq, message, redelivered: false, stored });
+        st.ready.push_back(Slot { seq, body, redelivered: false, stored });
         if !st.consumers.is_empty() {
             self.dispatch_locked(&mut st);
         }
@@ -195,7 +291,9 @@ impl Queue {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
             let Some(idx) = pick_consumer(st) else { return };
             st.next_consumer = idx + 1;
-            let Some(mut entry) = st.ready.pop_front() else {
+            let Some(entry) = self.pop_loaded(st) else {
+                // Nothing readable was left: give the reserved window place back.
+                st.consumers[idx].release(1);
                 return;
             };
             let consumer = st.consumers[idx].clone();
@@ -205,8 +303,7 @@ impl Queue {
                 // The consumer's connection is gone: drop the consumer, keep the message.
                 consumer.release(1);
                 st.consumers.remove(idx);
-                entry = back;
-                st.ready.push_front(entry);
+                st.ready.push_front(Slot::from(back));
             }
         }
     }
@@ -214,7 +311,7 @@ impl Queue {
     /// basic.get: takes the first ready message, with the count left behind.
     pub fn get(&self) -> Option<(Entry, u32)> {
         let mut st = self.state();
-        let entry = st.ready.pop_front()?;
+        let entry = self.pop_loaded(&mut st)?;
         self.mark_delivered(&entry);
         Some((entry, st.ready.len() as u32))
     }
@@ -241,7 +338,7 @@ impl Queue {
         for e in entries {
             // Usually the front (requeue of the oldest deliveries): search from there.
             let pos = st.ready.partition_point(|r| r.seq < e.seq);
-            st.ready.insert(pos, e);
+            st.ready.insert(pos, Slot::from(e));
         }
         self.dispatch_locked(&mut st);
     }
@@ -293,7 +390,7 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut st = self.state();
         let n = st.ready.len() as u32;
-        self.settle(st.ready.iter());
+        self.settle_seqs(st.ready.iter().map(|s| (s.seq, s.stored)));
         st.ready.clear();
         n
     }

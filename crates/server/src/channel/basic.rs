@@ -205,16 +205,16 @@ impl Channel {
                 let durable: Vec<_> =
                     self.scratch_queues.iter().filter_map(|q| q.durable.as_ref()).collect();
                 if let Some(d) = durable.first() {
-                    let id = d.store.append(message.clone(), durable.len() as u32);
-                    stored = Some((d.store.clone(), id));
+                    let at = d.store.append(message.clone(), durable.len() as u32);
+                    stored = Some((d.store.clone(), at));
                 }
             }
             for q in self.scratch_queues.drain(..) {
-                let id = stored.as_ref().filter(|_| q.durable.is_some()).map(|(_, id)| *id);
-                if !q.publish(message.clone(), id)
-                    && let (Some(id), Some((store, _))) = (id, &stored)
+                let at = stored.as_ref().filter(|_| q.durable.is_some()).map(|(_, at)| *at);
+                if !q.publish(message.clone(), at)
+                    && let (Some(at), Some((store, _))) = (at, &stored)
                 {
-                    store.skip(id);
+                    store.skip(at.id);
                 }
             }
         }

@@ -1,0 +1,106 @@
+//! Reading messages back from segments, for queues that keep only an index entry in memory.
+//!
+//! Messages appended but not yet written out by the writer thread are served from the
+//! `pending` map (the writer removes them once they are in the file), so a read never races the
+//! writer. Adjacent records are fetched with one positioned read: a draining consumer reads
+//! ahead instead of paying one system call per message.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tracing::error;
+
+use crate::message::Message;
+use crate::{Location, paths};
+
+/// State the store's callers and its writer thread share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    /// Appended messages the writer has not written out yet, by (segment, offset).
+    pub pending: Mutex<HashMap<(u32, u64), Arc<Message>>>,
+    /// Open segment files for reading.
+    pub files: Mutex<HashMap<u32, Arc<File>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Shared { dir, pending: Mutex::default(), files: Mutex::default() }
+    }
+
+    fn file(&self, seg: u32) -> Option<Arc<File>> {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = files.get(&seg) {
+            return Some(f.clone());
+        }
+        let path = paths::segment(&self.dir, seg);
+        match File::open(&path) {
+            Ok(f) => {
+                let f = Arc::new(f);
+                files.insert(seg, f.clone());
+                Some(f)
+            }
+            Err(e) => {
+                error!("opening {} for reading: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    /// Forgets a deleted segment's read handle.
+    pub(crate) fn forget(&self, seg: u32) {
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).remove(&seg);
+    }
+
+    /// Reads the messages at `locs` (in any order), coalescing adjacent records into one
+    /// read. `None` for a record that cannot be read or fails its CRC.
+    pub(crate) fn read_many(&self, locs: &[Location]) -> Vec<Option<Message>> {
+        let mut out: Vec<Option<Message>> = vec![None; locs.len()];
+        let mut i = 0;
+        while i < locs.len() {
+            if let Some(m) = self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(locs[i].seg, locs[i].offset))
+            {
+                out[i] = Some((**m).clone());
+                i += 1;
+                continue;
+            }
+            // A run of records that follow each other in one segment.
+            let mut j = i + 1;
+            while j < locs.len()
+                && locs[j].seg == locs[i].seg
+                && locs[j].offset == locs[j - 1].offset + u64::from(locs[j - 1].len)
+                && j - i < 256
+            {
+                j += 1;
+            }
+            let start = locs[i].offset;
+            let end = locs[j - 1].offset + u64::from(locs[j - 1].len);
+            let mut buf = vec![0u8; (end - start) as usize];
+            let read = self.file(locs[i].seg).map(|f| f.read_exact_at(&mut buf, start));
+            match read {
+                Some(Ok(())) => {
+                    let data = Bytes::from(buf);
+                    for k in i..j {
+                        let from = (locs[k].offset - start) as usize;
+                        let raw = data.slice(from..from + locs[k].len as usize);
+                        out[k] = crate::record::check(&raw)
+                            .and_then(|p| Message::decode(&raw.slice_ref(p)))
+                            .map(|(_, m)| m);
+                    }
+                }
+                Some(Err(e)) => error!("reading segment {}: {e}", locs[i].seg),
+                None => {}
+            }
+            i = j;
+        }
+        out
+    }
+}
