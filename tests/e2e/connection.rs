@@ -253,3 +253,44 @@ async fn sigterm_closes_connections_with_320_and_exits_0() {
     let status = broker.wait();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn frames_pipelined_behind_connection_open_are_served() {
+    // Some clients send channel.open without waiting for open-ok.
+    let broker = TestBroker::start();
+    let mut raw = Raw::connect(broker.addr).await;
+    let _start = raw.method().await;
+    raw.send(
+        0,
+        warren_wire::method::ConnectionStartOk {
+            mechanism: "PLAIN".into(),
+            response: bytes::Bytes::from_static(b"\0guest\0guest"),
+            locale: "en_US".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let Method::ConnectionTune(t) = raw.method().await else { panic!("tune") };
+    let mut out = bytes::BytesMut::new();
+    for (ch, m) in [
+        (
+            0,
+            warren_wire::Method::from(warren_wire::method::ConnectionTuneOk {
+                channel_max: t.channel_max,
+                frame_max: t.frame_max,
+                heartbeat: 0,
+            }),
+        ),
+        (
+            0,
+            warren_wire::method::ConnectionOpen { virtual_host: "/".into(), ..Default::default() }
+                .into(),
+        ),
+        (1, ChannelOpen::default().into()),
+    ] {
+        warren_wire::Frame::method(ch, m).encode(&mut out).expect("encode");
+    }
+    raw.send_bytes(&out).await;
+    let Method::ConnectionOpenOk(_) = raw.method().await else { panic!("open-ok") };
+    let Method::ChannelOpenOk(_) = raw.method().await else { panic!("channel open-ok") };
+}

@@ -239,6 +239,12 @@ impl Connection {
             tokio::time::interval(if hb.is_zero() { Duration::from_secs(3600) } else { hb / 2 });
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.shutdown.clone();
+        // Frames a client sent right behind connection.open (pipelined) are already buffered.
+        while let Some(frame) = decode_frame(&mut self.inbuf, self.frame_max)? {
+            self.on_frame(frame)?;
+        }
+        self.end_of_turn()?;
+        self.flush().await?;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(ConnError::Forced),

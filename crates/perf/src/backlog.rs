@@ -1,0 +1,175 @@
+//! `backlog`: fill a durable queue with N persistent messages (confirmed), report the broker's
+//! memory and disk, then drain it and report the drain rate. `ready` waits for a restarted
+//! broker to serve a queue with the expected count, for restart timing.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Args;
+use warren_wire::method::{BasicAck, BasicConsume, BasicQos, ConfirmSelect};
+use warren_wire::{BasicProperties, Frame, Method};
+
+use crate::client::{Target, connect, declare_queue, rpc};
+use crate::stats::{dir_bytes, rss_bytes};
+
+/// Options of `backlog`.
+#[derive(Debug, Clone, Args)]
+pub struct Opts {
+    /// Broker URI.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub uri: String,
+    /// Queue to fill.
+    #[arg(long, default_value = "perf-backlog")]
+    pub queue: String,
+    /// Messages.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub count: u64,
+    /// Body size.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Unconfirmed messages in flight.
+    #[arg(long, default_value_t = 5000)]
+    pub window: u64,
+    /// Broker pid, to report its RSS.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Broker data dir, to report disk use.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Fill only (drain later with --drain-only, e.g. after a restart).
+    #[arg(long)]
+    pub fill_only: bool,
+    /// Drain only.
+    #[arg(long)]
+    pub drain_only: bool,
+}
+
+fn mem_disk(o: &Opts) -> String {
+    let rss = o.pid.and_then(rss_bytes).map_or("null".into(), |b| b.to_string());
+    let disk = o.data_dir.as_deref().map_or("null".into(), |d| dir_bytes(d).to_string());
+    format!("\"rss_bytes\":{rss},\"disk_bytes\":{disk}")
+}
+
+async fn fill(o: &Opts, t: &Target) -> anyhow::Result<f64> {
+    let (mut r, mut w) = connect(t).await?;
+    declare_queue(&mut r, &mut w, &o.queue, true).await?;
+    let Method::ConfirmSelectOk(_) = rpc(&mut r, &mut w, ConfirmSelect::default()).await? else {
+        bail!("no confirms")
+    };
+    let props = BasicProperties { delivery_mode: Some(2), ..Default::default() };
+    let body = vec![0x42u8; o.size];
+    let started = Instant::now();
+    let (mut sent, mut confirmed) = (0u64, 0u64);
+    while confirmed < o.count {
+        while sent < o.count && sent - confirmed < o.window {
+            for _ in 0..64.min(o.count - sent) {
+                w.publish("", &o.queue, &props, &body)?;
+                sent += 1;
+            }
+            w.flush().await?;
+        }
+        match r.frame().await? {
+            Frame::Method { method: Method::BasicAck(a), .. } => {
+                confirmed = if a.multiple { a.delivery_tag } else { confirmed.max(a.delivery_tag) };
+            }
+            Frame::Method { method: Method::BasicNack(_), .. } => bail!("a publish was nacked"),
+            Frame::Method { method: Method::ConnectionClose(c), .. } => {
+                bail!("closed: {}", c.reply_text)
+            }
+            _ => {}
+        }
+        if sent % 100_000 == 0 && sent == confirmed {
+            eprintln!("filled {confirmed} in {:.1} s", started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn drain(o: &Opts, t: &Target) -> anyhow::Result<(u64, f64)> {
+    let (mut r, mut w) = connect(t).await?;
+    let n = u64::from(declare_queue(&mut r, &mut w, &o.queue, true).await?);
+    rpc(&mut r, &mut w, BasicQos { prefetch_count: 2000, ..Default::default() }).await?;
+    rpc(&mut r, &mut w, BasicConsume { queue: o.queue.as_str().into(), ..Default::default() })
+        .await?;
+    let started = Instant::now();
+    let (mut got, mut unacked) = (0u64, 0u64);
+    while got < n {
+        let f = tokio::time::timeout(Duration::from_secs(30), r.frame()).await??;
+        if let Frame::Method { method: Method::BasicDeliver(d), .. } = f {
+            got += 1;
+            unacked += 1;
+            if unacked >= 500 || got == n {
+                w.method(BasicAck { delivery_tag: d.delivery_tag, multiple: true })?;
+                w.flush().await?;
+                unacked = 0;
+            }
+        }
+    }
+    Ok((got, started.elapsed().as_secs_f64()))
+}
+
+/// Runs the backlog scenario and prints a JSON summary.
+pub async fn run(o: Opts) -> anyhow::Result<()> {
+    let t = Target::parse(&o.uri)?;
+    let mut out = Vec::new();
+    if !o.drain_only {
+        let before = mem_disk(&o);
+        let secs = fill(&o, &t).await?;
+        out.push(format!("\"before\":{{{before}}}"));
+        out.push(format!("\"fill_seconds\":{secs:.2},\"fill_rate\":{:.0}", o.count as f64 / secs));
+        // Let the broker settle (page out, sync) before reading its memory.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        out.push(format!("\"filled\":{{{}}}", mem_disk(&o)));
+    }
+    if !o.fill_only {
+        let (n, secs) = drain(&o, &t).await?;
+        out.push(format!(
+            "\"drained\":{n},\"drain_seconds\":{secs:.2},\"drain_rate\":{:.0}",
+            n as f64 / secs
+        ));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        out.push(format!("\"after\":{{{}}}", mem_disk(&o)));
+    }
+    println!("{{{}}}", out.join(","));
+    Ok(())
+}
+
+/// Options of `ready`.
+#[derive(Debug, Clone, Args)]
+pub struct ReadyOpts {
+    /// Broker URI.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub uri: String,
+    /// Queue that must hold `expect` messages.
+    #[arg(long, default_value = "perf-backlog")]
+    pub queue: String,
+    /// Expected message count.
+    #[arg(long)]
+    pub expect: u32,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// Polls until the broker accepts a connection and the queue holds the expected count;
+/// prints the seconds it took.
+pub async fn ready(o: ReadyOpts) -> anyhow::Result<()> {
+    let t = Target::parse(&o.uri)?;
+    let started = Instant::now();
+    loop {
+        if let Ok((mut r, mut w)) = connect(&t).await
+            && let Ok(n) = declare_queue(&mut r, &mut w, &o.queue, true).await
+            && n >= o.expect
+        {
+            println!(
+                "{{\"ready_seconds\":{:.3},\"messages\":{n}}}",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(o.timeout) {
+            bail!("not ready after {} s", o.timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
