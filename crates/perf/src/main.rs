@@ -3,11 +3,11 @@
 //! It only connects where it is told, and every run is bounded in time or count.
 //!
 //! # Layout
-//! - [`client`]: a minimal raw AMQP client.
-//! - [`throughput`]: `throughput` and `latency`.
-//! - [`backlog`]: `backlog` and `ready`.
-//! - [`connections`]: `connections`.
-//! - [`stats`]: counters, progress line, /proc readings.
+//! - `client`: a minimal raw AMQP client.
+//! - `throughput`: the throughput and latency subcommands.
+//! - `backlog`: the backlog and ready subcommands.
+//! - `connections`: the connections subcommand.
+//! - `stats`: counters, progress line, /proc readings.
 
 mod backlog;
 mod client;
