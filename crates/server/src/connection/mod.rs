@@ -43,6 +43,9 @@ pub(crate) enum ConnError {
     Handshake(String),
     #[error("closed by the client")]
     ClientClosed,
+    /// The client sent connection.close: close-ok is owed once resources are released.
+    #[error("closed by the client")]
+    ClientClose,
     #[error("peer went away")]
     PeerGone,
     #[error("missed heartbeats")]
@@ -413,10 +416,7 @@ impl Connection {
 
     fn on_connection_method(&mut self, method: Method) -> Result<(), ConnError> {
         match method {
-            Method::ConnectionClose(_) => {
-                self.send(0, ConnectionCloseOk {})?;
-                Err(ConnError::ClientClosed)
-            }
+            Method::ConnectionClose(_) => Err(ConnError::ClientClose),
             Method::ConnectionCloseOk(_) => Err(ConnError::ClientClosed),
             Method::ConnectionUpdateSecret(_) => self.send(0, ConnectionUpdateSecretOk {}),
             Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => Ok(()),
@@ -498,11 +498,21 @@ impl Connection {
             _ => None,
         };
         match &result {
-            Ok(()) | Err(ConnError::ClientClosed) => info!("connection closed"),
+            Ok(()) | Err(ConnError::ClientClosed | ConnError::ClientClose) => {
+                info!("connection closed")
+            }
             Err(ConnError::Io(_) | ConnError::PeerGone) => info!("connection lost"),
             Err(e) => info!("closing connection: {e}"),
         }
-        if let Some((reply_code, text, class_id, method_id)) = close {
+        if let Err(ConnError::ClientClose) = result {
+            // As RabbitMQ: release everything (exclusive queues go, unacked messages are
+            // requeued) before close-ok, then leave the socket to the client to close: close-ok
+            // tells it that closing is safe, and closing first makes some clients see a reset.
+            self.release();
+            if self.send(0, ConnectionCloseOk {}).is_ok() && self.flush().await.is_ok() {
+                self.await_eof(Duration::from_secs(10)).await;
+            }
+        } else if let Some((reply_code, text, class_id, method_id)) = close {
             let close =
                 ConnectionClose { reply_code, reply_text: text.into(), class_id, method_id };
             if self.send(0, close).is_ok() && self.flush().await.is_ok() {
@@ -515,6 +525,16 @@ impl Connection {
         if let Some(writer) = self.writer.take() {
             writer.finish().await;
         }
+    }
+
+    /// After close-ok: waits (bounded) for the client to close its side.
+    async fn await_eof(&mut self, limit: Duration) {
+        let wait = async {
+            while let Ok(true) = self.fill().await {
+                self.inbuf.clear();
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
     }
 
     /// After sending connection.close: waits briefly for close-ok, dropping other frames.
@@ -539,7 +559,7 @@ impl Connection {
         let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
     }
 
-    /// Requeues unacked messages, removes consumers, deletes exclusive queues.
+    /// Requeues unacked messages, removes consumers, deletes exclusive queues (idempotent).
     fn release(&mut self) {
         if let Some(vhost) = &self.vhost {
             for (_, mut channel) in self.channels.drain() {
