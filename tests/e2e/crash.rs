@@ -158,9 +158,12 @@ fn verify(cycle: u32, got: &[(u64, bool)], model: &Model, killed_at: Instant) {
         .collect();
     assert!(
         lost.is_empty(),
-        "cycle {cycle}: {} confirmed messages lost, e.g. {:?}",
+        "cycle {cycle}: {} confirmed messages lost, e.g. {:?} (delivered {:?} before the kill)",
         lost.len(),
+        lost.first(),
         lost.first()
+            .and_then(|id| model.delivered_at.get(id))
+            .map(|at| killed_at.duration_since(*at))
     );
     for (id, redelivered) in got {
         if let Some(at) = model.acked_at.get(id) {

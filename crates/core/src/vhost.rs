@@ -623,11 +623,7 @@ impl VHost {
     }
 
     /// Adds a durable queue and its recovered messages (at start-up).
-    pub(crate) fn restore_queue(
-        &self,
-        def: &QueueDef,
-        messages: Vec<warren_store::RecoveredMessage>,
-    ) {
+    pub(crate) fn restore_queue(&self, def: &QueueDef, messages: warren_store::RecoveredQueue) {
         let Some(p) = &self.persistence else { return };
         let options = QueueOptions {
             durable: true,

@@ -37,7 +37,7 @@ use bytes::BytesMut;
 pub use definitions::Definitions;
 pub use error::StoreError;
 pub use message::Message;
-pub use recover::{RecoveredMessage, RecoveryStats};
+pub use recover::{RecoveredMessage, RecoveredQueue, RecoveryStats};
 pub use writer::Done;
 use writer::{Request, Writer};
 
@@ -74,7 +74,7 @@ pub struct Recovery {
     /// The definitions, or `None` for a new data dir.
     pub definitions: Option<Definitions>,
     /// Each durable queue's messages, in queue order.
-    pub queues: std::collections::HashMap<QueueId, Vec<RecoveredMessage>>,
+    pub queues: std::collections::HashMap<QueueId, RecoveredQueue>,
     /// Counts for the log.
     pub stats: RecoveryStats,
 }

@@ -26,6 +26,16 @@ pub struct RecoveredMessage {
     pub redelivered: bool,
 }
 
+/// A recovered durable queue.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveredQueue {
+    /// Its messages, in position order.
+    pub messages: Vec<RecoveredMessage>,
+    /// The first position never used in its files: new messages must continue from here, or
+    /// the ack log's removals of old positions would apply to them.
+    pub next_seq: u64,
+}
+
 /// What recovery found, for the log and for tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryStats {
@@ -99,7 +109,7 @@ pub(crate) struct Recovered {
     pub next_message_id: u64,
     pub refs: HashMap<u32, u64>,
     pub queues: HashMap<QueueId, QueueFiles>,
-    pub messages: HashMap<QueueId, Vec<RecoveredMessage>>,
+    pub messages: HashMap<QueueId, RecoveredQueue>,
     pub stats: RecoveryStats,
 }
 
@@ -143,6 +153,7 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         }
         let ack_path = paths::acks(dir, id);
         let mut removed = HashSet::new();
+        let mut next_seq = 0u64;
         let mut delivered = HashSet::new();
         if ack_path.exists()
             && let Some((data, records)) = read_valid(&ack_path, paths::ACKS_MAGIC, &mut stats)?
@@ -153,6 +164,7 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
                     continue;
                 }
                 let seq = u64::from_be_bytes(p[1..9].try_into().unwrap_or([0; 8]));
+                next_seq = next_seq.max(seq + 1);
                 match p[0] {
                     ACK_REMOVED => {
                         removed.insert(seq);
@@ -178,6 +190,7 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
                 continue;
             }
             let seq = u64::from_be_bytes(p[..8].try_into().unwrap_or([0; 8]));
+            next_seq = next_seq.max(seq + 1);
             let loc = Location {
                 seg: u32::from_be_bytes(p[8..12].try_into().unwrap_or([0; 4])),
                 offset: u64::from_be_bytes(p[12..20].try_into().unwrap_or([0; 8])),
@@ -203,7 +216,7 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         files.live = live;
         files.idx_records = idx_records;
         queues.insert(id, files);
-        messages.insert(id, recovered);
+        messages.insert(id, RecoveredQueue { messages: recovered, next_seq });
     }
     // Segments no queue needs any more are deleted; a new segment is started for this run.
     for seg in segments.keys() {

@@ -57,7 +57,7 @@ fn open(dir: &std::path::Path, opts: StoreOptions) -> (Arc<Store>, crate::Recove
 }
 
 fn bodies(store: &Store, rec: &crate::Recovery, q: u64) -> Vec<(String, bool)> {
-    let Some(v) = rec.queues.get(&q) else { return Vec::new() };
+    let Some(v) = rec.queues.get(&q).map(|r| &r.messages) else { return Vec::new() };
     let locs: Vec<_> = v.iter().map(|m| m.loc).collect();
     store
         .read_many(&locs)
@@ -216,6 +216,34 @@ fn messages_read_back_before_and_after_the_writer_wrote_them() {
         locs.iter().map(|l| l.seg).collect::<std::collections::HashSet<_>>().len() > 1,
         "several segments"
     );
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn positions_continue_after_a_drained_queue_restarts() {
+    // A drained queue's ack log still names its old positions: after a restart, new messages
+    // must not reuse them, or they would count as removed at the next restart.
+    let dir = temp_dir("seq");
+    let (store, _) = open(&dir, StoreOptions::default());
+    store.save_definitions(&defs(&[1])).unwrap();
+    for seq in 0..3u64 {
+        let id = store.append(msg("old"), 1).id;
+        store.enqueue(1, seq, id);
+        store.remove(1, seq);
+    }
+    sync(&store);
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    let q = &rec.queues[&1];
+    assert!(q.messages.is_empty());
+    assert_eq!(q.next_seq, 3);
+    let id = store.append(msg("new"), 1).id;
+    store.enqueue(1, q.next_seq, id);
+    sync(&store);
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(bodies(&store, &rec, 1), vec![("new".into(), false)]);
     store.close();
     std::fs::remove_dir_all(&dir).unwrap();
 }

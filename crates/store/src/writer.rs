@@ -436,9 +436,10 @@ impl Writer {
         }
         q.idx.flush().map_err(StoreError::io("flushing", &idx_path))?;
         q.ack.flush().map_err(StoreError::io("flushing", &ack_path))?;
-        // The ack log goes first: an index rewritten over a stale ack log would still be
-        // right, since acks only name positions that the new index no longer holds.
-        for (path, data) in [(&ack_path, &ack), (&idx_path, &idx)] {
+        // The index goes first: the new index with the old ack log is still right (the old
+        // log's removals name positions the new index no longer holds), whereas the old index
+        // with a new, emptier ack log would bring removed messages back.
+        for (path, data) in [(&idx_path, &idx), (&ack_path, &ack)] {
             let tmp = path.with_extension("tmp");
             let mut f = File::create(&tmp).map_err(StoreError::io("creating", &tmp))?;
             f.write_all(data).map_err(StoreError::io("writing", &tmp))?;

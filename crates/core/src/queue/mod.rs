@@ -15,7 +15,7 @@ use crate::error::{AmqpError, Result};
 use crate::message::Message;
 pub use consumer::{ChannelLimit, ConnectionId, Consumer, ConsumerSpec, Event, NO_ACK_WINDOW};
 use tracing::error;
-use warren_store::{Location, QueueId, RecoveredMessage, Store, Stored};
+use warren_store::{Location, QueueId, RecoveredQueue, Store, Stored};
 
 /// A message in a queue, with the position it was enqueued at.
 #[derive(Debug, Clone)]
@@ -152,9 +152,10 @@ impl Queue {
     }
 
     /// Puts recovered messages in (at start-up, before any client).
-    pub fn recover(&self, messages: impl IntoIterator<Item = RecoveredMessage>) {
+    pub fn recover(&self, recovered: RecoveredQueue) {
         let mut st = self.state();
-        for m in messages {
+        st.next_seq = st.next_seq.max(recovered.next_seq);
+        for m in recovered.messages {
             st.next_seq = st.next_seq.max(m.seq + 1);
             st.ready.push_back(Slot {
                 seq: m.seq,
