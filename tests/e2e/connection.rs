@@ -299,3 +299,19 @@ async fn frames_pipelined_behind_connection_open_are_served() {
     let Method::ConnectionOpenOk(_) = raw.method().await else { panic!("open-ok") };
     let Method::ChannelOpenOk(_) = raw.method().await else { panic!("channel open-ok") };
 }
+
+#[tokio::test]
+async fn channel_flow_on_is_acknowledged_and_off_is_not_implemented() {
+    let broker = TestBroker::start();
+    let mut raw = Raw::open(broker.addr, 0).await;
+    raw.send(1, ChannelOpen::default()).await;
+    let Method::ChannelOpenOk(_) = raw.method().await else { panic!("open-ok") };
+    raw.send(1, warren_wire::method::ChannelFlow { active: true }).await;
+    let Method::ChannelFlowOk(ok) = raw.method().await else { panic!("flow-ok") };
+    assert!(ok.active);
+    // As RabbitMQ: client-initiated flow control is not supported.
+    raw.send(1, warren_wire::method::ChannelFlow { active: false }).await;
+    let Method::ConnectionClose(c) = raw.method().await else { panic!("close") };
+    assert_eq!(c.reply_code, 540);
+    assert_eq!((c.class_id, c.method_id), (20, 20));
+}
