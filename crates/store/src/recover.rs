@@ -123,7 +123,18 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
     let mut segments: HashMap<u32, Vec<(u64, u32)>> = HashMap::new();
     let mut last_segment = 0u32;
     let mut next_message_id = 1u64;
-    for (n, path) in list(&dir.join(paths::MESSAGES), "seg")? {
+    let files = list(&dir.join(paths::MESSAGES), "seg")?;
+    let total = files.len();
+    let mut last_report = Instant::now();
+    for (i, (n, path)) in files.into_iter().enumerate() {
+        // A long recovery says how far it got, so that an operator sees it working.
+        if last_report.elapsed() >= std::time::Duration::from_secs(2) {
+            info!(
+                "recovery: checked {i} of {total} segments in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
         let seg = u32::try_from(n).map_err(|_| StoreError::Corrupt {
             path: path.clone(),
             problem: "segment number".into(),
