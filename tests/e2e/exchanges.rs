@@ -2,61 +2,17 @@
 //! durable, auto-delete, internal, arguments) and its equivalence rules, reserved names, unknown
 //! types, delete (if-unused, missing), exchange-to-exchange bindings and auto-delete.
 
-use std::future::Future;
 use std::time::Duration;
 
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions,
-    ExchangeDeleteOptions, ExchangeUnbindOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicPublishOptions, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    ExchangeUnbindOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
 use crate::TestBroker;
-
-const LIMIT: Duration = Duration::from_secs(10);
-
-/// Awaits `f`, failing the test if it takes more than 10 s.
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f).await.expect("warren answered within 10 s")
-}
-
-/// The reply code of a channel.close / connection.close lapin reports.
-fn code(err: &lapin::Error) -> Option<u16> {
-    match err.kind() {
-        lapin::ErrorKind::ProtocolError(e) => Some(e.get_id()),
-        _ => None,
-    }
-}
-
-/// Awaits an operation that must fail; returns the reply code it failed with.
-async fn refused<T: std::fmt::Debug>(f: impl Future<Output = lapin::Result<T>>) -> u16 {
-    let err = within(f).await.expect_err("the broker refuses");
-    code(&err).unwrap_or_else(|| panic!("not a protocol error: {err}"))
-}
-
-/// A channel in confirm mode, so that a publish is known to be routed once confirmed.
-async fn channel(conn: &Connection) -> Channel {
-    let ch = within(conn.create_channel()).await.expect("channel.open");
-    within(ch.confirm_select(ConfirmSelectOptions::default())).await.expect("confirm.select");
-    ch
-}
-
-/// Publishes and waits for the broker's ack.
-async fn publish_props(ch: &Channel, exchange: &str, key: &str, body: &str, p: BasicProperties) {
-    let confirm = within(ch.basic_publish(
-        exchange.into(),
-        key.into(),
-        BasicPublishOptions::default(),
-        body.as_bytes(),
-        p,
-    ))
-    .await
-    .expect("basic.publish");
-    let confirmation = within(confirm).await.expect("confirm");
-    assert!(confirmation.is_ack(), "{confirmation:?}");
-}
+use crate::support::*;
 
 async fn publish(ch: &Channel, exchange: &str, key: &str, body: &str) {
     publish_props(ch, exchange, key, body, BasicProperties::default()).await
@@ -97,18 +53,6 @@ async fn bind_queue(ch: &Channel, queue: &str, exchange: &str, key: &str) {
     ))
     .await
     .expect("queue.bind");
-}
-
-async fn bind_exchange(ch: &Channel, destination: &str, source: &str, key: &str) {
-    within(ch.exchange_bind(
-        destination.into(),
-        source.into(),
-        key.into(),
-        ExchangeBindOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .expect("exchange.bind");
 }
 
 fn passive() -> ExchangeDeclareOptions {
@@ -161,18 +105,6 @@ async fn assert_channel_closed_connection_alive(conn: &Connection, failed: &Chan
     ))
     .await
     .expect("the new channel works");
-}
-
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(s.into())
 }
 
 #[tokio::test]

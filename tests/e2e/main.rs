@@ -13,5 +13,6 @@ mod queues;
 mod raw;
 mod routing;
 mod rpc;
+mod support;
 
 pub use broker::TestBroker;

@@ -3,47 +3,18 @@
 //! and unbind, purge, delete (if-unused, if-empty), the empty-name shortcut for the last queue
 //! declared on a channel, and the queue arguments warren refuses.
 
-use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueuePurgeOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 
 use crate::TestBroker;
-
-const LIMIT: Duration = Duration::from_secs(10);
-
-/// Awaits `f`, failing the test if it takes more than 10 s.
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f).await.expect("warren answered within 10 s")
-}
-
-/// The reply code of a channel.close / connection.close lapin reports.
-fn code(err: &lapin::Error) -> Option<u16> {
-    match err.kind() {
-        lapin::ErrorKind::ProtocolError(e) => Some(e.get_id()),
-        _ => None,
-    }
-}
-
-/// Awaits an operation that must fail; returns the reply code it failed with.
-async fn refused<T: std::fmt::Debug>(f: impl Future<Output = lapin::Result<T>>) -> u16 {
-    let err = within(f).await.expect_err("the broker refuses");
-    code(&err).unwrap_or_else(|| panic!("not a protocol error: {err}"))
-}
-
-/// A channel in confirm mode, so that a publish is known to be enqueued once confirmed.
-async fn channel(conn: &Connection) -> Channel {
-    let ch = within(conn.create_channel()).await.expect("channel.open");
-    within(ch.confirm_select(ConfirmSelectOptions::default())).await.expect("confirm.select");
-    ch
-}
+use crate::support::*;
 
 /// Publishes through the default exchange (straight to `queue`) and waits for the ack.
 async fn send(ch: &Channel, queue: &str, body: &str) {
@@ -115,18 +86,6 @@ fn plain() -> QueueDeclareOptions {
 
 fn passive() -> QueueDeclareOptions {
     QueueDeclareOptions { passive: true, ..Default::default() }
-}
-
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(s.into())
 }
 
 /// After a channel error: the failed channel is closed, and the connection still serves a new

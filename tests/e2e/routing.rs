@@ -2,24 +2,15 @@
 //! headers (`x-match` all, any, all-with-x, any-with-x), one copy per queue however many
 //! bindings match, and exchange-to-exchange chains, cycles included.
 
-use std::future::Future;
-use std::time::Duration;
-
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicGetOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
 use crate::TestBroker;
-
-const LIMIT: Duration = Duration::from_secs(10);
-
-/// Awaits `f`, failing the test if it takes more than 10 s.
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f).await.expect("warren answered within 10 s")
-}
+use crate::support::*;
 
 /// A broker and a channel in confirm mode on it, so that a publish is known to be routed and
 /// enqueued once confirmed.
@@ -28,20 +19,6 @@ async fn setup() -> (TestBroker, lapin::Connection, Channel) {
     let (conn, ch) = broker.channel().await;
     within(ch.confirm_select(ConfirmSelectOptions::default())).await.expect("confirm.select");
     (broker, conn, ch)
-}
-
-async fn publish_props(ch: &Channel, exchange: &str, key: &str, body: &str, p: BasicProperties) {
-    let confirm = within(ch.basic_publish(
-        exchange.into(),
-        key.into(),
-        BasicPublishOptions::default(),
-        body.as_bytes(),
-        p,
-    ))
-    .await
-    .expect("basic.publish");
-    let confirmation = within(confirm).await.expect("confirm");
-    assert!(confirmation.is_ack(), "{confirmation:?}");
 }
 
 async fn publish(ch: &Channel, exchange: &str, key: &str, body: &str) {
@@ -91,30 +68,6 @@ async fn bind_args(ch: &Channel, queue: &str, exchange: &str, key: &str, args: F
 
 async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
     bind_args(ch, queue, exchange, key, FieldTable::default()).await
-}
-
-async fn bind_exchange(ch: &Channel, destination: &str, source: &str, key: &str) {
-    within(ch.exchange_bind(
-        destination.into(),
-        source.into(),
-        key.into(),
-        ExchangeBindOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .expect("exchange.bind");
-}
-
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(s.into())
 }
 
 /// Publishes each key (as body too) to `exchange`, then checks what each queue received, in

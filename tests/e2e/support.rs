@@ -1,0 +1,83 @@
+//! Helpers the end-to-end modules share: bounded waits, reply codes of refusals, confirm-mode
+//! channels, publishing with confirms, field tables.
+
+use std::future::Future;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection};
+
+/// How long any single broker operation may take in a test.
+pub const LIMIT: Duration = Duration::from_secs(10);
+
+/// Awaits `f`, failing the test if it takes more than 10 s.
+pub async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(LIMIT, f).await.expect("warren answered within 10 s")
+}
+
+/// The reply code of a channel.close / connection.close lapin reports.
+pub fn code(err: &lapin::Error) -> Option<u16> {
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(e) => Some(e.get_id()),
+        _ => None,
+    }
+}
+
+/// Awaits an operation that must fail; returns the reply code it failed with.
+pub async fn refused<T: std::fmt::Debug>(f: impl Future<Output = lapin::Result<T>>) -> u16 {
+    let err = within(f).await.expect_err("the broker refuses");
+    code(&err).unwrap_or_else(|| panic!("not a protocol error: {err}"))
+}
+
+/// A channel in confirm mode, so that a publish is known to be routed once confirmed.
+pub async fn channel(conn: &Connection) -> Channel {
+    let ch = within(conn.create_channel()).await.expect("channel.open");
+    within(ch.confirm_select(ConfirmSelectOptions::default())).await.expect("confirm.select");
+    ch
+}
+
+/// Publishes and waits for the broker's ack.
+pub async fn publish_props(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &str,
+    p: BasicProperties,
+) {
+    let confirm = within(ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        body.as_bytes(),
+        p,
+    ))
+    .await
+    .expect("basic.publish");
+    let confirmation = within(confirm).await.expect("confirm");
+    assert!(confirmation.is_ack(), "{confirmation:?}");
+}
+
+pub async fn bind_exchange(ch: &Channel, destination: &str, source: &str, key: &str) {
+    within(ch.exchange_bind(
+        destination.into(),
+        source.into(),
+        key.into(),
+        ExchangeBindOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("exchange.bind");
+}
+
+pub fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+pub fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(s.into())
+}
