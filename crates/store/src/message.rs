@@ -1,5 +1,10 @@
-//! The message as it is stored and shared: exchange, routing key, properties and body. The
-//! routing core keeps these behind an `Arc`; the store writes them into segments.
+//! The message as it is stored and shared: exchange, routing key, properties (kept encoded, as
+//! they arrived), body. The routing core keeps these behind an `Arc`; the store writes them
+//! into segments.
+//!
+//! Properties stay in their wire encoding (a few bytes, usually) rather than as the decoded
+//! struct (several hundred bytes): a queued message costs little memory, and delivering it
+//! relays the bytes as received, without re-encoding.
 
 use bytes::{Bytes, BytesMut};
 use warren_wire::{BasicProperties, ShortStr};
@@ -11,19 +16,52 @@ pub struct Message {
     pub exchange: ShortStr,
     /// Routing key it was published with.
     pub routing_key: ShortStr,
-    /// Properties as the publisher set them.
-    pub properties: BasicProperties,
+    /// Properties in their wire encoding (flag word, then the present values).
+    pub properties: Bytes,
+    /// Whether delivery-mode is 2.
+    pub persistent: bool,
     /// The body (one slice of the read buffer when it came in one frame).
     pub body: Bytes,
 }
 
 impl Message {
-    /// Whether the publisher asked for persistence (delivery-mode 2).
-    pub fn is_persistent(&self) -> bool {
-        self.properties.is_persistent()
+    /// A message from decoded properties, with their encoding if it is at hand (`raw`, as
+    /// received) or encoded here.
+    pub fn new(
+        exchange: ShortStr,
+        routing_key: ShortStr,
+        properties: &BasicProperties,
+        raw: Bytes,
+        body: Bytes,
+    ) -> Message {
+        let properties_raw = if raw.is_empty() {
+            let mut buf = BytesMut::with_capacity(16);
+            // Properties that decoded from the wire always encode again.
+            let _ = properties.encode(&mut buf);
+            buf.freeze()
+        } else {
+            raw
+        };
+        Message {
+            exchange,
+            routing_key,
+            properties: properties_raw,
+            persistent: properties.is_persistent(),
+            body,
+        }
     }
 
-    /// The segment record payload: id, exchange, routing key, properties, body.
+    /// Whether the publisher asked for persistence (delivery-mode 2).
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// The properties, decoded (those of a message that was accepted always decode).
+    pub fn decoded_properties(&self) -> BasicProperties {
+        BasicProperties::decode(&self.properties).unwrap_or_default()
+    }
+
+    /// The segment record payload up to the body: id, exchange, routing key, properties.
     pub(crate) fn encode_head(&self, id: u64, out: &mut BytesMut) {
         out.extend_from_slice(&id.to_be_bytes());
         for s in [&self.exchange, &self.routing_key] {
@@ -31,12 +69,8 @@ impl Message {
             out.extend_from_slice(&[s.len() as u8]);
             out.extend_from_slice(s.as_bytes());
         }
-        let at = out.len();
-        out.extend_from_slice(&[0; 4]);
-        // Properties that decoded from the wire always encode again.
-        let _ = self.properties.encode(out);
-        let len = (out.len() - at - 4) as u32;
-        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&(self.properties.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.properties);
     }
 
     /// Decodes a segment record payload: (id, message).
@@ -54,11 +88,12 @@ impl Message {
             strs.push(ShortStr::try_from(take(&mut p, n)?).ok()?);
         }
         let plen = u32::from_be_bytes(take(&mut p, 4)?[..].try_into().ok()?) as usize;
-        let properties = BasicProperties::decode(&take(&mut p, plen)?).ok()?;
+        let properties = take(&mut p, plen)?;
+        let persistent = BasicProperties::decode(&properties).ok()?.is_persistent();
         let body = payload.slice(p..);
         let routing_key = strs.pop()?;
         let exchange = strs.pop()?;
-        Some((id, Message { exchange, routing_key, properties, body }))
+        Some((id, Message { exchange, routing_key, properties, persistent, body }))
     }
 }
 
@@ -69,16 +104,20 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let m = Message {
-            exchange: "ex".into(),
-            routing_key: "a.b".into(),
-            properties: BasicProperties {
-                delivery_mode: Some(2),
-                headers: Some(FieldTable::new().with("k", "v")),
-                ..Default::default()
-            },
-            body: Bytes::from_static(b"hello"),
+        let props = BasicProperties {
+            delivery_mode: Some(2),
+            headers: Some(FieldTable::new().with("k", "v")),
+            ..Default::default()
         };
+        let m = Message::new(
+            "ex".into(),
+            "a.b".into(),
+            &props,
+            Bytes::new(),
+            Bytes::from_static(b"hello"),
+        );
+        assert!(m.is_persistent());
+        assert_eq!(m.decoded_properties(), props);
         let mut out = BytesMut::new();
         m.encode_head(42, &mut out);
         out.extend_from_slice(&m.body);

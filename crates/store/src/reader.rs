@@ -60,21 +60,28 @@ impl Shared {
     /// read. `None` for a record that cannot be read or fails its CRC.
     pub(crate) fn read_many(&self, locs: &[Location]) -> Vec<Option<Message>> {
         let mut out: Vec<Option<Message>> = vec![None; locs.len()];
+        // Records the writer has not written out yet come from memory; look them all up under
+        // one lock, so that a run read from the file never reaches past what is in it.
+        let mut in_file = vec![true; locs.len()];
+        {
+            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for (k, loc) in locs.iter().enumerate() {
+                if let Some(m) = pending.get(&(loc.seg, loc.offset)) {
+                    out[k] = Some((**m).clone());
+                    in_file[k] = false;
+                }
+            }
+        }
         let mut i = 0;
         while i < locs.len() {
-            if let Some(m) = self
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&(locs[i].seg, locs[i].offset))
-            {
-                out[i] = Some((**m).clone());
+            if !in_file[i] {
                 i += 1;
                 continue;
             }
             // A run of records that follow each other in one segment.
             let mut j = i + 1;
             while j < locs.len()
+                && in_file[j]
                 && locs[j].seg == locs[i].seg
                 && locs[j].offset == locs[j - 1].offset + u64::from(locs[j - 1].len)
                 && j - i < 256

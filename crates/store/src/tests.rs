@@ -20,12 +20,14 @@ pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
 }
 
 fn msg(body: &str) -> Arc<Message> {
-    Arc::new(Message {
-        exchange: "".into(),
-        routing_key: "q".into(),
-        properties: BasicProperties { delivery_mode: Some(2), ..Default::default() },
-        body: Bytes::copy_from_slice(body.as_bytes()),
-    })
+    let props = BasicProperties { delivery_mode: Some(2), ..Default::default() };
+    Arc::new(Message::new(
+        "".into(),
+        "q".into(),
+        &props,
+        Bytes::new(),
+        Bytes::copy_from_slice(body.as_bytes()),
+    ))
 }
 
 fn defs(ids: &[u64]) -> Definitions {

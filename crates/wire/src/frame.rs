@@ -139,6 +139,42 @@ pub fn encode_content(
     result
 }
 
+/// Like [`encode_content`], with the properties already encoded (as a content header carries
+/// them): a broker relays what it received without decoding or re-encoding it.
+pub fn encode_content_raw(
+    buf: &mut BytesMut,
+    channel: u16,
+    method: &Method,
+    raw_properties: &[u8],
+    body: &[u8],
+    frame_max: u32,
+) -> Result<(), WireError> {
+    let start = buf.len();
+    let result = (|| {
+        framed(buf, FRAME_METHOD, channel, |b| method.encode(b))?;
+        framed(buf, FRAME_HEADER, channel, |b| {
+            b.put_u16(method.class_id());
+            b.put_u16(0);
+            b.put_u64(body.len() as u64);
+            b.put_slice(raw_properties);
+            Ok(())
+        })?;
+        let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1) as usize;
+        buf.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD as usize);
+        for part in body.chunks(chunk) {
+            framed(buf, FRAME_BODY, channel, |b| {
+                b.put_slice(part);
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        buf.truncate(start);
+    }
+    result
+}
+
 fn frame_header(input: &[u8]) -> IResult<&[u8], (u8, u16, u32), ()> {
     (be_u8, be_u16, be_u32).parse(input)
 }

@@ -200,7 +200,7 @@ impl BasicProperties {
 }
 
 /// A content header frame's payload.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ContentHeader {
     /// Class of the method the content belongs to (60 for basic).
     pub class_id: u16,
@@ -210,6 +210,20 @@ pub struct ContentHeader {
     pub body_size: u64,
     /// The properties.
     pub properties: BasicProperties,
+    /// The encoded properties (flag words and values) exactly as received, sharing the frame's
+    /// buffer; empty for a header built locally. A broker keeps these few bytes per message
+    /// instead of the decoded struct, and relays them verbatim.
+    pub raw_properties: Bytes,
+}
+
+/// Headers are equal when their decoded contents are: `raw_properties` is a cache of the
+/// same data (present after decoding, absent when built locally).
+impl PartialEq for ContentHeader {
+    fn eq(&self, other: &Self) -> bool {
+        (self.class_id, self.weight, self.body_size)
+            == (other.class_id, other.weight, other.body_size)
+            && self.properties == other.properties
+    }
 }
 
 impl ContentHeader {
@@ -219,9 +233,11 @@ impl ContentHeader {
         let class_id = r.short()?;
         let weight = r.short()?;
         let body_size = r.longlong()?;
+        let at = payload.len() - r.remaining();
         let properties = BasicProperties::read(&mut r)?;
         r.finish("content header")?;
-        Ok(ContentHeader { class_id, weight, body_size, properties })
+        let raw_properties = root.slice_ref(&payload[at..]);
+        Ok(ContentHeader { class_id, weight, body_size, properties, raw_properties })
     }
 
     /// Appends the payload of this header.

@@ -467,12 +467,13 @@ mod tests {
     }
 
     fn msg(n: u8) -> Arc<Message> {
-        Arc::new(Message {
-            exchange: "".into(),
-            routing_key: "q".into(),
-            properties: BasicProperties::default(),
-            body: Bytes::from(vec![n]),
-        })
+        Arc::new(Message::new(
+            "".into(),
+            "q".into(),
+            &BasicProperties::default(),
+            Bytes::new(),
+            Bytes::from(vec![n]),
+        ))
     }
 
     fn consumer(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use warren_core::{AmqpError, Consumer, Entry, Queue};
 use warren_wire::method::BasicDeliver;
-use warren_wire::{Method, encode_content};
+use warren_wire::{Method, encode_content_raw};
 
 use super::{Channel, Ctx, Settle, Unacked};
 
@@ -104,7 +104,7 @@ impl Channel {
             exchange: msg.exchange.clone(),
             routing_key: msg.routing_key.clone(),
         });
-        encode_content(ctx.out, self.id, &method, &msg.properties, &msg.body, ctx.frame_max)
+        encode_content_raw(ctx.out, self.id, &method, &msg.properties, &msg.body, ctx.frame_max)
             .map_err(|e| AmqpError::internal(format!("encoding basic.deliver: {e}")))?;
         if consumer.no_ack {
             consumer.release(1);

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use warren_core::vhost::REPLY_TO;
 use warren_core::{AmqpError, Consumer, ConsumerSpec, Message};
 use warren_wire::method::{
     BasicCancel, BasicCancelOk, BasicConsume, BasicConsumeOk, BasicGet, BasicGetEmpty, BasicGetOk,
     BasicPublish, BasicQos, BasicQosOk, BasicRecoverOk, BasicReturn,
 };
-use warren_wire::{Method, ShortStr, constants::reply, encode_content};
+use warren_wire::{Method, ShortStr, constants::reply, encode_content, encode_content_raw};
 
 use super::content::Published;
 use super::{Channel, Ctx, Subscription, Unacked};
@@ -168,12 +169,14 @@ impl Channel {
         p: Published,
         ctx: &mut Ctx<'_>,
     ) -> Result<bool, AmqpError> {
-        let Published { method, mut properties, body } = p;
+        let Published { method, mut properties, mut raw_properties, body } = p;
         if properties.reply_to.as_deref() == Some(REPLY_TO) {
             let Some(own) = &self.reply_queue else {
                 return Err(AmqpError::precondition_failed("fast reply consumer does not exist"));
             };
             properties.reply_to = Some(own.clone());
+            // Changed: encoded again when the message is built.
+            raw_properties = Bytes::new();
         }
         ctx.vhost.route(
             &method.exchange,
@@ -195,12 +198,13 @@ impl Channel {
         let mut stored = None;
         if !self.scratch_queues.is_empty() {
             let persistent = properties.is_persistent();
-            let message = Arc::new(Message {
-                exchange: method.exchange,
-                routing_key: method.routing_key,
-                properties,
+            let message = Arc::new(Message::new(
+                method.exchange,
+                method.routing_key,
+                &properties,
+                raw_properties,
                 body,
-            });
+            ));
             if persistent {
                 let durable: Vec<_> =
                     self.scratch_queues.iter().filter_map(|q| q.durable.as_ref()).collect();
@@ -244,7 +248,7 @@ impl Channel {
             routing_key: msg.routing_key.clone(),
             message_count,
         });
-        encode_content(ctx.out, self.id, &ok, &msg.properties, &msg.body, ctx.frame_max)
+        encode_content_raw(ctx.out, self.id, &ok, &msg.properties, &msg.body, ctx.frame_max)
             .map_err(|e| AmqpError::internal(format!("encoding basic.get-ok: {e}")))?;
         if m.no_ack {
             queue.settle([&entry]);

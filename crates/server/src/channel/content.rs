@@ -11,6 +11,8 @@ use warren_wire::{BasicProperties, ContentHeader};
 pub(crate) struct Published {
     pub method: BasicPublish,
     pub properties: BasicProperties,
+    /// The properties as encoded on the wire (kept with the message, relayed verbatim).
+    pub raw_properties: Bytes,
     pub body: Bytes,
 }
 
@@ -28,6 +30,7 @@ pub(crate) enum Assembly {
     AwaitingBody {
         method: BasicPublish,
         properties: BasicProperties,
+        raw_properties: Bytes,
         size: u64,
         /// The first body frame, kept as is: a one-frame body is never copied.
         first: Option<Bytes>,
@@ -72,12 +75,14 @@ impl Assembly {
             return Ok(Some(Published {
                 method,
                 properties: header.properties,
+                raw_properties: header.raw_properties,
                 body: Bytes::new(),
             }));
         }
         *self = Assembly::AwaitingBody {
             method,
             properties: header.properties,
+            raw_properties: header.raw_properties,
             size: header.body_size,
             first: None,
             rest: BytesMut::new(),
@@ -110,12 +115,13 @@ impl Assembly {
         if (have as u64) < *size {
             return Ok(None);
         }
-        let Assembly::AwaitingBody { method, properties, first, rest, .. } = std::mem::take(self)
+        let Assembly::AwaitingBody { method, properties, raw_properties, first, rest, .. } =
+            std::mem::take(self)
         else {
             return Ok(None);
         };
         let body = first.unwrap_or_else(|| rest.freeze());
-        Ok(Some(Published { method, properties, body }))
+        Ok(Some(Published { method, properties, raw_properties, body }))
     }
 }
 

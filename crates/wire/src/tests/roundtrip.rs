@@ -43,7 +43,13 @@ pub(super) fn frame() -> impl Strategy<Value = Frame> {
         (any::<u16>(), any::<u64>(), properties()).prop_map(|(channel, body_size, properties)| {
             Frame::Header {
                 channel,
-                header: ContentHeader { class_id: 60, weight: 0, body_size, properties },
+                header: ContentHeader {
+                    class_id: 60,
+                    weight: 0,
+                    body_size,
+                    properties,
+                    ..Default::default()
+                },
             }
         }),
         (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..300))
@@ -122,4 +128,25 @@ fn bits_pack_into_shared_octets() {
     let mut buf = BytesMut::new();
     Method::from(m).encode(&mut buf).unwrap();
     assert_eq!(&buf[..], b"\x00\x32\x00\x0a\x00\x00\x01q\x1a\x00\x00\x00\x00");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Relaying a decoded header's raw property bytes gives the same frames as re-encoding
+    /// its properties.
+    #[test]
+    fn raw_properties_relay_equals_reencoding(props in properties(), body in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let m = Method::from(crate::method::BasicDeliver { delivery_tag: 7, ..Default::default() });
+        let mut a = BytesMut::new();
+        crate::frame::encode_content(&mut a, 1, &m, &props, &body, 4096).unwrap();
+        let mut wire = a.clone();
+        let _method = decode_frame(&mut wire, u32::MAX).unwrap().unwrap();
+        let Some(Frame::Header { header, .. }) = decode_frame(&mut wire, u32::MAX).unwrap() else {
+            panic!("header frame")
+        };
+        let mut b = BytesMut::new();
+        crate::frame::encode_content_raw(&mut b, 1, &m, &header.raw_properties, &body, 4096).unwrap();
+        prop_assert_eq!(a, b);
+    }
 }
