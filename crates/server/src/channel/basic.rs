@@ -206,10 +206,10 @@ impl Channel {
                 body,
             ));
             if persistent {
-                let durable: Vec<_> =
-                    self.scratch_queues.iter().filter_map(|q| q.durable.as_ref()).collect();
-                if let Some(d) = durable.first() {
-                    let at = d.store.append(message.clone(), durable.len() as u32);
+                let mut durable = self.scratch_queues.iter().filter_map(|q| q.durable.as_ref());
+                if let Some(d) = durable.next() {
+                    let count = 1 + durable.count() as u32;
+                    let at = d.store.append(message.clone(), count);
                     stored = Some((d.store.clone(), at));
                 }
             }
