@@ -9,7 +9,7 @@ use clap::Args;
 use warren_wire::method::{BasicAck, BasicConsume, BasicQos, ConfirmSelect};
 use warren_wire::{BasicProperties, Frame, Method};
 
-use crate::client::{Target, connect, declare_queue, rpc};
+use crate::client::{Target, connect, declare_queue, publish_confirmed, rpc};
 use crate::stats::{dir_bytes, rss_bytes};
 
 /// Options of `backlog`.
@@ -59,29 +59,12 @@ async fn fill(o: &Opts, t: &Target) -> anyhow::Result<f64> {
     let props = BasicProperties { delivery_mode: Some(2), ..Default::default() };
     let body = vec![0x42u8; o.size];
     let started = Instant::now();
-    let (mut sent, mut confirmed) = (0u64, 0u64);
-    while confirmed < o.count {
-        while sent < o.count && sent - confirmed < o.window {
-            for _ in 0..64.min(o.count - sent) {
-                w.publish("", &o.queue, &props, &body)?;
-                sent += 1;
-            }
-            w.flush().await?;
-        }
-        match r.frame().await? {
-            Frame::Method { method: Method::BasicAck(a), .. } => {
-                confirmed = if a.multiple { a.delivery_tag } else { confirmed.max(a.delivery_tag) };
-            }
-            Frame::Method { method: Method::BasicNack(_), .. } => bail!("a publish was nacked"),
-            Frame::Method { method: Method::ConnectionClose(c), .. } => {
-                bail!("closed: {}", c.reply_text)
-            }
-            _ => {}
-        }
-        if sent % 100_000 == 0 && sent == confirmed {
-            eprintln!("filled {confirmed} in {:.1} s", started.elapsed().as_secs_f64());
-        }
-    }
+    let report = |n: u64| {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("filled {n} in {secs:.1} s ({:.0} msg/s)", n as f64 / secs);
+    };
+    publish_confirmed(&mut r, &mut w, "", &o.queue, &props, &body, o.count, o.window, report)
+        .await?;
     Ok(started.elapsed().as_secs_f64())
 }
 
@@ -157,8 +140,11 @@ pub async fn ready(o: ReadyOpts) -> anyhow::Result<()> {
     let t = Target::parse(&o.uri)?;
     let started = Instant::now();
     loop {
-        if let Ok((mut r, mut w)) = connect(&t).await
-            && let Ok(n) = declare_queue(&mut r, &mut w, &o.queue, true).await
+        let attempt = async {
+            let (mut r, mut w) = connect(&t).await?;
+            declare_queue(&mut r, &mut w, &o.queue, true).await
+        };
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(10), attempt).await
             && n >= o.expect
         {
             println!(

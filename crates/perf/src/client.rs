@@ -50,22 +50,35 @@ impl Target {
 pub struct Reader {
     rd: OwnedReadHalf,
     buf: BytesMut,
+    /// How much the read buffer grows by when it runs low.
+    chunk: usize,
 }
 
 impl Reader {
     /// The next frame (heartbeats included).
     pub async fn frame(&mut self) -> anyhow::Result<Frame> {
         loop {
-            if let Some(f) = decode_frame(&mut self.buf, u32::MAX)? {
+            if let Some(f) = self.buffered()? {
                 return Ok(f);
             }
-            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-                self.buf.reserve(256 * 1024);
-            }
-            if self.rd.read_buf(&mut self.buf).await? == 0 {
-                bail!("connection closed by the broker");
-            }
+            self.fill().await?;
         }
+    }
+
+    /// The next frame if the bytes already read hold one (no I/O).
+    pub fn buffered(&mut self) -> anyhow::Result<Option<Frame>> {
+        Ok(decode_frame(&mut self.buf, u32::MAX)?)
+    }
+
+    /// Reads what the socket has into the buffer (cancel-safe); an error once it is closed.
+    pub async fn fill(&mut self) -> anyhow::Result<()> {
+        if self.buf.capacity() - self.buf.len() < self.chunk / 16 {
+            self.buf.reserve(self.chunk);
+        }
+        if self.rd.read_buf(&mut self.buf).await? == 0 {
+            bail!("connection closed by the broker");
+        }
+        Ok(())
     }
 
     /// The next method, skipping heartbeats; a close from the broker is an error.
@@ -118,6 +131,16 @@ impl Writer {
         Ok(())
     }
 
+    /// Sends connection.close (without waiting for close-ok).
+    pub async fn close(&mut self) -> anyhow::Result<()> {
+        Frame::method(
+            0,
+            ConnectionClose { reply_code: 200, reply_text: "bye".into(), ..Default::default() },
+        )
+        .encode(&mut self.out)?;
+        self.flush().await
+    }
+
     /// Writes what is pending.
     pub async fn flush(&mut self) -> anyhow::Result<()> {
         if !self.out.is_empty() {
@@ -130,13 +153,18 @@ impl Writer {
 
 /// Connects, logs in, opens channel 1. Heartbeats are off (the tool is never idle).
 pub async fn connect(t: &Target) -> anyhow::Result<(Reader, Writer)> {
+    connect_with(t, 256 * 1024).await
+}
+
+/// As [`connect`], with read and write buffers of `buffer` bytes (small for idle connections).
+pub async fn connect_with(t: &Target, buffer: usize) -> anyhow::Result<(Reader, Writer)> {
     let sock = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&t.addr))
         .await
         .context("connect timed out")??;
     sock.set_nodelay(true)?;
     let (rd, wr) = sock.into_split();
-    let mut r = Reader { rd, buf: BytesMut::with_capacity(256 * 1024) };
-    let mut w = Writer { wr, out: BytesMut::with_capacity(256 * 1024), frame_max: 131072 };
+    let mut r = Reader { rd, buf: BytesMut::with_capacity(buffer), chunk: buffer };
+    let mut w = Writer { wr, out: BytesMut::with_capacity(buffer), frame_max: 131072 };
     w.out.extend_from_slice(b"AMQP\x00\x00\x09\x01");
     w.flush().await?;
     let Method::ConnectionStart(_) = r.method().await? else { bail!("expected connection.start") };
@@ -196,4 +224,67 @@ pub async fn declare_queue(
         Method::QueueDeclareOk(ok) => Ok(ok.message_count),
         other => bail!("queue.declare answered {}", other.name()),
     }
+}
+
+/// Deletes a queue (whatever it holds); returns how many messages it held.
+pub async fn delete_queue(r: &mut Reader, w: &mut Writer, name: &str) -> anyhow::Result<u32> {
+    match rpc(r, w, QueueDelete { queue: name.into(), ..Default::default() }).await? {
+        Method::QueueDeleteOk(ok) => Ok(ok.message_count),
+        other => bail!("queue.delete answered {}", other.name()),
+    }
+}
+
+/// Deletes an exchange.
+pub async fn delete_exchange(r: &mut Reader, w: &mut Writer, name: &str) -> anyhow::Result<()> {
+    match rpc(r, w, ExchangeDelete { exchange: name.into(), ..Default::default() }).await? {
+        Method::ExchangeDeleteOk(_) => Ok(()),
+        other => bail!("exchange.delete answered {}", other.name()),
+    }
+}
+
+/// Publishes `count` copies of `body` on a channel in confirm mode (confirm.select already
+/// done) with at most `window` unconfirmed, and returns once all are confirmed. `progress`
+/// is called with the confirmed count about once a second.
+#[allow(clippy::too_many_arguments)]
+pub async fn publish_confirmed(
+    r: &mut Reader,
+    w: &mut Writer,
+    exchange: &str,
+    key: &str,
+    props: &BasicProperties,
+    body: &[u8],
+    count: u64,
+    window: u64,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<()> {
+    let window = window.max(1);
+    let (mut sent, mut confirmed) = (0u64, 0u64);
+    let mut next_report = std::time::Instant::now() + Duration::from_secs(1);
+    while confirmed < count {
+        while sent < count && sent - confirmed < window {
+            for _ in 0..64.min(count - sent).min(window - (sent - confirmed)) {
+                w.publish(exchange, key, props, body)?;
+                sent += 1;
+            }
+            w.flush().await?;
+        }
+        match r.frame().await? {
+            Frame::Method { method: Method::BasicAck(a), .. } => {
+                confirmed = if a.multiple { a.delivery_tag } else { confirmed.max(a.delivery_tag) };
+            }
+            Frame::Method { method: Method::BasicNack(_), .. } => bail!("a publish was nacked"),
+            Frame::Method { method: Method::ConnectionClose(c), .. } => {
+                bail!("connection closed: {} {}", c.reply_code, c.reply_text)
+            }
+            Frame::Method { method: Method::ChannelClose(c), .. } => {
+                bail!("channel closed: {} {}", c.reply_code, c.reply_text)
+            }
+            _ => {}
+        }
+        if std::time::Instant::now() >= next_report {
+            progress(confirmed);
+            next_report += Duration::from_secs(1);
+        }
+    }
+    Ok(())
 }

@@ -77,3 +77,30 @@ pub fn dir_bytes(dir: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+/// CPU time (user + system) used so far by a process (`None`: this one), in seconds, from
+/// /proc (None if unknown). Assumes the usual 100 clock ticks per second.
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis,
+    // where field 3 (state) comes first, so utime (14) and stime (15) are the 12th and 13th.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// CPU use between two readings of [`cpu_seconds`], in percent of one core.
+pub fn cpu_percent(before: Option<f64>, after: Option<f64>, wall: f64) -> Option<f64> {
+    match (before, after) {
+        (Some(b), Some(a)) if wall > 0.0 => Some((a - b) / wall * 100.0),
+        _ => None,
+    }
+}
+
+/// A JSON number, or null.
+pub fn json_num(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "null".to_string(), |x| format!("{x:.decimals$}"))
+}
