@@ -118,25 +118,10 @@ pub fn encode_content(
     body: &[u8],
     frame_max: u32,
 ) -> Result<(), WireError> {
-    let start = buf.len();
-    let result = (|| {
-        framed(buf, FRAME_METHOD, channel, |b| method.encode(b))?;
-        let (class_id, size) = (method.class_id(), body.len() as u64);
-        framed(buf, FRAME_HEADER, channel, |b| write_header(b, class_id, 0, size, properties))?;
-        let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1) as usize;
-        buf.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD as usize);
-        for part in body.chunks(chunk) {
-            framed(buf, FRAME_BODY, channel, |b| {
-                b.put_slice(part);
-                Ok(())
-            })?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        buf.truncate(start);
-    }
-    result
+    let (class_id, size) = (method.class_id(), body.len() as u64);
+    content(buf, channel, method, body, frame_max, |b| {
+        write_header(b, class_id, 0, size, properties)
+    })
 }
 
 /// Like [`encode_content`], with the properties already encoded (as a content header carries
@@ -149,16 +134,29 @@ pub fn encode_content_raw(
     body: &[u8],
     frame_max: u32,
 ) -> Result<(), WireError> {
+    content(buf, channel, method, body, frame_max, |b| {
+        b.put_u16(method.class_id());
+        b.put_u16(0);
+        b.put_u64(body.len() as u64);
+        b.put_slice(raw_properties);
+        Ok(())
+    })
+}
+
+/// The method frame, a header frame whose payload `header` writes, and the body frames; on
+/// error the buffer is left as it was.
+fn content(
+    buf: &mut BytesMut,
+    channel: u16,
+    method: &Method,
+    body: &[u8],
+    frame_max: u32,
+    header: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
+) -> Result<(), WireError> {
     let start = buf.len();
     let result = (|| {
         framed(buf, FRAME_METHOD, channel, |b| method.encode(b))?;
-        framed(buf, FRAME_HEADER, channel, |b| {
-            b.put_u16(method.class_id());
-            b.put_u16(0);
-            b.put_u64(body.len() as u64);
-            b.put_slice(raw_properties);
-            Ok(())
-        })?;
+        framed(buf, FRAME_HEADER, channel, header)?;
         let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1) as usize;
         buf.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD as usize);
         for part in body.chunks(chunk) {
