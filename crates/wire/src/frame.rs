@@ -2,6 +2,8 @@
 //! channel, size), whose size is checked against frame-max before anything else is buffered;
 //! then, once the whole frame is in, its payload. Encoding appends to one `BytesMut`.
 
+use std::ops::Range;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::IResult;
 use nom::Parser;
@@ -13,6 +15,9 @@ use crate::constants::{
 use crate::error::WireError;
 use crate::method::Method;
 use crate::properties::{BasicProperties, ContentHeader, write_header};
+
+/// Bytes reserved beyond an incomplete frame, for the frames that follow it.
+pub const READ_AHEAD: usize = 4096;
 
 /// Size of the frame header: type (1), channel (2), payload size (4).
 pub const FRAME_HEADER_SIZE: usize = 7;
@@ -119,58 +124,88 @@ pub fn encode_content(
     frame_max: u32,
 ) -> Result<(), WireError> {
     let (class_id, size) = (method.class_id(), body.len() as u64);
-    content(buf, channel, method, body, frame_max, |b| {
-        write_header(b, class_id, 0, size, properties)
+    buf.reserve(body.len() + 64);
+    let header = |b: &mut BytesMut| write_header(b, class_id, 0, size, properties);
+    content(buf, channel, method, body.len(), frame_max, header, |b, range| {
+        b.extend_from_slice(&body[range]);
     })
 }
 
+/// Where encoded frames go: a buffer for the frames' own bytes, and a way to take a body part.
+///
+/// A plain `BytesMut` copies bodies in. A sink that writes vectored can keep a reference to a
+/// large body instead (it is a `Bytes`, shared with the queue), so the body is never copied
+/// between its arrival and the socket.
+pub trait FrameSink {
+    /// The buffer frames are written into.
+    fn buf(&mut self) -> &mut BytesMut;
+
+    /// Appends `body[range]` as the payload of the body frame being written.
+    fn body(&mut self, body: &Bytes, range: Range<usize>) {
+        self.buf().extend_from_slice(&body[range]);
+    }
+}
+
+impl FrameSink for BytesMut {
+    fn buf(&mut self) -> &mut BytesMut {
+        self
+    }
+}
+
 /// Like [`encode_content`], with the properties already encoded (as a content header carries
-/// them): a broker relays what it received without decoding or re-encoding it.
-pub fn encode_content_raw(
-    buf: &mut BytesMut,
+/// them): a broker relays what it received without decoding or re-encoding it. The body goes
+/// through [`FrameSink::body`], so a sink may take it without copying.
+pub fn encode_content_raw<S: FrameSink + ?Sized>(
+    sink: &mut S,
     channel: u16,
     method: &Method,
     raw_properties: &[u8],
-    body: &[u8],
+    body: &Bytes,
     frame_max: u32,
 ) -> Result<(), WireError> {
-    content(buf, channel, method, body, frame_max, |b| {
+    let header = |b: &mut BytesMut| {
         b.put_u16(method.class_id());
         b.put_u16(0);
         b.put_u64(body.len() as u64);
         b.put_slice(raw_properties);
         Ok(())
-    })
+    };
+    content(sink, channel, method, body.len(), frame_max, header, |s, range| s.body(body, range))
 }
 
-/// The method frame, a header frame whose payload `header` writes, and the body frames; on
-/// error the buffer is left as it was.
-fn content(
-    buf: &mut BytesMut,
+/// The method frame, a header frame whose payload `header` writes, and the body frames whose
+/// payloads `part` appends; on error the sink is left as it was (only the method and header
+/// can fail, and they are written before any body part).
+fn content<S: FrameSink + ?Sized>(
+    sink: &mut S,
     channel: u16,
     method: &Method,
-    body: &[u8],
+    body_len: usize,
     frame_max: u32,
     header: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
+    mut part: impl FnMut(&mut S, Range<usize>),
 ) -> Result<(), WireError> {
+    let buf = sink.buf();
     let start = buf.len();
-    let result = (|| {
-        framed(buf, FRAME_METHOD, channel, |b| method.encode(b))?;
-        framed(buf, FRAME_HEADER, channel, header)?;
-        let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1) as usize;
-        buf.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD as usize);
-        for part in body.chunks(chunk) {
-            framed(buf, FRAME_BODY, channel, |b| {
-                b.put_slice(part);
-                Ok(())
-            })?;
-        }
-        Ok(())
-    })();
+    let result = framed(buf, FRAME_METHOD, channel, |b| method.encode(b))
+        .and_then(|()| framed(buf, FRAME_HEADER, channel, header));
     if result.is_err() {
         buf.truncate(start);
+        return result;
     }
-    result
+    let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1) as usize;
+    let mut at = 0;
+    while at < body_len {
+        let end = body_len.min(at + chunk);
+        let buf = sink.buf();
+        buf.put_u8(FRAME_BODY);
+        buf.put_u16(channel);
+        buf.put_u32((end - at) as u32);
+        part(sink, at..end);
+        sink.buf().put_u8(FRAME_END);
+        at = end;
+    }
+    Ok(())
 }
 
 fn frame_header(input: &[u8]) -> IResult<&[u8], (u8, u16, u32), ()> {
@@ -178,7 +213,7 @@ fn frame_header(input: &[u8]) -> IResult<&[u8], (u8, u16, u32), ()> {
 }
 
 /// Takes one frame off the front of `buf` if it is all there. `Ok(None)` means more bytes are
-/// needed (and `buf` has been reserved for them). A frame larger than `frame_max` is refused
+/// needed (and `buf` has been reserved for them, and [`READ_AHEAD`] more). A frame larger than `frame_max` is refused
 /// from its header alone, before its payload is waited for.
 pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, WireError> {
     let Ok((_, (kind, channel, size))) = frame_header(buf) else {
@@ -190,7 +225,10 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     }
     let total = total as usize;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // Room for the rest of this frame and a few small ones behind it: a large frame gets
+        // a buffer of its own size (its payload keeps that buffer alive), and the read that
+        // completes it need not grow the buffer again.
+        buf.reserve(total - buf.len() + READ_AHEAD);
         return Ok(None);
     }
     let frame = buf.split_to(total).freeze();
