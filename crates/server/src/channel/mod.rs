@@ -13,7 +13,7 @@ mod tx;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use crate::connection::out::Out;
 use tokio::sync::mpsc::UnboundedSender;
 use warren_core::exchange::Destination;
 use warren_core::{AmqpError, ChannelLimit, ConnectionId, Consumer, Entry, Event, Queue, VHost};
@@ -35,7 +35,7 @@ pub(crate) struct Ctx<'a> {
     pub vhost: &'a Arc<VHost>,
     pub connection: ConnectionId,
     pub events: &'a UnboundedSender<Event>,
-    pub out: &'a mut BytesMut,
+    pub out: &'a mut Out,
     pub frame_max: u32,
     pub config: &'a Config,
     /// The authenticated user (publishes with another user_id are refused).

@@ -4,6 +4,7 @@
 //! deliver again, and flushes once: many frames, one write.
 
 mod handshake;
+pub(crate) mod out;
 mod writer;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use warren_wire::{Frame, Method, WireError, constants::reply};
 
 use crate::channel::{Channel, Ctx};
 use crate::config::Config;
+use out::Out;
 use writer::Writer;
 
 /// Why a connection ended.
@@ -120,7 +122,7 @@ pub(crate) struct Connection {
     rd: OwnedReadHalf,
     inbuf: BytesMut,
     /// Output of the current loop turn, handed to the writer at its end.
-    out: BytesMut,
+    out: Out,
     /// The socket writer; taken when the connection finishes.
     writer: Option<Writer>,
     events_tx: mpsc::UnboundedSender<Event>,
@@ -158,7 +160,7 @@ impl Connection {
             shutdown,
             rd,
             inbuf: BytesMut::with_capacity(64 * 1024),
-            out: BytesMut::with_capacity(64 * 1024),
+            out: Out::with_capacity(64 * 1024),
             writer: Some(writer),
             events_tx,
             events_rx,
@@ -186,11 +188,11 @@ impl Connection {
         if self.out.is_empty() {
             return Ok(());
         }
-        let chunk = self.out.split().freeze();
+        let batch = self.out.take();
         let Some(writer) = &self.writer else {
             return Err(ConnError::PeerGone);
         };
-        if !writer.send(chunk).await {
+        if !writer.send(batch).await {
             return Err(ConnError::PeerGone);
         }
         self.last_write = Instant::now();
