@@ -343,3 +343,72 @@ async fn prefetch_size_is_not_implemented_540() {
     let conn = broker.connect().await;
     assert_usable(&conn).await;
 }
+
+/// A consumer that stops reading its socket: the broker stops delivering to it once its
+/// output is backed up (the rest stays in the queue, not in broker memory), other clients
+/// carry on, and when it reads again every message arrives, in order.
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_held_back_and_then_gets_everything() {
+    const N: usize = 40_000;
+    let broker = TestBroker::start();
+    let (conn, ch) = broker.channel().await;
+    declare(&ch, "stalled").await;
+    ch.confirm_select(Default::default()).await.expect("confirm.select");
+    let pad = vec![b'.'; 1000];
+    let mut confirms = Vec::with_capacity(N);
+    for i in 0..N {
+        let mut b = format!("{i:08}").into_bytes();
+        b.extend_from_slice(&pad);
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "stalled".into(),
+                Default::default(),
+                &b,
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
+        confirms.push(c);
+    }
+    for c in confirms {
+        assert!(c.await.expect("confirm").is_ack());
+    }
+    assert_eq!(ready(&ch, "stalled").await, N as u32);
+
+    let mut raw = Raw::open(broker.addr, 0).await;
+    raw.send(1, ChannelOpen::default()).await;
+    let Method::ChannelOpenOk(_) = raw.method().await else { panic!("channel.open-ok") };
+    raw.send(
+        1,
+        warren_wire::method::BasicConsume {
+            queue: "stalled".into(),
+            consumer_tag: "t".into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let Method::BasicConsumeOk(_) = raw.method().await else { panic!("basic.consume-ok") };
+    // Stop reading. ~40 MB of deliveries is more than the socket buffers and the broker's
+    // pending output together hold, so some must stay queued while this client sleeps.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let left = ready(&ch, "stalled").await;
+    assert!(left > 0, "the broker kept delivering to a client that does not read");
+    assert_usable(&conn).await;
+
+    let mut next = 0usize;
+    while next < N {
+        match raw.frame().await.expect("a frame") {
+            warren_wire::Frame::Body { payload, .. } => {
+                assert_eq!(&payload[..8], format!("{next:08}").as_bytes(), "in order");
+                next += 1;
+            }
+            warren_wire::Frame::Method { method: Method::BasicDeliver(_), .. }
+            | warren_wire::Frame::Header { .. }
+            | warren_wire::Frame::Heartbeat => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ready(&ch, "stalled").await, 0);
+}

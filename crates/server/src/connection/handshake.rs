@@ -93,7 +93,7 @@ impl Connection {
                 locales: Bytes::from_static(b"en_US"),
             },
         )?;
-        self.flush().await?;
+        self.flush_all().await?;
         let start_ok = match self.next_method().await? {
             Method::ConnectionStartOk(m) => m,
             other => return Err(self.unexpected(&other)),
@@ -125,7 +125,7 @@ impl Connection {
                 heartbeat: self.config.heartbeat,
             },
         )?;
-        self.flush().await?;
+        self.flush_all().await?;
         let tune_ok = match self.next_method().await? {
             Method::ConnectionTuneOk(m) => m,
             other => return Err(self.unexpected(&other)),
@@ -155,7 +155,7 @@ impl Connection {
         self.vhost = Some(vhost);
         self.user = user.name;
         self.send(0, ConnectionOpenOk { known_hosts: "".into() })?;
-        self.flush().await?;
+        self.flush_all().await?;
         tracing::info!(user = %self.user, vhost = %open.virtual_host, "connection open");
         Ok(())
     }

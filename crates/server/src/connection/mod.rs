@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
@@ -75,7 +74,7 @@ pub async fn serve(
             Ok(Ok(())) => {}
         }
         let (rd, wr) = socket.into_split();
-        let mut conn = Connection::new(id, peer, broker, config, shutdown, rd, Writer::spawn(wr));
+        let mut conn = Connection::new(id, peer, broker, config, shutdown, rd, Writer::new(wr));
         let result = match tokio::time::timeout(limit, conn.handshake()).await {
             Err(_) => Err(ConnError::Handshake("handshake timed out".into())),
             Ok(Err(e)) => Err(e),
@@ -104,12 +103,60 @@ macro_rules! ctx {
     };
 }
 
-/// Reads more bytes into `buf`; false on end of stream.
-async fn read_more(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<bool> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(64 * 1024);
+/// Smallest and largest read buffer.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
+
+/// The read buffer, sized by how the socket fills it: it doubles while reads fill all of it
+/// and falls back while reads are small. A connection waiting for input holds no buffer at
+/// all (it waits for readiness first), so idle connections cost little memory.
+struct ReadBuf {
+    buf: BytesMut,
+    size: usize,
+}
+
+impl ReadBuf {
+    fn new() -> Self {
+        ReadBuf { buf: BytesMut::new(), size: READ_MIN }
     }
-    Ok(rd.read_buf(buf).await? > 0)
+
+    /// Reads more bytes; false on end of stream. Cancel-safe: nothing is read until the
+    /// socket is ready, and then without waiting.
+    async fn fill(&mut self, rd: &mut OwnedReadHalf) -> std::io::Result<bool> {
+        loop {
+            rd.readable().await?;
+            if self.buf.capacity() - self.buf.len() < READ_MIN / 4 {
+                self.buf.reserve(self.size);
+            }
+            let spare = self.buf.capacity() - self.buf.len();
+            match rd.try_read_buf(&mut self.buf) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    if n == spare {
+                        self.size = (self.size * 2).min(READ_MAX);
+                    } else if n < self.size / 4 {
+                        self.size = (self.size / 2).max(READ_MIN);
+                    }
+                    // Readiness waits do not count against the task's cooperative budget (a
+                    // read would): without this, a client that always has more to send keeps
+                    // its connection task running and starves the tasks it woke (consumers
+                    // waiting in this worker's LIFO slot) until it pauses.
+                    tokio::task::consume_budget().await;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Between reads: a buffer that holds nothing and is at its smallest size is let go (a
+    /// busy connection keeps its buffer, an idle one waits without one).
+    fn relax(&mut self) {
+        if self.buf.is_empty() && self.size == READ_MIN && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
 }
 
 /// A client connection's state, owned by its task.
@@ -120,16 +167,17 @@ pub(crate) struct Connection {
     config: Arc<Config>,
     shutdown: CancellationToken,
     rd: OwnedReadHalf,
-    inbuf: BytesMut,
+    inbuf: ReadBuf,
     /// Output of the current loop turn, handed to the writer at its end.
     out: Out,
-    /// The socket writer; taken when the connection finishes.
-    writer: Option<Writer>,
+    /// The socket's write side and the output waiting for it.
+    writer: Writer,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     vhost: Option<Arc<VHost>>,
     user: String,
-    channels: HashMap<u16, Channel>,
+    /// Boxed: a channel is several hundred bytes, and the map's spare slots would be too.
+    channels: HashMap<u16, Box<Channel>>,
     channel_max: u16,
     frame_max: u32,
     heartbeat: u16,
@@ -159,9 +207,9 @@ impl Connection {
             config,
             shutdown,
             rd,
-            inbuf: BytesMut::with_capacity(64 * 1024),
-            out: Out::with_capacity(64 * 1024),
-            writer: Some(writer),
+            inbuf: ReadBuf::new(),
+            out: Out::default(),
+            writer,
             events_tx,
             events_rx,
             vhost: None,
@@ -183,25 +231,34 @@ impl Connection {
         Ok(())
     }
 
-    /// Hands the output to the writer.
+    /// Writes the turn's output as far as the socket takes it now; what remains goes out when
+    /// the socket is writable (the main loop waits for that). Waits only while so much is
+    /// pending that the client is clearly not reading.
     async fn flush(&mut self) -> Result<(), ConnError> {
-        if self.out.is_empty() {
-            return Ok(());
+        if !self.out.is_empty() {
+            self.writer.send(self.out.take())?;
+            self.last_write = Instant::now();
         }
-        let batch = self.out.take();
-        let Some(writer) = &self.writer else {
-            return Err(ConnError::PeerGone);
-        };
-        if !writer.send(batch).await {
-            return Err(ConnError::PeerGone);
+        while self.writer.backed_up() {
+            self.writer.writable().await?;
+            self.writer.write_now()?;
         }
-        self.last_write = Instant::now();
         Ok(())
+    }
+
+    /// Writes all output before going on (the handshake, and closing): the client's next
+    /// step waits for it. Bounded: a client that does not read is given up on.
+    async fn flush_all(&mut self) -> Result<(), ConnError> {
+        self.flush().await?;
+        match tokio::time::timeout(Duration::from_secs(2), self.writer.drain()).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ConnError::PeerGone),
+        }
     }
 
     /// Reads more bytes; false on end of stream.
     async fn fill(&mut self) -> Result<bool, ConnError> {
-        let more = read_more(&mut self.rd, &mut self.inbuf).await?;
+        let more = self.inbuf.fill(&mut self.rd).await?;
         self.last_read = Instant::now();
         Ok(more)
     }
@@ -209,7 +266,7 @@ impl Connection {
     /// The next method frame during the handshake (heartbeats skipped).
     async fn next_method(&mut self) -> Result<Method, ConnError> {
         loop {
-            while let Some(frame) = decode_frame(&mut self.inbuf, self.frame_max)? {
+            while let Some(frame) = decode_frame(&mut self.inbuf.buf, self.frame_max)? {
                 match frame {
                     Frame::Heartbeat => {}
                     Frame::Method { channel: 0, method } => return Ok(method),
@@ -245,7 +302,7 @@ impl Connection {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.shutdown.clone();
         // Frames a client sent right behind connection.open (pipelined) are already buffered.
-        while let Some(frame) = decode_frame(&mut self.inbuf, self.frame_max)? {
+        while let Some(frame) = decode_frame(&mut self.inbuf.buf, self.frame_max)? {
             self.on_frame(frame)?;
         }
         self.end_of_turn()?;
@@ -253,14 +310,15 @@ impl Connection {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(ConnError::Forced),
-                more = read_more(&mut self.rd, &mut self.inbuf) => {
+                more = self.inbuf.fill(&mut self.rd) => {
                     if !more? {
                         return Err(ConnError::PeerGone);
                     }
                     self.last_read = Instant::now();
-                    while let Some(frame) = decode_frame(&mut self.inbuf, self.frame_max)? {
+                    while let Some(frame) = decode_frame(&mut self.inbuf.buf, self.frame_max)? {
                         self.on_frame(frame)?;
                     }
+                    self.inbuf.relax();
                 }
                 Some(event) = self.events_rx.recv() => {
                     self.on_event(event)?;
@@ -270,6 +328,10 @@ impl Connection {
                             Err(_) => break,
                         }
                     }
+                }
+                ready = self.writer.writable(), if self.writer.has_pending() => {
+                    ready?;
+                    self.writer.write_now()?;
                 }
                 _ = tick.tick(), if !hb.is_zero() => {
                     if self.last_read.elapsed() > hb * 2 {
@@ -361,7 +423,7 @@ impl Connection {
         let Some(channel) = self.channels.get_mut(&ch) else {
             return match frame {
                 Frame::Method { method: Method::ChannelOpen(_), .. } => {
-                    self.channels.insert(ch, Channel::new(ch));
+                    self.channels.insert(ch, Box::new(Channel::new(ch)));
                     self.send(ch, ChannelOpenOk { channel_id: Default::default() })
                 }
                 Frame::Method { method: Method::ChannelCloseOk(_), .. } => Ok(()),
@@ -511,29 +573,27 @@ impl Connection {
             // requeued) before close-ok, then leave the socket to the client to close: close-ok
             // tells it that closing is safe, and closing first makes some clients see a reset.
             self.release();
-            if self.send(0, ConnectionCloseOk {}).is_ok() && self.flush().await.is_ok() {
+            if self.send(0, ConnectionCloseOk {}).is_ok() && self.flush_all().await.is_ok() {
                 self.await_eof(Duration::from_secs(10)).await;
             }
         } else if let Some((reply_code, text, class_id, method_id)) = close {
             let close =
                 ConnectionClose { reply_code, reply_text: text.into(), class_id, method_id };
-            if self.send(0, close).is_ok() && self.flush().await.is_ok() {
+            if self.send(0, close).is_ok() && self.flush_all().await.is_ok() {
                 self.await_close_ok().await;
             }
         } else {
             let _ = self.flush().await;
         }
         self.release();
-        if let Some(writer) = self.writer.take() {
-            writer.finish().await;
-        }
+        self.writer.finish().await;
     }
 
     /// After close-ok: waits (bounded) for the client to close its side.
     async fn await_eof(&mut self, limit: Duration) {
         let wait = async {
             while let Ok(true) = self.fill().await {
-                self.inbuf.clear();
+                self.inbuf.buf.clear();
             }
         };
         let _ = tokio::time::timeout(limit, wait).await;
@@ -543,7 +603,7 @@ impl Connection {
     async fn await_close_ok(&mut self) {
         let wait = async {
             loop {
-                while let Ok(Some(frame)) = decode_frame(&mut self.inbuf, self.frame_max) {
+                while let Ok(Some(frame)) = decode_frame(&mut self.inbuf.buf, self.frame_max) {
                     if let Frame::Method {
                         method: Method::ConnectionCloseOk(_) | Method::ConnectionClose(_),
                         ..

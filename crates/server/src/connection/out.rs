@@ -1,6 +1,8 @@
 //! A connection's pending output: frames encoded into one buffer, with large bodies kept by
 //! reference between them. A body of [`SHARE_MIN`] bytes or more is a slice of the `Bytes` it
 //! arrived in and leaves with a vectored write, so it is never copied on its way through.
+//! The buffer is sized by how much a turn writes (4 to 64 KiB), and a connection that writes
+//! little holds none between turns.
 
 use std::ops::{Deref, DerefMut, Range};
 
@@ -11,12 +13,27 @@ use warren_wire::FrameSink;
 /// cheaper to copy than to give their own slot in the write.
 pub(crate) const SHARE_MIN: usize = 4096;
 
+/// Smallest and largest buffer allocated for a turn's output.
+const OUT_MIN: usize = 4 * 1024;
+const OUT_MAX: usize = 64 * 1024;
+
+/// Spare room below which the buffer is topped up before a frame is written.
+const LOW: usize = 512;
+
 /// Output of one loop turn.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Out {
     buf: BytesMut,
     /// Earlier parts of the output when a shared body cut it; `buf` follows them.
     chunks: Vec<Bytes>,
+    /// Size of the next buffer allocated.
+    size: usize,
+}
+
+impl Default for Out {
+    fn default() -> Self {
+        Out { buf: BytesMut::new(), chunks: Vec::new(), size: OUT_MIN }
+    }
 }
 
 /// What a loop turn hands the writer: one buffer, or buffers to write in order.
@@ -27,23 +44,43 @@ pub(crate) enum Batch {
 }
 
 impl Out {
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
-        Out { buf: BytesMut::with_capacity(capacity), chunks: Vec::new() }
-    }
-
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty() && self.chunks.is_empty()
     }
 
-    /// Takes everything queued, leaving the output empty (its buffer's spare room is kept).
+    /// Takes everything queued, leaving the output empty. The buffer's spare room is kept
+    /// for the next turn while turns write a lot, and let go when they write little.
     pub(crate) fn take(&mut self) -> Batch {
-        if self.chunks.is_empty() {
-            return Batch::One(self.buf.split().freeze());
+        let written = self.buf.len();
+        let batch = if self.chunks.is_empty() {
+            Batch::One(self.buf.split().freeze())
+        } else {
+            if !self.buf.is_empty() {
+                self.chunks.push(self.buf.split().freeze());
+            }
+            Batch::Many(std::mem::take(&mut self.chunks))
+        };
+        if written >= self.size / 2 {
+            self.size = (self.size * 2).min(OUT_MAX);
+        } else if written < self.size / 8 {
+            self.size = (self.size / 2).max(OUT_MIN);
         }
-        if !self.buf.is_empty() {
-            self.chunks.push(self.buf.split().freeze());
+        if self.size == OUT_MIN && written < OUT_MIN / 4 {
+            self.buf = BytesMut::new();
         }
-        Batch::Many(std::mem::take(&mut self.chunks))
+        batch
+    }
+
+    /// The buffer, with room for at least a small frame.
+    fn room(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < LOW {
+            if self.buf.is_empty() {
+                self.buf = BytesMut::with_capacity(self.size);
+            } else {
+                self.buf.reserve(self.size);
+            }
+        }
+        &mut self.buf
     }
 }
 
@@ -57,13 +94,13 @@ impl Deref for Out {
 
 impl DerefMut for Out {
     fn deref_mut(&mut self) -> &mut BytesMut {
-        &mut self.buf
+        self.room()
     }
 }
 
 impl FrameSink for Out {
     fn buf(&mut self) -> &mut BytesMut {
-        &mut self.buf
+        self.room()
     }
 
     fn body(&mut self, body: &Bytes, range: Range<usize>) {
@@ -109,7 +146,7 @@ mod tests {
 
     #[test]
     fn small_bodies_are_copied_into_one_buffer() {
-        let mut out = Out::with_capacity(1024);
+        let mut out = Out::default();
         deliver(&mut out, &Bytes::from_static(b"hello"));
         assert!(matches!(out.take(), Batch::One(_)));
         assert!(out.is_empty());
@@ -118,7 +155,7 @@ mod tests {
     #[test]
     fn large_bodies_are_shared_and_bytes_match_a_copy() {
         let body = Bytes::from(vec![7u8; 200_000]);
-        let mut out = Out::with_capacity(1024);
+        let mut out = Out::default();
         deliver(&mut out, &Bytes::from_static(b"x"));
         deliver(&mut out, &body);
         deliver(&mut out, &Bytes::from_static(b"y"));

@@ -1,98 +1,138 @@
-//! The socket writer: a task that owns the write half and writes the batches the connection
-//! task hands it, so a slow reader never stalls the connection's own reading. The channel is
-//! bounded: a client that does not read makes its connection wait, which stops it reading
-//! more publishes from that client (back-pressure instead of unbounded memory). A batch of
-//! several buffers (large bodies are their own) leaves in vectored writes.
+//! The socket's write side and the output waiting for it. The connection task writes its
+//! output itself, without waiting: whatever the socket does not take now stays pending and
+//! goes out when the socket is writable again (the connection's loop waits for that too).
+//! A client that does not read lets pending output grow to [`HIGH_WATER`]; then its
+//! connection waits for the socket before it reads or delivers more (back-pressure instead
+//! of unbounded memory). Several buffers (large bodies are their own) leave in one `writev`.
 
-use std::io::IoSlice;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use bytes::{Buf, Bytes};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::out::Batch;
 
-/// Batches that may wait for the socket before the connection task waits too.
-const DEPTH: usize = 64;
+/// Pending output beyond which the connection waits for the socket.
+const HIGH_WATER: usize = 1024 * 1024;
 
 /// Buffers handed to one `writev`.
 const IOV: usize = 64;
 
-/// Handle to a connection's writer task.
+/// How long a closing connection waits for its last output to leave.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The write half of a connection's socket.
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Batch>,
-    task: JoinHandle<()>,
+    half: OwnedWriteHalf,
+    pending: Pending,
 }
 
 impl Writer {
-    pub(crate) fn spawn(mut half: OwnedWriteHalf) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Batch>(DEPTH);
-        let task = tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
-                if write_batch(&mut half, &batch).await.is_err() {
-                    // The reader side notices the broken socket and cleans up.
-                    return;
+    pub(crate) fn new(half: OwnedWriteHalf) -> Self {
+        Writer { half, pending: Pending::default() }
+    }
+
+    /// Queues a batch and writes what the socket takes now.
+    pub(crate) fn send(&mut self, batch: Batch) -> io::Result<()> {
+        match batch {
+            Batch::One(bytes) => self.pending.push(bytes),
+            Batch::Many(chunks) => chunks.into_iter().for_each(|c| self.pending.push(c)),
+        }
+        self.write_now()
+    }
+
+    /// Writes what the socket takes without waiting.
+    pub(crate) fn write_now(&mut self) -> io::Result<()> {
+        let half = &self.half;
+        self.pending.write_with(|iov| half.try_write_vectored(iov))
+    }
+
+    /// Output is waiting for the socket.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.chunks.is_empty()
+    }
+
+    /// So much output is waiting that the connection should stop making more.
+    pub(crate) fn backed_up(&self) -> bool {
+        self.pending.bytes > HIGH_WATER
+    }
+
+    /// Waits until the socket may take more.
+    pub(crate) async fn writable(&self) -> io::Result<()> {
+        self.half.writable().await
+    }
+
+    /// Waits until all pending output has been written.
+    pub(crate) async fn drain(&mut self) -> io::Result<()> {
+        while self.has_pending() {
+            self.half.writable().await?;
+            self.write_now()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending (bounded wait), then closes the write side.
+    pub(crate) async fn finish(&mut self) {
+        if let Ok(Ok(())) = tokio::time::timeout(LINGER, self.drain()).await {
+            let _ = tokio::time::timeout(LINGER, self.half.shutdown()).await;
+        }
+    }
+}
+
+/// Buffers waiting for the socket, in order.
+#[derive(Debug, Default)]
+struct Pending {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.bytes += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Hands the pending buffers to `write` (as a `writev` would take them) until all are
+    /// written or it would block; a short write resumes from the byte where it stopped.
+    fn write_with(
+        &mut self,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        while !self.chunks.is_empty() {
+            let result = {
+                let mut iov = [IoSlice::new(&[]); IOV];
+                let mut n = 0;
+                for chunk in self.chunks.iter().take(IOV) {
+                    iov[n] = IoSlice::new(chunk);
+                    n += 1;
                 }
+                write(&iov[..n])
+            };
+            match result {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(wrote) => self.advance(wrote),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
             }
-            let _ = half.shutdown().await;
-        });
-        Writer { tx, task }
+        }
+        Ok(())
     }
 
-    /// Queues a batch; waits while the socket is backed up. False if the writer has gone.
-    pub(crate) async fn send(&self, batch: Batch) -> bool {
-        self.tx.send(batch).await.is_ok()
-    }
-
-    /// Writes what is queued, then closes the write side (bounded wait).
-    pub(crate) async fn finish(self) {
-        drop(self.tx);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;
-    }
-}
-
-/// Writes a whole batch, in order.
-async fn write_batch<W: AsyncWrite + Unpin>(w: &mut W, batch: &Batch) -> std::io::Result<()> {
-    match batch {
-        Batch::One(bytes) => w.write_all(bytes).await,
-        Batch::Many(chunks) => write_all_vectored(w, chunks).await,
-    }
-}
-
-/// `write_all` over several buffers: as many as fit in one `writev`, resumed after a short
-/// write from the byte where it stopped.
-async fn write_all_vectored<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    chunks: &[Bytes],
-) -> std::io::Result<()> {
-    let (mut i, mut offset) = (0, 0);
-    loop {
-        while i < chunks.len() && offset == chunks[i].len() {
-            (i, offset) = (i + 1, 0);
-        }
-        if i == chunks.len() {
-            return Ok(());
-        }
-        let mut iov = [IoSlice::new(&[]); IOV];
-        let mut n = 0;
-        for (k, chunk) in chunks[i..].iter().enumerate().take(IOV) {
-            iov[n] = IoSlice::new(if k == 0 { &chunk[offset..] } else { chunk });
-            n += 1;
-        }
-        let mut wrote = w.write_vectored(&iov[..n]).await?;
-        if wrote == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
+    fn advance(&mut self, mut wrote: usize) {
+        self.bytes -= wrote;
         while wrote > 0 {
-            let left = chunks[i].len() - offset;
-            if wrote < left {
-                offset += wrote;
-                break;
+            let Some(front) = self.chunks.front_mut() else { return };
+            if wrote < front.len() {
+                front.advance(wrote);
+                return;
             }
-            wrote -= left;
-            (i, offset) = (i + 1, 0);
+            wrote -= front.len();
+            self.chunks.pop_front();
         }
     }
 }
@@ -100,66 +140,60 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
 
-    /// A sink that accepts at most `step` bytes per write, vectored or not.
-    struct Trickle {
-        got: Vec<u8>,
+    /// A socket that takes at most `step` bytes per call, and blocks every `block_every`
+    /// calls.
+    fn trickle(
+        got: &mut Vec<u8>,
         step: usize,
-    }
-
-    impl AsyncWrite for Trickle {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            let n = buf.len().min(self.step);
-            self.got.extend_from_slice(&buf[..n]);
-            Poll::Ready(Ok(n))
-        }
-
-        fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            bufs: &[IoSlice<'_>],
-        ) -> Poll<std::io::Result<usize>> {
-            let mut left = self.step;
+        calls: &mut usize,
+        block_every: usize,
+    ) -> impl FnMut(&[IoSlice<'_>]) -> io::Result<usize> {
+        move |bufs| {
+            *calls += 1;
+            if (*calls).is_multiple_of(block_every) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut left = step;
             let mut n = 0;
             for b in bufs {
                 let take = b.len().min(left);
-                self.got.extend_from_slice(&b[..take]);
+                got.extend_from_slice(&b[..take]);
                 (left, n) = (left - take, n + take);
                 if left == 0 {
                     break;
                 }
             }
-            Poll::Ready(Ok(n))
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            true
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
+            Ok(n)
         }
     }
 
-    #[tokio::test]
-    async fn short_vectored_writes_resume_where_they_stopped() {
+    #[test]
+    fn short_and_blocked_writes_resume_where_they_stopped() {
         let chunks: Vec<Bytes> =
-            (0..200u32).map(|i| Bytes::from(vec![i as u8; (i as usize * 7) % 23])).collect();
+            (0..300u32).map(|i| Bytes::from(vec![i as u8; (i as usize * 7) % 23])).collect();
         let want: Vec<u8> = chunks.concat();
         for step in [1, 5, 64, 1000, usize::MAX] {
-            let mut w = Trickle { got: Vec::new(), step };
-            write_batch(&mut w, &Batch::Many(chunks.clone())).await.unwrap();
-            assert_eq!(w.got, want, "step {step}");
+            let mut pending = Pending::default();
+            chunks.iter().cloned().for_each(|c| pending.push(c));
+            assert_eq!(pending.bytes, want.len());
+            let (mut got, mut calls) = (Vec::new(), 0);
+            let mut rounds = 0;
+            while !pending.chunks.is_empty() {
+                pending.write_with(trickle(&mut got, step, &mut calls, 3)).unwrap();
+                rounds += 1;
+            }
+            assert_eq!(got, want, "step {step}");
+            assert_eq!(pending.bytes, 0);
+            assert!(rounds > 1, "some writes blocked and were resumed");
         }
+    }
+
+    #[test]
+    fn a_socket_that_takes_nothing_is_an_error() {
+        let mut pending = Pending::default();
+        pending.push(Bytes::from_static(b"abc"));
+        let err = pending.write_with(|_| Ok(0)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WriteZero);
     }
 }
