@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
@@ -103,57 +104,47 @@ macro_rules! ctx {
     };
 }
 
-/// Smallest and largest read buffer.
-const READ_MIN: usize = 4 * 1024;
-const READ_MAX: usize = 64 * 1024;
+/// Size of a read buffer.
+const READ_SIZE: usize = 64 * 1024;
 
-/// The read buffer, sized by how the socket fills it: it doubles while reads fill all of it
-/// and falls back while reads are small. A connection waiting for input holds no buffer at
-/// all (it waits for readiness first), so idle connections cost little memory.
+/// Spare room below which a new read buffer is taken.
+const READ_LOW: usize = 4 * 1024;
+
+/// The read buffer. A connection waiting for input holds none: it waits for readiness
+/// first, takes a buffer only to read, and lets it go after a small read that left nothing
+/// behind, so an idle connection costs little memory while a busy one keeps its buffer.
 struct ReadBuf {
     buf: BytesMut,
-    size: usize,
+    /// Bytes the last read brought.
+    last: usize,
 }
 
 impl ReadBuf {
     fn new() -> Self {
-        ReadBuf { buf: BytesMut::new(), size: READ_MIN }
+        ReadBuf { buf: BytesMut::new(), last: 0 }
     }
 
-    /// Reads more bytes; false on end of stream. Cancel-safe: nothing is read until the
-    /// socket is ready, and then without waiting.
+    /// Reads more bytes; false on end of stream. Cancel-safe.
     async fn fill(&mut self, rd: &mut OwnedReadHalf) -> std::io::Result<bool> {
-        loop {
-            rd.readable().await?;
-            if self.buf.capacity() - self.buf.len() < READ_MIN / 4 {
-                self.buf.reserve(self.size);
-            }
-            let spare = self.buf.capacity() - self.buf.len();
-            match rd.try_read_buf(&mut self.buf) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    if n == spare {
-                        self.size = (self.size * 2).min(READ_MAX);
-                    } else if n < self.size / 4 {
-                        self.size = (self.size / 2).max(READ_MIN);
-                    }
-                    // Readiness waits do not count against the task's cooperative budget (a
-                    // read would): without this, a client that always has more to send keeps
-                    // its connection task running and starves the tasks it woke (consumers
-                    // waiting in this worker's LIFO slot) until it pauses.
-                    tokio::task::consume_budget().await;
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
+        rd.readable().await?;
+        if self.buf.capacity() - self.buf.len() < READ_LOW && !self.buf.try_reclaim(READ_SIZE) {
+            // A new buffer, with the partial frame copied over, made at full size: a
+            // `BytesMut` remembers the capacity it was made with and grows to that when
+            // frames still hold it (so `decode_frame` reserving the rest of a small frame
+            // takes a full-size buffer, not one just big enough).
+            let mut fresh = BytesMut::with_capacity(READ_SIZE + self.buf.len());
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
         }
+        // The socket is ready, so this returns at once (unless the readiness was stale);
+        // unlike the readiness wait, a read counts against the task's cooperative budget.
+        self.last = rd.read_buf(&mut self.buf).await?;
+        Ok(self.last > 0)
     }
 
-    /// Between reads: a buffer that holds nothing and is at its smallest size is let go (a
-    /// busy connection keeps its buffer, an idle one waits without one).
+    /// Between reads: after a small read that left nothing behind, the buffer is let go.
     fn relax(&mut self) {
-        if self.buf.is_empty() && self.size == READ_MIN && self.buf.capacity() > 0 {
+        if self.buf.is_empty() && self.last < READ_LOW && self.buf.capacity() > 0 {
             self.buf = BytesMut::new();
         }
     }
@@ -305,6 +296,7 @@ impl Connection {
         while let Some(frame) = decode_frame(&mut self.inbuf.buf, self.frame_max)? {
             self.on_frame(frame)?;
         }
+        self.inbuf.relax();
         self.end_of_turn()?;
         self.flush().await?;
         loop {
