@@ -146,7 +146,7 @@ impl Channel {
 
     /// A publish's content is complete: check it, then route it now or hold it for commit.
     pub(super) fn published(&mut self, p: Published, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
-        check_properties(&p.properties, ctx.user)?;
+        check_properties(&p.header.properties, ctx.user)?;
         if let Some(tx) = &mut self.tx {
             // Unknown exchanges are refused at publish time, as RabbitMQ does.
             if !p.method.exchange.is_empty() && ctx.vhost.exchange(&p.method.exchange).is_none() {
@@ -169,15 +169,17 @@ impl Channel {
         p: Published,
         ctx: &mut Ctx<'_>,
     ) -> Result<bool, AmqpError> {
-        let Published { method, mut properties, mut raw_properties, body } = p;
-        if properties.reply_to.as_deref() == Some(REPLY_TO) {
+        let Published { method, mut header, body } = p;
+        if header.properties.reply_to.as_deref() == Some(REPLY_TO) {
             let Some(own) = &self.reply_queue else {
                 return Err(AmqpError::precondition_failed("fast reply consumer does not exist"));
             };
-            properties.reply_to = Some(own.clone());
+            header.properties.reply_to = Some(own.clone());
             // Changed: encoded again when the message is built.
-            raw_properties = Bytes::new();
+            header.raw_properties = Bytes::new();
         }
+        let raw_properties = std::mem::take(&mut header.raw_properties);
+        let properties = &header.properties;
         ctx.vhost.route(
             &method.exchange,
             &method.routing_key,
@@ -192,7 +194,7 @@ impl Channel {
                 exchange: method.exchange.clone(),
                 routing_key: method.routing_key.clone(),
             });
-            encode_content(ctx.out, self.id, &ret, &properties, &body, ctx.frame_max)
+            encode_content(ctx.out, self.id, &ret, properties, &body, ctx.frame_max)
                 .map_err(|e| AmqpError::internal(format!("encoding basic.return: {e}")))?;
         }
         let mut stored = None;
@@ -201,7 +203,7 @@ impl Channel {
             let message = Arc::new(Message::new(
                 method.exchange,
                 method.routing_key,
-                &properties,
+                properties,
                 raw_properties,
                 body,
             ));

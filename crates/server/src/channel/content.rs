@@ -3,22 +3,21 @@
 
 use bytes::{Bytes, BytesMut};
 use warren_core::AmqpError;
+use warren_wire::ContentHeader;
 use warren_wire::method::BasicPublish;
-use warren_wire::{BasicProperties, ContentHeader};
 
 /// A publish whose content has all arrived.
 #[derive(Debug)]
 pub(crate) struct Published {
     pub method: BasicPublish,
-    pub properties: BasicProperties,
-    /// The properties as encoded on the wire (kept with the message, relayed verbatim).
-    pub raw_properties: Bytes,
+    /// The content header as decoded, with the properties both decoded and as encoded on the
+    /// wire (`raw_properties`: kept with the message, relayed verbatim). Boxed as it came
+    /// from the decoder, so that moving a publish around moves a pointer.
+    pub header: Box<ContentHeader>,
     pub body: Bytes,
 }
 
-/// Where the channel is in receiving a message. (Variants differ in size; the state lives in
-/// the channel and is never moved around, so boxing would only add an allocation.)
-#[allow(clippy::large_enum_variant)]
+/// Where the channel is in receiving a message.
 #[derive(Debug, Default)]
 pub(crate) enum Assembly {
     /// Between messages.
@@ -29,8 +28,7 @@ pub(crate) enum Assembly {
     /// Header seen; body frames are next until `size` bytes arrived.
     AwaitingBody {
         method: BasicPublish,
-        properties: BasicProperties,
-        raw_properties: Bytes,
+        header: Box<ContentHeader>,
         size: u64,
         /// The first body frame, kept as is: a one-frame body is never copied.
         first: Option<Bytes>,
@@ -53,7 +51,7 @@ impl Assembly {
     /// A content header arrived. `max_size` bounds the body.
     pub(crate) fn header(
         &mut self,
-        header: ContentHeader,
+        header: Box<ContentHeader>,
         max_size: u64,
     ) -> Result<Option<Published>, AmqpError> {
         let Assembly::AwaitingHeader(method) = std::mem::take(self) else {
@@ -72,18 +70,12 @@ impl Assembly {
             )));
         }
         if header.body_size == 0 {
-            return Ok(Some(Published {
-                method,
-                properties: header.properties,
-                raw_properties: header.raw_properties,
-                body: Bytes::new(),
-            }));
+            return Ok(Some(Published { method, header, body: Bytes::new() }));
         }
         *self = Assembly::AwaitingBody {
             method,
-            properties: header.properties,
-            raw_properties: header.raw_properties,
             size: header.body_size,
+            header,
             first: None,
             rest: BytesMut::new(),
         };
@@ -115,13 +107,12 @@ impl Assembly {
         if (have as u64) < *size {
             return Ok(None);
         }
-        let Assembly::AwaitingBody { method, properties, raw_properties, first, rest, .. } =
-            std::mem::take(self)
+        let Assembly::AwaitingBody { method, header, first, rest, .. } = std::mem::take(self)
         else {
             return Ok(None);
         };
         let body = first.unwrap_or_else(|| rest.freeze());
-        Ok(Some(Published { method, properties, raw_properties, body }))
+        Ok(Some(Published { method, header, body }))
     }
 }
 
@@ -129,8 +120,8 @@ impl Assembly {
 mod tests {
     use super::*;
 
-    fn header(size: u64) -> ContentHeader {
-        ContentHeader { class_id: 60, body_size: size, ..Default::default() }
+    fn header(size: u64) -> Box<ContentHeader> {
+        Box::new(ContentHeader { class_id: 60, body_size: size, ..Default::default() })
     }
 
     #[test]

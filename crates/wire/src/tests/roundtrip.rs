@@ -43,13 +43,13 @@ pub(super) fn frame() -> impl Strategy<Value = Frame> {
         (any::<u16>(), any::<u64>(), properties()).prop_map(|(channel, body_size, properties)| {
             Frame::Header {
                 channel,
-                header: ContentHeader {
+                header: Box::new(ContentHeader {
                     class_id: 60,
                     weight: 0,
                     body_size,
                     properties,
                     ..Default::default()
-                },
+                }),
             }
         }),
         (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..300))
