@@ -297,10 +297,13 @@ impl Queue {
                 st.consumers[idx].release(1);
                 return;
             };
-            let consumer = st.consumers[idx].clone();
             self.mark_delivered(&entry);
+            // One reference count each for the consumer and the queue per delivery (they are
+            // shared with the consumer's connection, on another core: each count is a
+            // contended cache line).
+            let consumer = &st.consumers[idx];
             let event = Event::Deliver { consumer: consumer.clone(), queue: self.clone(), entry };
-            if let Err(Event::Deliver { entry: back, .. }) = consumer.send(event) {
+            if let Err(Event::Deliver { consumer, entry: back, .. }) = consumer.send(event) {
                 // The consumer's connection is gone: drop the consumer, keep the message.
                 consumer.release(1);
                 st.consumers.remove(idx);
