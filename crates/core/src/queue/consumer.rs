@@ -2,7 +2,7 @@
 //! windows of unacknowledged messages, and the events a queue sends to a consumer's connection.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tokio::sync::mpsc::UnboundedSender;
 use warren_wire::ShortStr;
@@ -102,6 +102,9 @@ pub struct Consumer {
     limit: Arc<ChannelLimit>,
     /// The connection's event inbox.
     sink: UnboundedSender<Event>,
+    /// Still subscribed on its channel (cleared by the connection when it cancels or closes
+    /// it, so that deliveries already on their way are recognised and put back).
+    active: AtomicBool,
 }
 
 impl Consumer {
@@ -119,7 +122,18 @@ impl Consumer {
             in_flight: AtomicU32::new(0),
             limit,
             sink,
+            active: AtomicBool::new(true),
         }
+    }
+
+    /// Marks the consumer as no longer subscribed (cancelled, or its channel closed).
+    pub fn retire(&self) {
+        self.active.store(false, Ordering::Release);
+    }
+
+    /// Whether the consumer is still subscribed on its channel.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
     }
 
     /// Whether the consumer and its channel have room for one more delivery (without taking it).

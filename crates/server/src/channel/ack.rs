@@ -36,12 +36,27 @@ pub(super) fn apply(settled: Vec<Unacked>, how: Settle, ctx: &mut Ctx<'_>) {
         return requeue_all(settled, ctx);
     }
     // Dropped messages are not dead-lettered (not implemented).
-    for u in settled {
-        if let Some(c) = &u.consumer {
-            c.release(1);
+    // Settled in runs from the same queue and consumer (an ack with `multiple` usually covers
+    // one run): one window release and one redispatch per run, not per message (the window
+    // counters are shared with the dispatching core).
+    let mut rest = &settled[..];
+    while let Some(first) = rest.first() {
+        let same = |u: &Unacked| {
+            Arc::ptr_eq(&u.queue, &first.queue)
+                && match (&u.consumer, &first.consumer) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        };
+        let n = rest.iter().position(|u| !same(u)).unwrap_or(rest.len());
+        let (run, tail) = rest.split_at(n);
+        if let Some(c) = &first.consumer {
+            c.release(n as u32);
         }
-        u.queue.settle([&u.entry]);
-        ctx.redispatch(&u.queue);
+        first.queue.settle(run.iter().map(|u| &u.entry));
+        ctx.redispatch(&first.queue);
+        rest = tail;
     }
 }
 

@@ -281,6 +281,7 @@ impl Channel {
     /// queues may go), unacked messages return to their queues in order.
     pub(crate) fn release(&mut self, ctx: &mut Ctx<'_>) {
         for (tag, sub) in self.consumers.drain() {
+            sub.consumer.retire();
             let removed = sub.queue.remove_consumer(ctx.connection, self.id, &tag);
             if removed.auto_delete_now {
                 ctx.vhost.remove_queue(&sub.queue);

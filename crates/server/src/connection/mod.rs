@@ -487,12 +487,12 @@ impl Connection {
     fn on_event(&mut self, event: Event) -> Result<(), ConnError> {
         match event {
             Event::Deliver { consumer, queue, entry } => {
-                let live = self.channels.get_mut(&consumer.channel).filter(|c| {
-                    !c.closing
-                        && c.consumers
-                            .get(&consumer.tag)
-                            .is_some_and(|s| Arc::ptr_eq(&s.consumer, &consumer))
-                });
+                // Retired: cancelled or its channel closed after the queue sent this.
+                let live = consumer
+                    .is_active()
+                    .then(|| self.channels.get_mut(&consumer.channel))
+                    .flatten()
+                    .filter(|c| !c.closing);
                 let (Some(channel), Some(vhost)) = (live, &self.vhost) else {
                     // Cancelled or closed while the delivery was on its way: put it back.
                     consumer.release(1);
@@ -526,6 +526,7 @@ impl Connection {
                     .get_mut(&channel)
                     .filter(|c| !c.closing)
                     .and_then(|c| c.consumers.remove(&tag))
+                    .inspect(|sub| sub.consumer.retire())
                     .is_some();
                 if known && self.cancel_notify {
                     self.send(channel, BasicCancel { consumer_tag: tag, nowait: true })?;
