@@ -46,6 +46,59 @@ impl Target {
     }
 }
 
+/// A frame as a consumer's hot loop sees it ([`Reader::buffered_delivery`]).
+pub enum Light {
+    /// basic.deliver, with its delivery tag.
+    Deliver(u64),
+    /// A content header.
+    Header,
+    /// A body frame: its length and first (up to) 8 bytes.
+    Body {
+        /// Payload length.
+        len: usize,
+        /// The first bytes (zero-padded).
+        first: [u8; 8],
+    },
+    /// Any other frame, decoded.
+    Other(Frame),
+}
+
+/// [`Reader::buffered_delivery`] on a buffer.
+fn scan_delivery(buf: &mut BytesMut) -> anyhow::Result<Option<Light>> {
+    const HEADER: usize = 7;
+    let b = &buf[..];
+    if b.len() < HEADER {
+        return Ok(None);
+    }
+    let size = u32::from_be_bytes([b[3], b[4], b[5], b[6]]) as usize;
+    let total = HEADER + size + 1;
+    if b.len() < total {
+        return Ok(decode_frame(buf, u32::MAX)?.map(Light::Other));
+    }
+    if b[total - 1] != 0xCE {
+        bail!("bad frame end");
+    }
+    let payload = &b[HEADER..HEADER + size];
+    let light = match b[0] {
+        // basic.deliver: class 60, method 60, consumer-tag (short string), delivery-tag.
+        1 if payload.len() >= 5 && payload[..4] == [0, 60, 0, 60] => {
+            let at = 5 + payload[4] as usize;
+            let Some(tag) = payload.get(at..at + 8) else { bail!("short basic.deliver") };
+            Light::Deliver(u64::from_be_bytes(tag.try_into()?))
+        }
+        2 => Light::Header,
+        3 => {
+            let mut first = [0u8; 8];
+            let n = payload.len().min(8);
+            first[..n].copy_from_slice(&payload[..n]);
+            Light::Body { len: payload.len(), first }
+        }
+        _ => return Ok(decode_frame(buf, u32::MAX)?.map(Light::Other)),
+    };
+    bytes::Buf::advance(buf, total);
+    Ok(Some(light))
+}
+
 /// Read side of a connection.
 pub struct Reader {
     rd: OwnedReadHalf,
@@ -68,6 +121,14 @@ impl Reader {
     /// The next frame if the bytes already read hold one (no I/O).
     pub fn buffered(&mut self) -> anyhow::Result<Option<Frame>> {
         Ok(decode_frame(&mut self.buf, u32::MAX)?)
+    }
+
+    /// Like [`Reader::buffered`], for a consumer's hot loop: a basic.deliver gives only its
+    /// delivery tag, a content header nothing, a body only its first 8 bytes; those frames
+    /// are skipped in the buffer without being split off or decoded (no reference counts,
+    /// no copies). Any other frame is decoded in full.
+    pub fn buffered_delivery(&mut self) -> anyhow::Result<Option<Light>> {
+        scan_delivery(&mut self.buf)
     }
 
     /// Reads what the socket has into the buffer (cancel-safe); an error once it is closed.
@@ -287,4 +348,55 @@ pub async fn publish_confirmed(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanning_deliveries_matches_decoding_them() {
+        let mut buf = BytesMut::new();
+        let props = BasicProperties { delivery_mode: Some(2), ..Default::default() };
+        for (tag, body) in [(7u64, &b"0123456789"[..]), (8, b"abc"), (u64::MAX, b"")] {
+            let d = BasicDeliver {
+                consumer_tag: "ctag-x".into(),
+                delivery_tag: tag,
+                exchange: "ex".into(),
+                routing_key: "rk".into(),
+                ..Default::default()
+            };
+            encode_content(&mut buf, 1, &Method::from(d), &props, body, 131_072).unwrap();
+        }
+        Frame::method(1, BasicCancel { consumer_tag: "c".into(), nowait: true })
+            .encode(&mut buf)
+            .unwrap();
+        let mut seen = Vec::new();
+        while let Some(light) = scan_delivery(&mut buf).unwrap() {
+            seen.push(match light {
+                Light::Deliver(tag) => format!("deliver {tag}"),
+                Light::Header => "header".into(),
+                Light::Body { len, first } => format!("body {len} {:?}", &first[..len.min(8)]),
+                Light::Other(f) => format!("other {}", matches!(f, Frame::Method { .. })),
+            });
+        }
+        assert_eq!(
+            seen,
+            [
+                "deliver 7",
+                "header",
+                "body 10 [48, 49, 50, 51, 52, 53, 54, 55]",
+                "deliver 8",
+                "header",
+                "body 3 [97, 98, 99]",
+                &format!("deliver {}", u64::MAX),
+                "header",
+                "other true",
+            ]
+        );
+        assert!(buf.is_empty());
+        // An incomplete frame waits for more bytes.
+        let mut part = BytesMut::from(&b"\x01\x00\x01\x00\x00\x00\x10abc"[..]);
+        assert!(scan_delivery(&mut part).unwrap().is_none());
+    }
 }

@@ -19,7 +19,7 @@ use warren_wire::method::{
 };
 use warren_wire::{BasicProperties, Frame, Method};
 
-use crate::client::{self, Target, connect, declare_queue, rpc};
+use crate::client::{self, Light, Target, connect, declare_queue, rpc};
 use crate::stats::{Counters, cpu_percent, cpu_seconds, json_num, rss_bytes};
 
 /// How consumers acknowledge.
@@ -423,24 +423,24 @@ async fn consumer(
     loop {
         // Handle all that was read, then flush the acks once, then check the clock once.
         let (mut frames, mut delivered) = (0u64, 0u64);
-        while let Some(f) = r.buffered()? {
+        while let Some(f) = r.buffered_delivery()? {
             frames += 1;
             match f {
-                Frame::Method { method: Method::BasicDeliver(d), .. } => {
-                    last_tag = d.delivery_tag;
+                Light::Deliver(tag) => {
+                    last_tag = tag;
                     unacked += 1;
                     delivered += 1;
                     expect_body = lat.is_some();
                 }
-                Frame::Body { payload, .. } if expect_body && payload.len() >= 8 => {
+                Light::Body { len, first } if expect_body && len >= 8 => {
                     expect_body = false;
-                    let sent = u64::from_be_bytes(payload[..8].try_into().unwrap_or([0; 8]));
+                    let sent = u64::from_be_bytes(first);
                     samples.push(now_nanos(epoch).saturating_sub(sent));
                 }
-                Frame::Method { method: Method::ChannelClose(cl), .. } => {
+                Light::Other(Frame::Method { method: Method::ChannelClose(cl), .. }) => {
                     bail!("channel closed: {} {}", cl.reply_code, cl.reply_text)
                 }
-                Frame::Method { method: Method::ConnectionClose(cl), .. } => {
+                Light::Other(Frame::Method { method: Method::ConnectionClose(cl), .. }) => {
                     bail!("connection closed: {} {}", cl.reply_code, cl.reply_text)
                 }
                 _ => {}
