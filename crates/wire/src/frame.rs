@@ -126,7 +126,8 @@ pub fn encode_content(
     let (class_id, size) = (method.class_id(), body.len() as u64);
     buf.reserve(body.len() + 64);
     let header = |b: &mut BytesMut| write_header(b, class_id, 0, size, properties);
-    content(buf, channel, method, body.len(), frame_max, header, |b, range| {
+    let method_args = |b: &mut BytesMut| method.encode(b);
+    content(buf, channel, method_args, body.len(), frame_max, header, |b, range| {
         b.extend_from_slice(&body[range]);
     })
 }
@@ -170,7 +171,58 @@ pub fn encode_content_raw<S: FrameSink + ?Sized>(
         b.put_slice(raw_properties);
         Ok(())
     };
-    content(sink, channel, method, body.len(), frame_max, header, |s, range| s.body(body, range))
+    let method_args = |b: &mut BytesMut| method.encode(b);
+    content(sink, channel, method_args, body.len(), frame_max, header, |s, range| {
+        s.body(body, range)
+    })
+}
+
+/// What a basic.deliver says, borrowed (see [`encode_deliver`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Deliver<'a> {
+    /// Consumer tag.
+    pub consumer_tag: &'a str,
+    /// Delivery tag.
+    pub delivery_tag: u64,
+    /// Delivered before.
+    pub redelivered: bool,
+    /// Exchange the message was published to.
+    pub exchange: &'a str,
+    /// Routing key it was published with.
+    pub routing_key: &'a str,
+}
+
+/// A basic.deliver with its content, like [`encode_content_raw`] with a `BasicDeliver`, from
+/// borrowed strings: a broker's delivery path takes no reference on the consumer tag, exchange
+/// and routing key (slices of buffers that other cores are using too) for each message.
+pub fn encode_deliver<S: FrameSink + ?Sized>(
+    sink: &mut S,
+    channel: u16,
+    d: Deliver<'_>,
+    raw_properties: &[u8],
+    body: &Bytes,
+    frame_max: u32,
+) -> Result<(), WireError> {
+    let method_args = |b: &mut BytesMut| {
+        let mut w = crate::write::Writer::new(b);
+        w.short(60);
+        w.short(60);
+        w.shortstr(d.consumer_tag)?;
+        w.longlong(d.delivery_tag);
+        w.bit(d.redelivered);
+        w.shortstr(d.exchange)?;
+        w.shortstr(d.routing_key)
+    };
+    let header = |b: &mut BytesMut| {
+        b.put_u16(60);
+        b.put_u16(0);
+        b.put_u64(body.len() as u64);
+        b.put_slice(raw_properties);
+        Ok(())
+    };
+    content(sink, channel, method_args, body.len(), frame_max, header, |s, range| {
+        s.body(body, range)
+    })
 }
 
 /// The method frame, a header frame whose payload `header` writes, and the body frames whose
@@ -179,7 +231,7 @@ pub fn encode_content_raw<S: FrameSink + ?Sized>(
 fn content<S: FrameSink + ?Sized>(
     sink: &mut S,
     channel: u16,
-    method: &Method,
+    method: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
     body_len: usize,
     frame_max: u32,
     header: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
@@ -187,7 +239,7 @@ fn content<S: FrameSink + ?Sized>(
 ) -> Result<(), WireError> {
     let buf = sink.buf();
     let start = buf.len();
-    let result = framed(buf, FRAME_METHOD, channel, |b| method.encode(b))
+    let result = framed(buf, FRAME_METHOD, channel, method)
         .and_then(|()| framed(buf, FRAME_HEADER, channel, header));
     if result.is_err() {
         buf.truncate(start);

@@ -30,7 +30,7 @@ mod write;
 
 pub use codec::AmqpCodec;
 pub use error::WireError;
-pub use frame::{Frame, FrameSink, encode_content, encode_content_raw};
+pub use frame::{Deliver, Frame, FrameSink, encode_content, encode_content_raw, encode_deliver};
 pub use header::{ProtocolHeader, parse_protocol_header};
 pub use method::Method;
 pub use properties::{BasicProperties, ContentHeader};

@@ -20,12 +20,11 @@ pub type ConnectionId = u64;
 /// What a queue tells a consumer's connection.
 #[derive(Debug)]
 pub enum Event {
-    /// Deliver `entry` from `queue` to `consumer`.
+    /// Deliver `entry` to `consumer` (from `consumer.queue`: the queue's own reference count
+    /// is not touched per delivery).
     Deliver {
         /// The consumer it is for.
         consumer: Arc<Consumer>,
-        /// The queue it comes from (for ack, reject and requeue).
-        queue: Arc<Queue>,
         /// The message and its position.
         entry: Entry,
     },
@@ -79,9 +78,26 @@ pub struct ConsumerSpec {
     pub priority: i32,
 }
 
+/// Not derived: the queue would print its consumers, which would print the queue.
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("queue", &self.queue.name)
+            .field("tag", &self.tag)
+            .field("channel", &self.channel)
+            .field("connection", &self.connection)
+            .field("no_ack", &self.no_ack)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One subscription to one queue.
-#[derive(Debug)]
 pub struct Consumer {
+    /// The queue it consumes from. The queue holds its consumers and a consumer its queue:
+    /// the cycle is broken when the consumer leaves the queue (cancel, channel or connection
+    /// closed) or the queue is deleted (which drops all its consumers).
+    pub queue: Arc<Queue>,
     /// Consumer tag, unique on its channel.
     pub tag: ShortStr,
     /// Channel number on its connection.
@@ -109,9 +125,15 @@ pub struct Consumer {
 
 impl Consumer {
     /// A consumer that sends its events to `sink`.
-    pub fn new(spec: ConsumerSpec, limit: Arc<ChannelLimit>, sink: UnboundedSender<Event>) -> Self {
+    pub fn new(
+        spec: ConsumerSpec,
+        queue: Arc<Queue>,
+        limit: Arc<ChannelLimit>,
+        sink: UnboundedSender<Event>,
+    ) -> Self {
         let ConsumerSpec { tag, channel, connection, no_ack, exclusive, prefetch, priority } = spec;
         Consumer {
+            queue,
             tag,
             channel,
             connection,

@@ -298,11 +298,11 @@ impl Queue {
                 return;
             };
             self.mark_delivered(&entry);
-            // One reference count each for the consumer and the queue per delivery (they are
-            // shared with the consumer's connection, on another core: each count is a
-            // contended cache line).
+            // One reference count for the consumer per delivery, none for the queue (the
+            // consumer holds it): they are shared with the consumer's connection, on another
+            // core, and each count is a contended cache line.
             let consumer = &st.consumers[idx];
-            let event = Event::Deliver { consumer: consumer.clone(), queue: self.clone(), entry };
+            let event = Event::Deliver { consumer: consumer.clone(), entry };
             if let Err(Event::Deliver { consumer, entry: back, .. }) = consumer.send(event) {
                 // The consumer's connection is gone: drop the consumer, keep the message.
                 consumer.release(1);
@@ -480,6 +480,7 @@ mod tests {
     }
 
     fn consumer(
+        q: &Arc<Queue>,
         tag: &str,
         prefetch: u32,
         priority: i32,
@@ -495,7 +496,7 @@ mod tests {
             prefetch,
             priority,
         };
-        (Arc::new(Consumer::new(spec, limit.clone(), tx)), rx)
+        (Arc::new(Consumer::new(spec, q.clone(), limit.clone(), tx)), rx)
     }
 
     fn bodies(rx: &mut mpsc::UnboundedReceiver<Event>) -> Vec<(u8, bool)> {
@@ -510,8 +511,8 @@ mod tests {
     fn round_robin_within_prefetch_windows() {
         let q = queue();
         let limit = Arc::new(ChannelLimit::default());
-        let (a, mut ra) = consumer("a", 2, 0, &limit);
-        let (b, mut rb) = consumer("b", 2, 0, &limit);
+        let (a, mut ra) = consumer(&q, "a", 2, 0, &limit);
+        let (b, mut rb) = consumer(&q, "b", 2, 0, &limit);
         q.add_consumer(a.clone()).unwrap();
         q.add_consumer(b.clone()).unwrap();
         for n in 0..6 {
@@ -529,8 +530,8 @@ mod tests {
     fn higher_priority_consumers_first_while_they_have_room() {
         let q = queue();
         let limit = Arc::new(ChannelLimit::default());
-        let (low, mut rlow) = consumer("low", 0, 0, &limit);
-        let (high, mut rhigh) = consumer("high", 2, 10, &limit);
+        let (low, mut rlow) = consumer(&q, "low", 0, 0, &limit);
+        let (high, mut rhigh) = consumer(&q, "high", 2, 10, &limit);
         q.add_consumer(low).unwrap();
         q.add_consumer(high).unwrap();
         for n in 0..4 {
@@ -545,8 +546,8 @@ mod tests {
         let q = queue();
         let limit = Arc::new(ChannelLimit::default());
         limit.prefetch.store(3, std::sync::atomic::Ordering::Release);
-        let (a, mut ra) = consumer("a", 0, 0, &limit);
-        let (b, mut rb) = consumer("b", 0, 0, &limit);
+        let (a, mut ra) = consumer(&q, "a", 0, 0, &limit);
+        let (b, mut rb) = consumer(&q, "b", 0, 0, &limit);
         q.add_consumer(a).unwrap();
         q.add_consumer(b).unwrap();
         for n in 0..5 {
@@ -575,7 +576,7 @@ mod tests {
     fn exclusive_consumer_excludes_others() {
         let q = queue();
         let limit = Arc::new(ChannelLimit::default());
-        let (a, _ra) = consumer("a", 0, 0, &limit);
+        let (a, _ra) = consumer(&q, "a", 0, 0, &limit);
         q.add_consumer(a).unwrap();
         let (tx, _rx) = mpsc::unbounded_channel();
         let spec = ConsumerSpec {
@@ -587,7 +588,7 @@ mod tests {
             prefetch: 0,
             priority: 0,
         };
-        let x = Arc::new(Consumer::new(spec, limit, tx));
+        let x = Arc::new(Consumer::new(spec, q.clone(), limit, tx));
         assert_eq!(q.add_consumer(x).unwrap_err().code, 403);
     }
 
@@ -595,7 +596,7 @@ mod tests {
     fn a_consumer_whose_connection_went_is_dropped_and_the_message_kept() {
         let q = queue();
         let limit = Arc::new(ChannelLimit::default());
-        let (a, ra) = consumer("a", 0, 0, &limit);
+        let (a, ra) = consumer(&q, "a", 0, 0, &limit);
         drop(ra);
         q.add_consumer(a).unwrap();
         q.publish(msg(7), None);

@@ -5,22 +5,21 @@
 use std::sync::Arc;
 
 use warren_core::{AmqpError, Consumer, Entry, Queue};
-use warren_wire::method::BasicDeliver;
-use warren_wire::{Method, encode_content_raw};
+use warren_wire::{Deliver, Method, encode_deliver};
 
-use super::{Channel, Ctx, Settle, Unacked};
+use super::{Channel, Ctx, Settle, Source, Unacked};
 
 /// Returns unacked messages to their queues (original positions, redelivered) and frees the
 /// windows they held.
 pub(super) fn requeue_all(unacked: Vec<Unacked>, ctx: &mut Ctx<'_>) {
     let mut by_queue: Vec<(Arc<Queue>, Vec<Entry>)> = Vec::new();
     for u in unacked {
-        if let Some(c) = &u.consumer {
+        if let Some(c) = u.consumer() {
             c.release(1);
         }
-        match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+        match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, u.queue())) {
             Some((_, entries)) => entries.push(u.entry),
-            None => by_queue.push((u.queue, vec![u.entry])),
+            None => by_queue.push((u.queue().clone(), vec![u.entry])),
         }
     }
     for (q, entries) in by_queue {
@@ -41,21 +40,13 @@ pub(super) fn apply(settled: Vec<Unacked>, how: Settle, ctx: &mut Ctx<'_>) {
     // counters are shared with the dispatching core).
     let mut rest = &settled[..];
     while let Some(first) = rest.first() {
-        let same = |u: &Unacked| {
-            Arc::ptr_eq(&u.queue, &first.queue)
-                && match (&u.consumer, &first.consumer) {
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                    (None, None) => true,
-                    _ => false,
-                }
-        };
-        let n = rest.iter().position(|u| !same(u)).unwrap_or(rest.len());
+        let n = rest.iter().position(|u| !u.same_source(first)).unwrap_or(rest.len());
         let (run, tail) = rest.split_at(n);
-        if let Some(c) = &first.consumer {
+        if let Some(c) = first.consumer() {
             c.release(n as u32);
         }
-        first.queue.settle(run.iter().map(|u| &u.entry));
-        ctx.redispatch(&first.queue);
+        first.queue().settle(run.iter().map(|u| &u.entry));
+        ctx.redispatch(first.queue());
         rest = tail;
     }
 }
@@ -102,36 +93,31 @@ impl Channel {
         Ok(if multiple { 0..pos + 1 } else { pos..pos + 1 })
     }
 
-    /// Writes a delivery from `queue` to `consumer` and records it as unacked.
+    /// Writes a delivery to `consumer` (from its queue) and records it as unacked.
     pub(crate) fn deliver(
         &mut self,
         consumer: Arc<Consumer>,
-        queue: Arc<Queue>,
         entry: Entry,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), AmqpError> {
         let delivery_tag = self.take_tag();
         let msg = &entry.message;
-        let method = Method::from(BasicDeliver {
-            consumer_tag: consumer.tag.clone(),
+        let d = Deliver {
+            consumer_tag: &consumer.tag,
             delivery_tag,
             redelivered: entry.redelivered,
-            exchange: msg.exchange.clone(),
-            routing_key: msg.routing_key.clone(),
-        });
-        encode_content_raw(ctx.out, self.id, &method, &msg.properties, &msg.body, ctx.frame_max)
+            exchange: &msg.exchange,
+            routing_key: &msg.routing_key,
+        };
+        encode_deliver(ctx.out, self.id, d, &msg.properties, &msg.body, ctx.frame_max)
             .map_err(|e| AmqpError::internal(format!("encoding basic.deliver: {e}")))?;
         if consumer.no_ack {
             consumer.release(1);
-            queue.settle([&entry]);
-            ctx.redispatch(&queue);
+            consumer.queue.settle([&entry]);
+            ctx.redispatch(&consumer.queue);
         } else {
-            self.unacked.push_back(Unacked {
-                tag: delivery_tag,
-                queue,
-                entry,
-                consumer: Some(consumer),
-            });
+            let source = Source::Consumer(consumer);
+            self.unacked.push_back(Unacked { tag: delivery_tag, entry, source });
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use warren_wire::method::{
 use warren_wire::{Method, ShortStr, constants::reply, encode_content, encode_content_raw};
 
 use super::content::Published;
-use super::{Channel, Ctx, Subscription, Unacked};
+use super::{Channel, Ctx, Source, Subscription, Unacked};
 
 /// Checks what RabbitMQ checks of a publish's properties: user_id must be the authenticated
 /// user's, expiration a non-negative integer (milliseconds).
@@ -106,7 +106,8 @@ impl Channel {
             prefetch: self.consumer_prefetch,
             priority,
         };
-        let consumer = Arc::new(Consumer::new(spec, self.limit.clone(), ctx.events.clone()));
+        let consumer =
+            Arc::new(Consumer::new(spec, queue.clone(), self.limit.clone(), ctx.events.clone()));
         queue.add_consumer(consumer.clone()).map_err(|e| match e.code {
             403 => AmqpError::access_refused(format!(
                 "queue '{queue_name}' in vhost '{}' in exclusive use",
@@ -256,7 +257,11 @@ impl Channel {
         if m.no_ack {
             queue.settle([&entry]);
         } else {
-            self.unacked.push_back(Unacked { tag: delivery_tag, queue, entry, consumer: None });
+            self.unacked.push_back(Unacked {
+                tag: delivery_tag,
+                entry,
+                source: Source::Get(queue),
+            });
         }
         Ok(())
     }

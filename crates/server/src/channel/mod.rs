@@ -68,10 +68,44 @@ impl Ctx<'_> {
 #[derive(Debug)]
 pub(crate) struct Unacked {
     pub tag: u64,
-    pub queue: Arc<Queue>,
     pub entry: Entry,
+    pub source: Source,
+}
+
+/// How an unacked message was delivered.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// To a consumer, whose window it occupies (its queue is the consumer's).
+    Consumer(Arc<Consumer>),
+    /// By basic.get from this queue.
+    Get(Arc<Queue>),
+}
+
+impl Unacked {
+    /// The queue it came from.
+    pub(crate) fn queue(&self) -> &Arc<Queue> {
+        match &self.source {
+            Source::Consumer(c) => &c.queue,
+            Source::Get(q) => q,
+        }
+    }
+
     /// The consumer whose window it occupies (none for basic.get).
-    pub consumer: Option<Arc<Consumer>>,
+    pub(crate) fn consumer(&self) -> Option<&Arc<Consumer>> {
+        match &self.source {
+            Source::Consumer(c) => Some(c),
+            Source::Get(_) => None,
+        }
+    }
+
+    /// Delivered by the same consumer (or got from the same queue) as `other`.
+    pub(crate) fn same_source(&self, other: &Unacked) -> bool {
+        match (&self.source, &other.source) {
+            (Source::Consumer(a), Source::Consumer(b)) => Arc::ptr_eq(a, b),
+            (Source::Get(a), Source::Get(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// One of this channel's consumers.

@@ -486,7 +486,7 @@ impl Connection {
 
     fn on_event(&mut self, event: Event) -> Result<(), ConnError> {
         match event {
-            Event::Deliver { consumer, queue, entry } => {
+            Event::Deliver { consumer, entry } => {
                 // Retired: cancelled or its channel closed after the queue sent this.
                 let live = consumer
                     .is_active()
@@ -496,13 +496,11 @@ impl Connection {
                 let (Some(channel), Some(vhost)) = (live, &self.vhost) else {
                     // Cancelled or closed while the delivery was on its way: put it back.
                     consumer.release(1);
-                    queue.restore([entry]);
+                    consumer.queue.restore([entry]);
                     return Ok(());
                 };
                 let mut ctx = ctx!(self, vhost);
-                channel
-                    .deliver(consumer, queue, entry, &mut ctx)
-                    .map_err(|e| ConnError::Amqp(e, 60, 60))
+                channel.deliver(consumer, entry, &mut ctx).map_err(|e| ConnError::Amqp(e, 60, 60))
             }
             Event::Persisted { channel, up_to } => {
                 if let Some(c) = self.channels.get_mut(&channel) {
@@ -624,9 +622,9 @@ impl Connection {
         }
         self.events_rx.close();
         while let Ok(event) = self.events_rx.try_recv() {
-            if let Event::Deliver { consumer, queue, entry } = event {
+            if let Event::Deliver { consumer, entry } = event {
                 consumer.release(1);
-                queue.restore([entry]);
+                consumer.queue.restore([entry]);
             }
         }
         self.broker.connection_closed(self.id);

@@ -159,6 +159,41 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// basic.deliver from borrowed parts encodes exactly as the method value does.
+    #[test]
+    fn encode_deliver_equals_the_method(
+        tag in short_str(), exchange in short_str(), key in short_str(),
+        delivery_tag in any::<u64>(), redelivered in any::<bool>(),
+        props in properties(), body in proptest::collection::vec(any::<u8>(), 0..9000),
+    ) {
+        let m = Method::from(crate::method::BasicDeliver {
+            consumer_tag: tag.clone(),
+            delivery_tag,
+            redelivered,
+            exchange: exchange.clone(),
+            routing_key: key.clone(),
+        });
+        let mut raw = BytesMut::new();
+        props.encode(&mut raw).unwrap();
+        let body = Bytes::from(body);
+        let mut a = BytesMut::new();
+        crate::frame::encode_content_raw(&mut a, 3, &m, &raw, &body, 4096).unwrap();
+        let d = crate::frame::Deliver {
+            consumer_tag: &tag,
+            delivery_tag,
+            redelivered,
+            exchange: &exchange,
+            routing_key: &key,
+        };
+        let mut b = BytesMut::new();
+        crate::frame::encode_deliver(&mut b, 3, d, &raw, &body, 4096).unwrap();
+        prop_assert_eq!(a, b);
+    }
+}
+
 /// A sink that keeps body parts as slices of the body (no copy) between frame bytes.
 #[derive(Default)]
 struct RefSink {
