@@ -65,7 +65,8 @@ pub enum Light {
 
 /// [`Reader::buffered_delivery`] on a buffer.
 fn scan_delivery(buf: &mut BytesMut) -> anyhow::Result<Option<Light>> {
-    const HEADER: usize = 7;
+    use warren_wire::constants::{FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_METHOD};
+    use warren_wire::frame::FRAME_HEADER_SIZE as HEADER;
     let b = &buf[..];
     if b.len() < HEADER {
         return Ok(None);
@@ -75,19 +76,19 @@ fn scan_delivery(buf: &mut BytesMut) -> anyhow::Result<Option<Light>> {
     if b.len() < total {
         return Ok(decode_frame(buf, u32::MAX)?.map(Light::Other));
     }
-    if b[total - 1] != 0xCE {
+    if b[total - 1] != FRAME_END {
         bail!("bad frame end");
     }
     let payload = &b[HEADER..HEADER + size];
     let light = match b[0] {
         // basic.deliver: class 60, method 60, consumer-tag (short string), delivery-tag.
-        1 if payload.len() >= 5 && payload[..4] == [0, 60, 0, 60] => {
+        FRAME_METHOD if payload.len() >= 5 && payload[..4] == [0, 60, 0, 60] => {
             let at = 5 + payload[4] as usize;
             let Some(tag) = payload.get(at..at + 8) else { bail!("short basic.deliver") };
             Light::Deliver(u64::from_be_bytes(tag.try_into()?))
         }
-        2 => Light::Header,
-        3 => {
+        FRAME_HEADER => Light::Header,
+        FRAME_BODY => {
             let mut first = [0u8; 8];
             let n = payload.len().min(8);
             first[..n].copy_from_slice(&payload[..n]);

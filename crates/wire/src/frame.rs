@@ -164,17 +164,8 @@ pub fn encode_content_raw<S: FrameSink + ?Sized>(
     body: &Bytes,
     frame_max: u32,
 ) -> Result<(), WireError> {
-    let header = |b: &mut BytesMut| {
-        b.put_u16(method.class_id());
-        b.put_u16(0);
-        b.put_u64(body.len() as u64);
-        b.put_slice(raw_properties);
-        Ok(())
-    };
     let method_args = |b: &mut BytesMut| method.encode(b);
-    content(sink, channel, method_args, body.len(), frame_max, header, |s, range| {
-        s.body(body, range)
-    })
+    content_raw(sink, channel, method_args, method.class_id(), raw_properties, body, frame_max)
 }
 
 /// What a basic.deliver says, borrowed (see [`encode_deliver`]).
@@ -213,8 +204,21 @@ pub fn encode_deliver<S: FrameSink + ?Sized>(
         w.shortstr(d.exchange)?;
         w.shortstr(d.routing_key)
     };
+    content_raw(sink, channel, method_args, 60, raw_properties, body, frame_max)
+}
+
+/// [`content`] with a header of already encoded properties and the body through the sink.
+fn content_raw<S: FrameSink + ?Sized>(
+    sink: &mut S,
+    channel: u16,
+    method_args: impl FnOnce(&mut BytesMut) -> Result<(), WireError>,
+    class_id: u16,
+    raw_properties: &[u8],
+    body: &Bytes,
+    frame_max: u32,
+) -> Result<(), WireError> {
     let header = |b: &mut BytesMut| {
-        b.put_u16(60);
+        b.put_u16(class_id);
         b.put_u16(0);
         b.put_u64(body.len() as u64);
         b.put_slice(raw_properties);
@@ -265,8 +269,8 @@ fn frame_header(input: &[u8]) -> IResult<&[u8], (u8, u16, u32), ()> {
 }
 
 /// Takes one frame off the front of `buf` if it is all there. `Ok(None)` means more bytes are
-/// needed (and `buf` has been reserved for them, and [`READ_AHEAD`] more). A frame larger than `frame_max` is refused
-/// from its header alone, before its payload is waited for.
+/// needed (and `buf` has been reserved for them, and [`READ_AHEAD`] more). A frame larger
+/// than `frame_max` is refused from its header alone, before its payload is waited for.
 pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, WireError> {
     let Ok((_, (kind, channel, size))) = frame_header(buf) else {
         return Ok(None);

@@ -11,7 +11,7 @@ use warren_wire::FrameSink;
 
 /// Body parts at least this large are written from their own buffer; smaller ones are
 /// cheaper to copy than to give their own slot in the write.
-pub(crate) const SHARE_MIN: usize = 4096;
+const SHARE_MIN: usize = 4096;
 
 /// Smallest and largest buffer allocated for a turn's output.
 const OUT_MIN: usize = 4 * 1024;
