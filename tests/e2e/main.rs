@@ -6,6 +6,7 @@ mod broker;
 mod connection;
 mod consume;
 mod crash;
+mod disk;
 mod exchanges;
 mod persistence;
 mod publish;

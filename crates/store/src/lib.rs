@@ -12,11 +12,14 @@
 //! - `record`: the `[length][CRC-32][payload]` framing every file uses.
 //! - [`definitions`]: the definitions snapshot.
 //! - [`message`]: the stored message and its segment encoding.
-//! - `writer`: the writer thread and group commit.
-//! - `recover`: start-up recovery and torn-tail repair.
+//! - `writer`: the writer thread, group commit, and what a failed write does (its
+//!   "Faults" section).
+//! - `io`: the writer's file operations, with [`Faults`] injectable for tests.
+//! - `recover`: start-up recovery: torn tails cut, damage in the middle skipped.
 
 pub mod definitions;
 mod error;
+mod io;
 pub mod message;
 pub mod paths;
 mod reader;
@@ -36,6 +39,7 @@ use bytes::BytesMut;
 
 pub use definitions::Definitions;
 pub use error::StoreError;
+pub use io::Faults;
 pub use message::Message;
 pub use recover::{RecoveredMessage, RecoveredQueue, RecoveryStats};
 pub use writer::Done;
@@ -55,16 +59,18 @@ pub struct Location {
     pub len: u32,
 }
 
-/// Tunables (tests make segments small).
+/// Tunables (tests make segments small, or inject faults).
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// A segment is closed and a new one started past this size.
     pub segment_max: u64,
+    /// Faults to inject into the writer's file operations (tests).
+    pub faults: Option<Arc<Faults>>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { segment_max: 64 * 1024 * 1024 }
+        StoreOptions { segment_max: 64 * 1024 * 1024, faults: None }
     }
 }
 
@@ -110,6 +116,10 @@ pub struct Stored {
     pub id: u64,
     /// Where its record is.
     pub loc: Location,
+    /// The failure epoch when it was appended: if [`Store::epoch`] has moved past it by the
+    /// time its [`Store::sync`] completes, a write may have lost it, and it must not be
+    /// confirmed.
+    pub epoch: u64,
 }
 
 /// fsyncs a directory so that renames and new files in it are durable.
@@ -162,15 +172,11 @@ impl Store {
         let known: HashSet<QueueId> =
             definitions.iter().flat_map(|d| d.queues.iter().map(|q| q.id)).collect();
         let rec = recover::recover(dir, &known)?;
-        let seg_file = writer::new_segment(dir, rec.next_segment)?;
-        sync_dir(&dir.join(paths::MESSAGES))?;
         let shared = Arc::new(reader::Shared::new(dir.to_path_buf()));
         let writer = Writer {
             dir: dir.to_path_buf(),
-            seg: rec.next_segment,
-            seg_file,
-            seg_size: paths::SEGMENT_MAGIC.len() as u64,
-            seg_dirty: true,
+            io: io::Io::new(options.faults.clone()),
+            seg: writer::Segment::new(rec.next_segment),
             refs: rec.refs,
             recent: Default::default(),
             queues: rec.queues,
@@ -178,6 +184,9 @@ impl Store {
             last_sync: Instant::now(),
             shared: shared.clone(),
             written: Vec::new(),
+            failed: false,
+            unlogged: 0,
+            last_log: None,
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -200,6 +209,12 @@ impl Store {
         Ok((store, Recovery { definitions, queues: rec.messages, stats: rec.stats }))
     }
 
+    /// The failure epoch: it advances whenever a write or fsync fails, before the
+    /// completions that follow run (see [`Stored::epoch`]).
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch.load(Ordering::Acquire)
+    }
+
     /// The data dir.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -218,6 +233,9 @@ impl Store {
     /// location (before the writer has written it, from memory).
     pub fn append(&self, message: Arc<Message>, enqueues: u32) -> Stored {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Read before the request is sent: a failure of the batch that will hold it comes
+        // after, and shows as a newer epoch.
+        let epoch = self.epoch();
         let mut head = BytesMut::with_capacity(64);
         message.encode_head(id, &mut head);
         let len = (record::RECORD_HEADER + head.len() + message.body.len()) as u32;
@@ -237,12 +255,13 @@ impl Store {
         if let Some(tx) = inner.tx.as_ref() {
             let _ = tx.send(Request::Append { id, head: head.freeze(), message, loc, enqueues });
         }
-        Stored { id, loc }
+        Stored { id, loc, epoch }
     }
 
-    /// Reads messages back (adjacent records in one read). `None` where a record cannot be
-    /// read or fails its CRC.
-    pub fn read_many(&self, locs: &[Location]) -> Vec<Option<Message>> {
+    /// Reads messages back (adjacent records in one read). `None` where a record is missing
+    /// or fails its CRC; an error if the disk could not be read (try again later: nothing is
+    /// known lost).
+    pub fn read_many(&self, locs: &[Location]) -> Result<Vec<Option<Message>>, StoreError> {
         self.shared.read_many(locs)
     }
 

@@ -7,15 +7,16 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tracing::error;
 
 use crate::message::Message;
-use crate::{Location, paths};
+use crate::{Location, StoreError, paths};
 
 /// State the store's callers and its writer thread share.
 #[derive(Debug)]
@@ -25,29 +26,30 @@ pub(crate) struct Shared {
     pub pending: Mutex<HashMap<(u32, u64), Arc<Message>>>,
     /// Open segment files for reading.
     pub files: Mutex<HashMap<u32, Arc<File>>>,
+    /// The failure epoch (see the writer's "Faults").
+    pub epoch: AtomicU64,
 }
 
 impl Shared {
     pub(crate) fn new(dir: PathBuf) -> Self {
-        Shared { dir, pending: Mutex::default(), files: Mutex::default() }
+        Shared { dir, pending: Mutex::default(), files: Mutex::default(), epoch: AtomicU64::new(0) }
     }
 
-    fn file(&self, seg: u32) -> Option<Arc<File>> {
+    /// Segment `seg` for reading; `None` if it does not exist.
+    fn file(&self, seg: u32) -> Result<Option<Arc<File>>, StoreError> {
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = files.get(&seg) {
-            return Some(f.clone());
+            return Ok(Some(f.clone()));
         }
         let path = paths::segment(&self.dir, seg);
         match File::open(&path) {
             Ok(f) => {
                 let f = Arc::new(f);
                 files.insert(seg, f.clone());
-                Some(f)
+                Ok(Some(f))
             }
-            Err(e) => {
-                error!("opening {} for reading: {e}", path.display());
-                None
-            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("opening for reading", &path)(e)),
         }
     }
 
@@ -57,8 +59,10 @@ impl Shared {
     }
 
     /// Reads the messages at `locs` (in any order), coalescing adjacent records into one
-    /// read. `None` for a record that cannot be read or fails its CRC.
-    pub(crate) fn read_many(&self, locs: &[Location]) -> Vec<Option<Message>> {
+    /// read. `None` for a record that is not there (past the end of its file, or a missing
+    /// file) or fails its CRC: a write that failed, whose publish was nacked. An error when
+    /// the disk could not be read: nothing is known about those records.
+    pub(crate) fn read_many(&self, locs: &[Location]) -> Result<Vec<Option<Message>>, StoreError> {
         let mut out: Vec<Option<Message>> = vec![None; locs.len()];
         // Records the writer has not written out yet come from memory; look them all up under
         // one lock, so that a run read from the file never reaches past what is in it.
@@ -91,23 +95,38 @@ impl Shared {
             let start = locs[i].offset;
             let end = locs[j - 1].offset + u64::from(locs[j - 1].len);
             let mut buf = vec![0u8; (end - start) as usize];
-            let read = self.file(locs[i].seg).map(|f| f.read_exact_at(&mut buf, start));
-            match read {
-                Some(Ok(())) => {
-                    let data = Bytes::from(buf);
-                    for k in i..j {
-                        let from = (locs[k].offset - start) as usize;
-                        let raw = data.slice(from..from + locs[k].len as usize);
-                        out[k] = crate::record::check(&raw)
-                            .and_then(|p| Message::decode(&raw.slice_ref(p)))
-                            .map(|(_, m)| m);
+            let Some(file) = self.file(locs[i].seg)? else {
+                i = j;
+                continue;
+            };
+            match file.read_exact_at(&mut buf, start) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                    // A failed write at the end of the segment: read what is there one by one.
+                    if j - i > 1 {
+                        for k in i..j {
+                            out[k] = self.read_many(&locs[k..=k])?.pop().flatten();
+                        }
                     }
+                    i = j;
+                    continue;
                 }
-                Some(Err(e)) => error!("reading segment {}: {e}", locs[i].seg),
-                None => {}
+                Err(e) => {
+                    return Err(
+                        StoreError::io("reading", &paths::segment(&self.dir, locs[i].seg))(e),
+                    );
+                }
+            }
+            let data = Bytes::from(buf);
+            for k in i..j {
+                let from = (locs[k].offset - start) as usize;
+                let raw = data.slice(from..from + locs[k].len as usize);
+                out[k] = crate::record::check(&raw)
+                    .and_then(|p| Message::decode(&raw.slice_ref(p)))
+                    .map(|(_, m)| m);
             }
             i = j;
         }
-        out
+        Ok(out)
     }
 }

@@ -1,6 +1,12 @@
-//! Start-up recovery: checks every segment, index and ack log, truncates torn tails (an append
-//! interrupted by a crash or power loss: only unconfirmed data can be there), and rebuilds
-//! each durable queue's messages in order with their redelivered flags.
+//! Start-up recovery: checks every segment, index and ack log, and rebuilds each durable
+//! queue's messages in order with their redelivered flags.
+//!
+//! Damage is told apart by where it is. A torn tail (an append interrupted by a crash or power
+//! loss: only unconfirmed data can be there) is cut off an index or ack log, which will be
+//! appended to again. Damage in the middle of a file (a failed write the broker went on from,
+//! or corruption) is skipped, every good record after it kept, and logged. Segments are never
+//! appended to again, so they are not cut: an index entry is kept when a whole record with a
+//! matching CRC sits exactly where it points.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::OpenOptions;
@@ -11,7 +17,7 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use crate::record::Records;
-use crate::writer::{ACK_DELIVERED, ACK_REMOVED, LiveEntry, QueueFiles, open_queue_files};
+use crate::writer::{ACK_DELIVERED, ACK_REMOVED, LiveEntry, QueueFiles, decode_ack, decode_index};
 use crate::{Location, QueueId, StoreError, paths};
 
 /// One message of a recovered queue: where it is, not what it is (queues read bodies back
@@ -47,15 +53,28 @@ pub struct RecoveryStats {
     pub messages: u64,
     /// Files whose torn tail was cut off.
     pub truncated: usize,
+    /// Bytes of damage skipped in the middle of files (good records after them kept).
+    pub skipped: u64,
 }
 
 /// A file's bytes and the payload ranges of its valid records (offset of each header too).
 type ValidFile = (Bytes, Vec<(usize, std::ops::Range<usize>)>);
 
-/// Reads a whole file; truncates it to its valid prefix if its tail is torn.
+/// What to do with a file's torn tail.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// Cut it off: the file is appended to again.
+    Cut,
+    /// Leave it: the file is only read from now on.
+    Keep,
+}
+
+/// Reads a whole file: its good records, damage in the middle skipped; a torn tail is cut
+/// off if `tail` says so.
 fn read_valid(
     path: &Path,
     magic: &[u8; 8],
+    tail: Tail,
     stats: &mut RecoveryStats,
 ) -> Result<Option<ValidFile>, StoreError> {
     let data = std::fs::read(path).map_err(StoreError::io("reading", path))?;
@@ -66,7 +85,8 @@ fn read_valid(
         stats.truncated += 1;
         return Ok(None);
     }
-    if &data[..8] != magic {
+    // A segment whose first write failed has a hole where its magic should be.
+    if &data[..8] != magic && !(tail == Tail::Keep && data[..8] == [0; 8]) {
         return Err(StoreError::Corrupt {
             path: path.to_path_buf(),
             problem: "wrong file header".into(),
@@ -78,7 +98,15 @@ fn read_valid(
         let start = payload.as_ptr() as usize - data.as_ptr() as usize;
         found.push((at, start..start + payload.len()));
     }
-    if records.torn {
+    if records.skipped > 0 {
+        warn!(
+            "{}: {} damaged byte(s) in the middle skipped, the good records after them kept",
+            path.display(),
+            records.skipped
+        );
+        stats.skipped += records.skipped as u64;
+    }
+    if records.torn && tail == Tail::Cut {
         let keep = records.valid_len();
         warn!("{}: torn tail after byte {keep} of {} cut off", path.display(), data.len());
         let f =
@@ -118,9 +146,9 @@ pub(crate) struct Recovered {
 pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered, StoreError> {
     let started = Instant::now();
     let mut stats = RecoveryStats::default();
-    // Each segment is read and checked once, one at a time; what is kept is the offset and
-    // length of every whole record, against which index entries are checked.
-    let mut segments: HashMap<u32, Vec<(u64, u32)>> = HashMap::new();
+    // Each segment is read and checked once, one at a time; what is kept is the offset, length
+    // and message id of every whole record, against which index entries are checked.
+    let mut segments: HashMap<u32, Vec<(u64, u32, u64)>> = HashMap::new();
     let mut last_segment = 0u32;
     let mut next_message_id = 1u64;
     let files = list(&dir.join(paths::MESSAGES), "seg")?;
@@ -140,14 +168,16 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
             problem: "segment number".into(),
         })?;
         last_segment = last_segment.max(seg);
-        if let Some((data, records)) = read_valid(&path, paths::SEGMENT_MAGIC, &mut stats)? {
+        if let Some((data, records)) =
+            read_valid(&path, paths::SEGMENT_MAGIC, Tail::Keep, &mut stats)?
+        {
             let mut valid = Vec::with_capacity(records.len());
             for (at, range) in &records {
-                if let Some(id) = data.get(range.start..range.start + 8) {
-                    let id = u64::from_be_bytes(id.try_into().unwrap_or([0; 8]));
-                    next_message_id = next_message_id.max(id + 1);
-                }
-                valid.push((*at as u64, (range.end - *at) as u32));
+                let id = data
+                    .get(range.start..range.start + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_be_bytes);
+                valid.push((*at as u64, (range.end - *at) as u32, id));
             }
             segments.insert(seg, valid);
         }
@@ -167,16 +197,13 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         let mut next_seq = 0u64;
         let mut delivered = HashSet::new();
         if ack_path.exists()
-            && let Some((data, records)) = read_valid(&ack_path, paths::ACKS_MAGIC, &mut stats)?
+            && let Some((data, records)) =
+                read_valid(&ack_path, paths::ACKS_MAGIC, Tail::Cut, &mut stats)?
         {
             for (_, r) in records {
-                let p = &data[r];
-                if p.len() != 9 {
-                    continue;
-                }
-                let seq = u64::from_be_bytes(p[1..9].try_into().unwrap_or([0; 8]));
-                next_seq = next_seq.max(seq + 1);
-                match p[0] {
+                let Some((kind, seq)) = decode_ack(&data[r]) else { continue };
+                next_seq = next_seq.max(seq.saturating_add(1));
+                match kind {
                     ACK_REMOVED => {
                         removed.insert(seq);
                     }
@@ -187,7 +214,9 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
                 }
             }
         }
-        let Some((idx, records)) = read_valid(&idx_path, paths::INDEX_MAGIC, &mut stats)? else {
+        let Some((idx, records)) =
+            read_valid(&idx_path, paths::INDEX_MAGIC, Tail::Cut, &mut stats)?
+        else {
             let _ = std::fs::remove_file(&ack_path);
             continue;
         };
@@ -196,26 +225,19 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         let mut idx_records = 0u64;
         for (_, r) in records {
             idx_records += 1;
-            let p = &idx[r];
-            if p.len() != 24 {
-                continue;
-            }
-            let seq = u64::from_be_bytes(p[..8].try_into().unwrap_or([0; 8]));
-            next_seq = next_seq.max(seq + 1);
-            let loc = Location {
-                seg: u32::from_be_bytes(p[8..12].try_into().unwrap_or([0; 4])),
-                offset: u64::from_be_bytes(p[12..20].try_into().unwrap_or([0; 8])),
-                len: u32::from_be_bytes(p[20..24].try_into().unwrap_or([0; 4])),
-            };
+            let Some((seq, loc)) = decode_index(&idx[r]) else { continue };
+            next_seq = next_seq.max(seq.saturating_add(1));
             if removed.contains(&seq) {
                 continue;
             }
             // The message must be whole where the index says: an entry whose record was in a
-            // torn tail belonged to a publish that was never confirmed.
+            // torn tail or a failed write belonged to a publish that was never confirmed.
             let Some(valid) = segments.get(&loc.seg) else { continue };
-            if valid.binary_search(&(loc.offset, loc.len)).is_err() {
+            let Ok(k) = valid.binary_search_by_key(&loc.offset, |v| v.0) else { continue };
+            if valid[k].1 != loc.len {
                 continue;
             }
+            next_message_id = next_message_id.max(valid[k].2.saturating_add(1));
             let was_delivered = delivered.contains(&seq);
             *refs.entry(loc.seg).or_insert(0) += 1;
             live.push_back(LiveEntry { seq, loc, removed: false, delivered: was_delivered });
@@ -223,7 +245,7 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         }
         stats.messages += recovered.len() as u64;
         stats.queues += 1;
-        let mut files = open_queue_files(dir, id)?;
+        let mut files = QueueFiles::recovered(dir, id);
         files.live = live;
         files.idx_records = idx_records;
         queues.insert(id, files);
@@ -242,6 +264,7 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         messages = stats.messages,
         segments = stats.segments,
         truncated = stats.truncated,
+        skipped_bytes = stats.skipped,
         "recovered the store in {:.3} s",
         started.elapsed().as_secs_f64()
     );

@@ -63,6 +63,7 @@ fn bodies(store: &Store, rec: &crate::Recovery, q: u64) -> Vec<(String, bool)> {
     let locs: Vec<_> = v.iter().map(|m| m.loc).collect();
     store
         .read_many(&locs)
+        .expect("the disk reads")
         .into_iter()
         .zip(v)
         .map(|(m, r)| {
@@ -101,7 +102,7 @@ fn messages_survive_a_reopen_in_order_with_redelivered_flags() {
 #[test]
 fn drained_queues_give_their_disk_space_back() {
     let dir = temp_dir("drain");
-    let (store, _) = open(&dir, StoreOptions { segment_max: 4096 });
+    let (store, _) = open(&dir, StoreOptions { segment_max: 4096, ..Default::default() });
     store.save_definitions(&defs(&[1])).unwrap();
     let body = "x".repeat(1000);
     for seq in 0..200u64 {
@@ -126,7 +127,7 @@ fn drained_queues_give_their_disk_space_back() {
 }
 
 #[test]
-fn a_torn_segment_tail_is_cut_and_everything_before_it_kept() {
+fn a_torn_tail_is_cut_and_everything_before_it_kept() {
     let dir = temp_dir("torn");
     let (store, _) = open(&dir, StoreOptions::default());
     store.save_definitions(&defs(&[1])).unwrap();
@@ -149,7 +150,9 @@ fn a_torn_segment_tail_is_cut_and_everything_before_it_kept() {
     std::io::Write::write_all(&mut idx, &[0, 0, 0, 24, 1, 2]).unwrap();
     let (store, rec) = open(&dir, StoreOptions::default());
     assert_eq!(bodies(&store, &rec, 1), vec![("m0".into(), false), ("m1".into(), false)]);
-    assert_eq!(rec.stats.truncated, 2);
+    // The index is cut (it is appended to again); the segment is only read from now on.
+    assert_eq!(rec.stats.truncated, 1);
+    assert_eq!(rec.stats.skipped, 0);
     // It keeps working after the repair.
     let id = store.append(msg("m3"), 1).id;
     store.enqueue(1, 3, id);
@@ -201,7 +204,7 @@ fn deleted_and_orphaned_queues_lose_their_files() {
 #[test]
 fn messages_read_back_before_and_after_the_writer_wrote_them() {
     let dir = temp_dir("read");
-    let (store, _) = open(&dir, StoreOptions { segment_max: 512 });
+    let (store, _) = open(&dir, StoreOptions { segment_max: 512, ..Default::default() });
     store.save_definitions(&defs(&[1])).unwrap();
     let stored: Vec<_> = (0..50).map(|i| store.append(msg(&format!("m{i:03}")), 1)).collect();
     for (seq, s) in stored.iter().enumerate() {
@@ -209,9 +212,11 @@ fn messages_read_back_before_and_after_the_writer_wrote_them() {
     }
     // At once: possibly from memory, possibly from the file.
     let locs: Vec<_> = stored.iter().map(|s| s.loc).collect();
-    let first: Vec<_> = store.read_many(&locs).into_iter().map(|m| m.unwrap().body).collect();
+    let first: Vec<_> =
+        store.read_many(&locs).unwrap().into_iter().map(|m| m.unwrap().body).collect();
     sync(&store);
-    let second: Vec<_> = store.read_many(&locs).into_iter().map(|m| m.unwrap().body).collect();
+    let second: Vec<_> =
+        store.read_many(&locs).unwrap().into_iter().map(|m| m.unwrap().body).collect();
     assert_eq!(first, second);
     assert_eq!(&second[49][..], b"m049");
     assert!(
@@ -229,9 +234,13 @@ fn positions_continue_after_a_drained_queue_restarts() {
     let dir = temp_dir("seq");
     let (store, _) = open(&dir, StoreOptions::default());
     store.save_definitions(&defs(&[1])).unwrap();
+    publish(&store, 1, 0, "old");
+    // The queue's files exist now: the next batch appends to them.
+    sync(&store);
+    for seq in 1..3u64 {
+        publish(&store, 1, seq, "old");
+    }
     for seq in 0..3u64 {
-        let id = store.append(msg("old"), 1).id;
-        store.enqueue(1, seq, id);
         store.remove(1, seq);
     }
     sync(&store);
@@ -246,6 +255,144 @@ fn positions_continue_after_a_drained_queue_restarts() {
     store.close();
     let (store, rec) = open(&dir, StoreOptions::default());
     assert_eq!(bodies(&store, &rec, 1), vec![("new".into(), false)]);
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Waits for a sync and tells whether `stored` may be confirmed (no failure since).
+fn confirmable(store: &Store, stored: &crate::Stored) -> bool {
+    sync(store);
+    store.epoch() == stored.epoch
+}
+
+fn publish(store: &Store, queue: u64, seq: u64, body: &str) -> crate::Stored {
+    let s = store.append(msg(body), 1);
+    store.enqueue(queue, seq, s.id);
+    s
+}
+
+fn faulty() -> (Arc<crate::Faults>, StoreOptions) {
+    let faults = crate::Faults::new();
+    (faults.clone(), StoreOptions { faults: Some(faults), ..Default::default() })
+}
+
+#[test]
+fn a_failed_segment_write_is_never_confirmed_and_later_records_survive_it() {
+    let dir = temp_dir("segfail");
+    let (faults, opts) = faulty();
+    let (store, _) = open(&dir, opts);
+    store.save_definitions(&defs(&[1])).unwrap();
+    let m0 = publish(&store, 1, 0, "m0");
+    assert!(confirmable(&store, &m0));
+    // The segment write of m1's batch fails halfway: a torn record mid-segment.
+    faults.fail_writes(0, 1, true);
+    let m1 = publish(&store, 1, 1, &"1".repeat(500));
+    assert!(!confirmable(&store, &m1), "a lost record is never confirmed");
+    // The next batch's success does not confirm m1 (its epoch is behind), but confirms m2.
+    let m2 = publish(&store, 1, 2, "m2");
+    assert!(confirmable(&store, &m2));
+    assert!(m1.epoch < store.epoch());
+    // m1 reads back as gone (not as a read error), the others as written.
+    let read = store.read_many(&[m0.loc, m1.loc, m2.loc]).unwrap();
+    assert_eq!(read.iter().map(Option::is_some).collect::<Vec<_>>(), [true, false, true]);
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(bodies(&store, &rec, 1), vec![("m0".into(), false), ("m2".into(), false)]);
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_torn_index_append_is_rewritten_and_later_entries_survive_it() {
+    let dir = temp_dir("idxfail");
+    let (faults, opts) = faulty();
+    let (store, _) = open(&dir, opts);
+    store.save_definitions(&defs(&[1])).unwrap();
+    let m0 = publish(&store, 1, 0, "m0");
+    assert!(confirmable(&store, &m0));
+    // The batch writes the segment, then appends to the index: that append tears.
+    faults.fail_writes(1, 1, true);
+    let m1 = publish(&store, 1, 1, "m1");
+    assert!(!confirmable(&store, &m1));
+    let m2 = publish(&store, 1, 2, "m2");
+    store.remove(1, 0);
+    assert!(confirmable(&store, &m2));
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    // The index was written anew from the live entries: no damage, nothing cut. m1 was nacked
+    // but its record was whole, so it may survive (at-least-once); m2 must.
+    assert_eq!(bodies(&store, &rec, 1), vec![("m1".into(), false), ("m2".into(), false)]);
+    assert_eq!((rec.stats.truncated, rec.stats.skipped), (0, 0));
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_failed_fsync_is_never_confirmed() {
+    let dir = temp_dir("syncfail");
+    let (faults, opts) = faulty();
+    let (store, _) = open(&dir, opts);
+    store.save_definitions(&defs(&[1])).unwrap();
+    faults.fail_syncs(1);
+    let m0 = publish(&store, 1, 0, "m0");
+    assert!(!confirmable(&store, &m0));
+    let m1 = publish(&store, 1, 1, "m1");
+    assert!(confirmable(&store, &m1));
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(bodies(&store, &rec, 1).last(), Some(&("m1".into(), false)));
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_failed_queue_file_creation_is_retried_and_nothing_confirmed_before() {
+    let dir = temp_dir("createfail");
+    let (faults, opts) = faulty();
+    let (store, _) = open(&dir, opts);
+    store.save_definitions(&defs(&[1])).unwrap();
+    // The segment write passes; the next three writes fail: the new queue's index (batch 1),
+    // then m1's segment record and the index again (batch 2).
+    faults.fail_writes(1, 3, false);
+    let m0 = publish(&store, 1, 0, "m0");
+    assert!(!confirmable(&store, &m0));
+    let m1 = publish(&store, 1, 1, "m1");
+    assert!(!confirmable(&store, &m1));
+    let m2 = publish(&store, 1, 2, "m2");
+    assert!(confirmable(&store, &m2));
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    let got: Vec<String> = bodies(&store, &rec, 1).into_iter().map(|(b, _)| b).collect();
+    assert_eq!(got, ["m0", "m2"], "m0's record was written, its index entry rewritten later");
+    assert!(!dir.join(paths::QUEUES).join("0000000001.tmp").exists());
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn damage_in_the_middle_of_an_index_keeps_the_entries_after_it() {
+    let dir = temp_dir("middle");
+    let (store, _) = open(&dir, StoreOptions::default());
+    store.save_definitions(&defs(&[1])).unwrap();
+    for seq in 0..3u64 {
+        publish(&store, 1, seq, &format!("m{seq}"));
+        // One batch each: three appends to the index file.
+        sync(&store);
+    }
+    store.close();
+    // Flip a byte inside the second index record (8-byte magic, 32-byte records).
+    let path = paths::index(&dir, 1);
+    let mut data = std::fs::read(&path).unwrap();
+    data[8 + 32 + 12] ^= 0xFF;
+    std::fs::write(&path, &data).unwrap();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(bodies(&store, &rec, 1), vec![("m0".into(), false), ("m2".into(), false)]);
+    assert_eq!((rec.stats.truncated, rec.stats.skipped), (0, 32));
+    publish(&store, 1, 3, "m3");
+    sync(&store);
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(bodies(&store, &rec, 1).len(), 3);
     store.close();
     std::fs::remove_dir_all(&dir).unwrap();
 }

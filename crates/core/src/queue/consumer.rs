@@ -28,24 +28,31 @@ pub enum Event {
         /// The message and its position.
         entry: Entry,
     },
-    /// The store has fsync'd the channel's confirm-mode publishes up to `up_to`.
+    /// The store has finished the sync that the channel's confirm-mode publishes up to
+    /// `up_to` waited for: each is confirmed, or nacked if a write failed since it was
+    /// appended (the store's failure epoch tells).
     Persisted {
         /// Channel of the publisher.
         channel: u16,
-        /// Highest publish sequence number now durable.
+        /// Which channel of that number (a number closed and opened again is another one).
+        generation: u64,
+        /// Highest publish sequence number the sync covers.
         up_to: u64,
     },
-    /// The store has fsync'd what the channel's tx.commit stored.
+    /// The store has finished the sync that the channel's tx.commit waited for.
     TxPersisted {
         /// Channel of the publisher.
         channel: u16,
+        /// Which channel of that number.
+        generation: u64,
+        /// The store's failure epoch at the commit's first append.
+        epoch: u64,
     },
     /// The queue was deleted: tell the client its consumer is gone (basic.cancel).
     Cancelled {
-        /// Channel of the consumer.
-        channel: u16,
-        /// Its tag.
-        tag: ShortStr,
+        /// The consumer (its channel's subscription with this tag must be this one: the tag
+        /// may have been reused since).
+        consumer: Arc<Consumer>,
     },
 }
 

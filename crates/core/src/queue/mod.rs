@@ -167,9 +167,11 @@ impl Queue {
     }
 
     /// Reads paged-out bodies at the front of the queue back from the store (up to
-    /// `READ_AHEAD` in one go). A body that cannot be read is dropped, loudly.
-    fn load_front(&self, st: &mut State) {
-        let Some(d) = &self.durable else { return };
+    /// `READ_AHEAD` in one go); false if nothing could be read. A record that is gone (its
+    /// write failed and its publish was nacked) is dropped, loudly; a read error leaves the
+    /// messages where they are, to be tried again at the next dispatch.
+    fn load_front(&self, st: &mut State) -> bool {
+        let Some(d) = &self.durable else { return false };
         let locs: Vec<Location> = st
             .ready
             .iter()
@@ -180,9 +182,15 @@ impl Queue {
             })
             .collect();
         if locs.is_empty() {
-            return;
+            return false;
         }
-        let read = d.store.read_many(&locs);
+        let read = match d.store.read_many(&locs) {
+            Ok(read) => read,
+            Err(e) => {
+                error!(queue = %self.name, "reading messages back failed, will retry: {e}");
+                return false;
+            }
+        };
         let mut lost = Vec::new();
         for (slot, m) in st.ready.iter_mut().zip(read) {
             match m {
@@ -191,12 +199,13 @@ impl Queue {
             }
         }
         if !lost.is_empty() {
-            error!(queue = %self.name, "{} stored message(s) could not be read back; dropped", lost.len());
+            error!(queue = %self.name, "{} stored message(s) are not on disk (their writes failed); dropped", lost.len());
             st.ready.retain(|s| !lost.contains(&s.seq));
             for seq in lost {
                 d.store.remove(d.id, seq);
             }
         }
+        true
     }
 
     /// Takes the first ready message, its body in memory.
@@ -204,7 +213,9 @@ impl Queue {
         loop {
             let front = st.ready.front()?;
             if matches!(front.body, Body::Paged(_)) {
-                self.load_front(st);
+                if !self.load_front(st) {
+                    return None;
+                }
                 continue;
             }
             let slot = st.ready.pop_front()?;
@@ -425,7 +436,7 @@ impl Queue {
         let n = st.ready.len() as u32;
         st.ready.clear();
         for c in st.consumers.drain(..) {
-            let _ = c.send(Event::Cancelled { channel: c.channel, tag: c.tag.clone() });
+            let _ = c.send(Event::Cancelled { consumer: c.clone() });
         }
         n
     }

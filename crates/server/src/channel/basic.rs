@@ -160,17 +160,17 @@ impl Channel {
             tx.publishes.push(p);
             return Ok(());
         }
-        self.route_and_enqueue(p, ctx).map(|_| ())
+        self.route_and_enqueue(p, ctx).map(drop)
     }
 
     /// Routes a message and enqueues it; persistent messages for durable queues are written
-    /// to the store once. Returns whether the store got it (and a confirm or commit-ok must
-    /// wait for its fsync).
+    /// to the store once. Returns the store's failure epoch at the append if the store got
+    /// it (a confirm or commit-ok must wait for its fsync).
     pub(super) fn route_and_enqueue(
         &mut self,
         p: Published,
         ctx: &mut Ctx<'_>,
-    ) -> Result<bool, AmqpError> {
+    ) -> Result<Option<u64>, AmqpError> {
         let Published { method, mut header, body } = p;
         if header.properties.reply_to.as_deref() == Some(REPLY_TO) {
             let Some(own) = &self.reply_queue else {
@@ -229,12 +229,12 @@ impl Channel {
         if let Some(c) = &mut self.confirms {
             let seq = c.next;
             c.next += 1;
-            if stored.is_some() {
-                c.waiting.push_back(seq);
+            if let Some((_, at)) = &stored {
+                c.waiting.push_back((seq, at.epoch));
                 self.confirm_sync = Some(seq);
             }
         }
-        Ok(stored.is_some())
+        Ok(stored.map(|(_, at)| at.epoch))
     }
 
     pub(super) fn get(&mut self, m: BasicGet, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {

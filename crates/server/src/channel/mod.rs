@@ -140,16 +140,53 @@ pub(crate) struct Tx {
 pub(crate) struct Confirms {
     /// Sequence number of the next publish (the first is 1).
     pub next: u64,
-    /// Publishes waiting for the store's fsync, in order.
-    pub waiting: VecDeque<u64>,
-    /// Highest publish already confirmed to the client.
+    /// Publishes waiting for the store's fsync, in order, with the store's failure epoch at
+    /// their append.
+    pub waiting: VecDeque<(u64, u64)>,
+    /// Publishes the store failed to write, to be nacked (in order).
+    pub nacks: VecDeque<u64>,
+    /// Highest publish already confirmed or nacked to the client.
     pub told_up_to: u64,
 }
 
+/// One confirm frame: every publish not yet told up to `tag` (with `multiple`), or `tag` alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// basic.ack.
+    Ack { tag: u64, multiple: bool },
+    /// basic.nack (the store failed to write them).
+    Nack { tag: u64, multiple: bool },
+}
+
 impl Confirms {
-    /// Every publish up to this one may be confirmed.
-    pub(crate) fn confirmable(&self) -> u64 {
-        self.waiting.front().map_or(self.next - 1, |w| w - 1)
+    /// Every publish up to this one has its outcome.
+    pub(crate) fn settled(&self) -> u64 {
+        self.waiting.front().map_or(self.next - 1, |w| w.0 - 1)
+    }
+
+    /// The frames that tell every outcome settled since the last call, in order: a run of
+    /// acks, a run of nacks, and so on, each one frame.
+    pub(crate) fn tell(&mut self, mut emit: impl FnMut(Outcome)) {
+        let ready = self.settled();
+        while let Some(&first) = self.nacks.front().filter(|n| **n <= ready) {
+            if first - 1 > self.told_up_to {
+                let multiple = first - 1 - self.told_up_to > 1;
+                emit(Outcome::Ack { tag: first - 1, multiple });
+            }
+            let mut last = first;
+            self.nacks.pop_front();
+            while self.nacks.front() == Some(&(last + 1)) {
+                last += 1;
+                self.nacks.pop_front();
+            }
+            emit(Outcome::Nack { tag: last, multiple: last > first });
+            self.told_up_to = last;
+        }
+        if ready > self.told_up_to {
+            let multiple = ready - self.told_up_to > 1;
+            emit(Outcome::Ack { tag: ready, multiple });
+            self.told_up_to = ready;
+        }
     }
 }
 
@@ -171,8 +208,11 @@ pub(crate) struct Channel {
     /// Highest confirm-mode publish this turn that waits for the store: the connection asks
     /// the store to tell it when that is on disk.
     pub confirm_sync: Option<u64>,
-    /// A tx.commit that stored messages waits for the store before commit-ok.
-    pub commit_sync: bool,
+    /// A tx.commit that stored messages waits for the store before commit-ok: the store's
+    /// failure epoch at the first of its appends.
+    pub commit_sync: Option<u64>,
+    /// Tells this channel from an earlier one of the same number on the connection.
+    pub generation: u64,
     /// The last queue declared on this channel, which an empty queue name refers to.
     last_queue: Option<ShortStr>,
     next_ctag: u64,
@@ -183,7 +223,7 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub(crate) fn new(id: u16) -> Self {
+    pub(crate) fn new(id: u16, generation: u64) -> Self {
         Channel {
             id,
             closing: false,
@@ -196,7 +236,8 @@ impl Channel {
             confirms: None,
             tx: None,
             confirm_sync: None,
-            commit_sync: false,
+            commit_sync: None,
+            generation,
             last_queue: None,
             next_ctag: 1,
             reply_queue: None,
@@ -330,5 +371,63 @@ impl Channel {
         ack::requeue_all(unacked, ctx);
         self.assembly = Assembly::Idle;
         self.tx = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn told(c: &mut Confirms) -> Vec<Outcome> {
+        let mut v = Vec::new();
+        c.tell(|o| v.push(o));
+        v
+    }
+
+    #[test]
+    fn confirms_tell_runs_of_acks_and_nacks_in_order() {
+        use Outcome::{Ack, Nack};
+        let mut c = Confirms { next: 1, ..Default::default() };
+        // 1-2 transient, 3-6 stored in epoch 0, 7 stored in epoch 1, 8 transient.
+        c.next = 9;
+        for seq in 3..=6 {
+            c.waiting.push_back((seq, 0));
+        }
+        c.waiting.push_back((7, 1));
+        assert_eq!(told(&mut c), [Ack { tag: 2, multiple: true }]);
+        // A write failed (epoch 1): 3-6 are nacked, 7 (appended after the failure) is acked.
+        // Their sync covered up to 7 only; 8 follows once nothing waits before it.
+        let mut ch = Channel::new(1, 1);
+        ch.confirms = Some(c);
+        ch.persisted(7, 1);
+        let mut c = ch.confirms.take().unwrap();
+        assert_eq!(told(&mut c), [Nack { tag: 6, multiple: true }, Ack { tag: 8, multiple: true }]);
+        assert_eq!(told(&mut c), []);
+        // A lone nack between acks.
+        c.next = 12;
+        c.waiting.extend([(9, 1), (10, 1), (11, 2)]);
+        ch.confirms = Some(c);
+        ch.persisted(11, 2);
+        let mut c = ch.confirms.take().unwrap();
+        assert_eq!(
+            told(&mut c),
+            [Nack { tag: 10, multiple: true }, Ack { tag: 11, multiple: false }]
+        );
+        // A nack between acks.
+        c.next = 15;
+        c.waiting.extend([(12, 2), (13, 2), (14, 3)]);
+        c.waiting.make_contiguous();
+        ch.confirms = Some(c);
+        ch.persisted(12, 2);
+        ch.persisted(14, 3);
+        let mut c = ch.confirms.take().unwrap();
+        assert_eq!(
+            told(&mut c),
+            [
+                Ack { tag: 12, multiple: false },
+                Nack { tag: 13, multiple: false },
+                Ack { tag: 14, multiple: false }
+            ]
+        );
     }
 }

@@ -1,13 +1,14 @@
-//! Publisher confirms (confirm.select, acks coalesced with `multiple`, persistent messages
-//! confirmed only once the store has fsync'd them) and transactions (tx.select, commit,
-//! rollback; commit-ok only once stored messages are on disk).
+//! Publisher confirms (confirm.select, acks and nacks coalesced with `multiple`, persistent
+//! messages confirmed only once the store has fsync'd them, nacked if its write failed) and
+//! transactions (tx.select, commit, rollback; commit-ok only once stored messages are on
+//! disk).
 
 use warren_core::AmqpError;
 use warren_wire::method::{
-    BasicAck, ConfirmSelect, ConfirmSelectOk, TxCommitOk, TxRollbackOk, TxSelectOk,
+    BasicAck, BasicNack, ConfirmSelect, ConfirmSelectOk, TxCommitOk, TxRollbackOk, TxSelectOk,
 };
 
-use super::{Channel, Confirms, Ctx, Tx, ack};
+use super::{Channel, Confirms, Ctx, Outcome, Tx, ack};
 
 impl Channel {
     pub(super) fn confirm_select(
@@ -24,26 +25,37 @@ impl Channel {
         if m.nowait { Ok(()) } else { ctx.send(self.id, ConfirmSelectOk {}) }
     }
 
-    /// The store has fsync'd every publish up to `up_to`.
-    pub(crate) fn persisted(&mut self, up_to: u64) {
+    /// The store finished the sync covering every publish up to `up_to`; `epoch` is its
+    /// failure epoch now. A publish appended in an older epoch may have been lost by a
+    /// failed write: it is nacked, never confirmed.
+    pub(crate) fn persisted(&mut self, up_to: u64, epoch: u64) {
         if let Some(c) = &mut self.confirms {
-            while c.waiting.front().is_some_and(|w| *w <= up_to) {
+            while let Some(&(seq, appended)) = c.waiting.front().filter(|w| w.0 <= up_to) {
                 c.waiting.pop_front();
+                if appended < epoch {
+                    c.nacks.push_back(seq);
+                }
             }
         }
     }
 
-    /// Tells the client of every publish confirmable since the last call, in one basic.ack
-    /// (with `multiple` when it covers several).
+    /// Tells the client the outcome of every publish settled since the last call.
     pub(crate) fn flush_confirms(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         let Some(c) = &mut self.confirms else { return Ok(()) };
-        let ready = c.confirmable();
-        if ready <= c.told_up_to {
-            return Ok(());
-        }
-        let multiple = ready - c.told_up_to > 1;
-        c.told_up_to = ready;
-        ctx.send(self.id, BasicAck { delivery_tag: ready, multiple })
+        let mut result = Ok(());
+        c.tell(|o| {
+            if result.is_ok() {
+                result = match o {
+                    Outcome::Ack { tag, multiple } => {
+                        ctx.send(self.id, BasicAck { delivery_tag: tag, multiple })
+                    }
+                    Outcome::Nack { tag, multiple } => {
+                        ctx.send(self.id, BasicNack { delivery_tag: tag, multiple, requeue: false })
+                    }
+                };
+            }
+        });
+        result
     }
 
     pub(super) fn tx_select(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
@@ -60,24 +72,34 @@ impl Channel {
         let Some(tx) = self.tx.replace(Tx::default()) else {
             return Err(AmqpError::precondition_failed("channel is not transactional"));
         };
-        let mut stored = false;
+        let mut stored: Option<u64> = None;
         for p in tx.publishes {
-            stored |= self.route_and_enqueue(p, ctx)?;
+            if let Some(epoch) = self.route_and_enqueue(p, ctx)? {
+                stored = Some(stored.map_or(epoch, |s| s.min(epoch)));
+            }
         }
         for (u, how) in tx.settles {
             ack::apply(vec![u], how, ctx);
         }
-        if stored {
+        if stored.is_some() {
             // commit-ok once the store has the messages on disk (the connection asks it).
-            self.commit_sync = true;
+            self.commit_sync = stored;
             Ok(())
         } else {
             ctx.send(self.id, TxCommitOk {})
         }
     }
 
-    /// The store has fsync'd a commit's messages.
-    pub(crate) fn committed(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+    /// The store finished the sync a commit's messages waited for; `failed` if a write failed
+    /// since the first of them was appended. A commit whose messages may not be on disk
+    /// fails the way RabbitMQ fails one whose queue could not take it: the connection
+    /// closes with 541 INTERNAL_ERROR (the client must not take the commit as done).
+    pub(crate) fn committed(&mut self, failed: bool, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        if failed {
+            return Err(AmqpError::internal(
+                "tx.commit failed: the store could not write the transaction's messages",
+            ));
+        }
         ctx.send(self.id, TxCommitOk {})
     }
 

@@ -177,6 +177,9 @@ pub(crate) struct Connection {
     last_read: Instant,
     last_write: Instant,
     dispatch: Vec<Arc<Queue>>,
+    /// Channels opened so far: each gets the next number as its generation, so that events
+    /// meant for a closed channel never reach a new one of the same number.
+    generations: u64,
 }
 
 impl Connection {
@@ -213,6 +216,7 @@ impl Connection {
             last_read: Instant::now(),
             last_write: Instant::now(),
             dispatch: Vec::new(),
+            generations: 0,
         }
     }
 
@@ -349,21 +353,21 @@ impl Connection {
                 if channel.closing {
                     continue;
                 }
-                let id = channel.id;
+                let (id, generation) = (channel.id, channel.generation);
                 if let Some(up_to) = channel.confirm_sync.take()
                     && let Some(store) = store
                 {
                     let events = self.events_tx.clone();
                     store.sync(Box::new(move || {
-                        let _ = events.send(Event::Persisted { channel: id, up_to });
+                        let _ = events.send(Event::Persisted { channel: id, generation, up_to });
                     }));
                 }
-                if std::mem::take(&mut channel.commit_sync)
+                if let Some(epoch) = channel.commit_sync.take()
                     && let Some(store) = store
                 {
                     let events = self.events_tx.clone();
                     store.sync(Box::new(move || {
-                        let _ = events.send(Event::TxPersisted { channel: id });
+                        let _ = events.send(Event::TxPersisted { channel: id, generation, epoch });
                     }));
                 }
                 if channel.confirms.is_some() {
@@ -415,7 +419,8 @@ impl Connection {
         let Some(channel) = self.channels.get_mut(&ch) else {
             return match frame {
                 Frame::Method { method: Method::ChannelOpen(_), .. } => {
-                    self.channels.insert(ch, Box::new(Channel::new(ch)));
+                    self.generations += 1;
+                    self.channels.insert(ch, Box::new(Channel::new(ch, self.generations)));
                     self.send(ch, ChannelOpenOk { channel_id: Default::default() })
                 }
                 Frame::Method { method: Method::ChannelCloseOk(_), .. } => Ok(()),
@@ -502,31 +507,43 @@ impl Connection {
                 let mut ctx = ctx!(self, vhost);
                 channel.deliver(consumer, entry, &mut ctx).map_err(|e| ConnError::Amqp(e, 60, 60))
             }
-            Event::Persisted { channel, up_to } => {
-                if let Some(c) = self.channels.get_mut(&channel) {
-                    c.persisted(up_to);
+            Event::Persisted { channel, generation, up_to } => {
+                let epoch = self.broker.store().map_or(0, |s| s.epoch());
+                if let Some(c) =
+                    self.channels.get_mut(&channel).filter(|c| c.generation == generation)
+                {
+                    c.persisted(up_to, epoch);
                 }
                 Ok(())
             }
-            Event::TxPersisted { channel } => {
-                let (Some(c), Some(vhost)) = (self.channels.get_mut(&channel), &self.vhost) else {
+            Event::TxPersisted { channel, generation, epoch } => {
+                let failed = self.broker.store().is_some_and(|s| s.epoch() > epoch);
+                let live = self
+                    .channels
+                    .get_mut(&channel)
+                    .filter(|c| c.generation == generation && !c.closing);
+                let (Some(c), Some(vhost)) = (live, &self.vhost) else {
                     return Ok(());
                 };
-                if c.closing {
-                    return Ok(());
-                }
                 let mut ctx = ctx!(self, vhost);
-                c.committed(&mut ctx).map_err(|e| ConnError::Amqp(e, 90, 21))
+                c.committed(failed, &mut ctx).map_err(|e| ConnError::Amqp(e, 90, 20))
             }
-            Event::Cancelled { channel, tag } => {
+            Event::Cancelled { consumer } => {
+                let channel = consumer.channel;
                 let known = self
                     .channels
                     .get_mut(&channel)
                     .filter(|c| !c.closing)
-                    .and_then(|c| c.consumers.remove(&tag))
+                    .filter(|c| {
+                        c.consumers
+                            .get(&consumer.tag)
+                            .is_some_and(|sub| Arc::ptr_eq(&sub.consumer, &consumer))
+                    })
+                    .and_then(|c| c.consumers.remove(&consumer.tag))
                     .inspect(|sub| sub.consumer.retire())
                     .is_some();
                 if known && self.cancel_notify {
+                    let tag = consumer.tag.clone();
                     self.send(channel, BasicCancel { consumer_tag: tag, nowait: true })?;
                 }
                 Ok(())

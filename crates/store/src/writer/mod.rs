@@ -1,0 +1,359 @@
+//! The writer thread: the only code that writes message segments, queue indexes and ack logs.
+//!
+//! Requests arrive in one FIFO channel from every connection. The thread takes all that is
+//! waiting and applies it to its in-memory state (live entries, reference counts) and to
+//! per-file buffers; at the end of the batch it writes the buffers out, then — if anyone is
+//! waiting for durability, or 200 ms have passed with unsynced data — fsyncs the files it
+//! touched once, and only then runs the completions (publisher confirms, tx.commit-ok).
+//! Everything that arrived during one fsync shares the next: group commit, so confirmed
+//! throughput follows the disk's bandwidth rather than its fsync latency.
+//!
+//! # Faults
+//! A failed write or fsync advances the store's *failure epoch* before any later completion
+//! runs. A publish remembers the epoch it was appended in ([`crate::Stored::epoch`]); when its
+//! completion comes, a newer epoch means that some write since may have lost it, and it is
+//! nacked instead of confirmed. A later batch's success can therefore never confirm what an
+//! earlier batch failed to write. Segment records are written at their reserved offsets, and a
+//! queue file that failed is rewritten whole before anything more is appended to it (see
+//! `segment` and `queue`), so a failure never leaves damage that recovery would mistake for the
+//! end of the good data.
+
+mod queue;
+mod segment;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use tracing::{error, warn};
+
+use crate::io::Io;
+use crate::message::Message;
+use crate::reader::Shared;
+use crate::{Location, QueueId, StoreError, paths};
+pub(crate) use queue::{
+    ACK_DELIVERED, ACK_REMOVED, LiveEntry, QueueFiles, decode_ack, decode_index,
+};
+pub(crate) use segment::Segment;
+
+/// Runs after the request it came with is durable — or has failed: see the module's
+/// "Faults" on how the failure epoch tells the two apart.
+pub type Done = Box<dyn FnOnce() + Send>;
+
+/// What the writer is asked to do, in order.
+pub(crate) enum Request {
+    /// Write a message once at `loc` (reserved by the caller, in request order), its encoded
+    /// head then its body; `enqueues` index entries will refer to it.
+    Append { id: u64, head: bytes::Bytes, message: Arc<Message>, loc: Location, enqueues: u32 },
+    /// Queue `queue` holds message `id` at position `seq`.
+    Enqueue { queue: QueueId, seq: u64, id: u64 },
+    /// One promised enqueue of message `id` will not come (its queue went away).
+    Skip { id: u64 },
+    /// Position `seq` of `queue` is gone (acked, rejected, purged).
+    Remove { queue: QueueId, seq: u64 },
+    /// Position `seq` of `queue` was delivered (it comes back redelivered after a restart).
+    Delivered { queue: QueueId, seq: u64 },
+    /// The queue was deleted: its files go, its messages are released.
+    DropQueue { queue: QueueId },
+    /// Run `Done` once everything before it is on disk.
+    Sync(Done),
+    /// Sync, then stop.
+    Shutdown(Done),
+}
+
+/// Everything the writer thread owns.
+pub(crate) struct Writer {
+    pub dir: std::path::PathBuf,
+    pub io: Io,
+    /// The segment being written.
+    pub seg: Segment,
+    /// Live index entries per segment; a segment at zero (other than the current) is deleted.
+    pub refs: HashMap<u32, u64>,
+    /// Appended messages still waiting for some of their index entries.
+    pub recent: HashMap<u64, (Location, u32)>,
+    pub queues: HashMap<QueueId, QueueFiles>,
+    pub done: Vec<Done>,
+    pub last_sync: Instant,
+    /// Shared with readers: pending appends, read handles, the failure epoch.
+    pub shared: Arc<Shared>,
+    /// Records written in this batch, to drop from `shared.pending` once flushed.
+    pub written: Vec<(u32, u64)>,
+    /// Something failed in this batch: the epoch advances before completions run.
+    pub failed: bool,
+    /// Failures not logged yet (the log is kept to a line every few seconds).
+    pub unlogged: u64,
+    pub last_log: Option<Instant>,
+}
+
+impl Writer {
+    /// The thread's loop: batches, writes, syncs, completes.
+    pub(crate) fn run(mut self, rx: Receiver<Request>) {
+        loop {
+            let first = match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(r) => Some(r),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.sync_now(true);
+                    return;
+                }
+            };
+            let mut must_sync = false;
+            let mut shutdown = false;
+            let mut next = first;
+            let mut handled = 0usize;
+            while let Some(req) = next {
+                match req {
+                    Request::Sync(done) => {
+                        self.done.push(done);
+                        must_sync = true;
+                    }
+                    Request::Shutdown(done) => {
+                        self.done.push(done);
+                        must_sync = true;
+                        shutdown = true;
+                    }
+                    other => {
+                        if let Err(e) = self.handle(other) {
+                            self.fail(&e);
+                        }
+                    }
+                }
+                handled += 1;
+                // Bound a batch so completions are not held back indefinitely under load.
+                next = if handled < 65536 { rx.try_recv().ok() } else { None };
+            }
+            // Every batch reaches the OS (a killed process loses nothing written); fsync when
+            // someone waits for it, or every 200 ms while there is unsynced data (or a queue
+            // waits to be rewritten after a failure).
+            let stale = self.last_sync.elapsed() >= Duration::from_millis(200);
+            self.sync_now(must_sync || (stale && self.is_dirty()));
+            if shutdown {
+                return;
+            }
+        }
+    }
+
+    fn is_dirty(&self) -> bool {
+        self.seg.dirty || self.queues.values().any(QueueFiles::pending)
+    }
+
+    /// Notes a failure: the batch's completions will see a new epoch. Logged at most every
+    /// 5 s, with the count of failures in between.
+    fn fail(&mut self, e: &StoreError) {
+        self.failed = true;
+        self.unlogged += 1;
+        if self.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            error!(
+                "store write failed ({} failure(s) since the last report): {e}; publishes \
+                 waiting for it are nacked",
+                self.unlogged
+            );
+            self.unlogged = 0;
+            self.last_log = Some(Instant::now());
+        }
+    }
+
+    /// Writes the batch out, fsyncs what changed (if `fsync`), advances the failure epoch if
+    /// anything failed, then runs completions.
+    fn sync_now(&mut self, fsync: bool) {
+        if let Err(e) = self.seg.write_out(&self.io, &self.dir) {
+            self.fail(&e);
+        }
+        if !self.written.is_empty() {
+            // In the file now (or failed, and nacked): readers look there.
+            let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for key in self.written.drain(..) {
+                pending.remove(&key);
+            }
+        }
+        if fsync && let Err(e) = self.seg.sync(&self.io, &self.dir) {
+            self.fail(&e);
+        }
+        let mut failures = Vec::new();
+        for (id, q) in &mut self.queues {
+            if q.pending()
+                && let Err(e) = q.flush(&self.io, &self.dir, *id, fsync)
+            {
+                failures.push(e);
+            }
+        }
+        for e in &failures {
+            self.fail(e);
+        }
+        if fsync {
+            self.last_sync = Instant::now();
+        }
+        if std::mem::take(&mut self.failed) {
+            // Before any completion runs: what waited for this batch is nacked.
+            self.shared.epoch.fetch_add(1, Ordering::Release);
+        }
+        for done in self.done.drain(..) {
+            done();
+        }
+    }
+
+    fn handle(&mut self, req: Request) -> Result<(), StoreError> {
+        match req {
+            Request::Append { id, head, message, loc, enqueues } => {
+                self.append(id, &head, &message, loc, enqueues)
+            }
+            Request::Enqueue { queue, seq, id } => {
+                self.enqueue(queue, seq, id);
+                Ok(())
+            }
+            Request::Skip { id } => {
+                self.release_recent(id);
+                Ok(())
+            }
+            Request::Remove { queue, seq } => {
+                self.remove(queue, seq);
+                Ok(())
+            }
+            Request::Delivered { queue, seq } => {
+                self.delivered(queue, seq);
+                Ok(())
+            }
+            Request::DropQueue { queue } => {
+                self.drop_queue(queue);
+                Ok(())
+            }
+            Request::Sync(_) | Request::Shutdown(_) => Ok(()),
+        }
+    }
+
+    fn append(
+        &mut self,
+        id: u64,
+        head: &[u8],
+        message: &Message,
+        loc: Location,
+        enqueues: u32,
+    ) -> Result<(), StoreError> {
+        // Tracked first: whatever happens to the write, the enqueues that follow find it.
+        self.recent.insert(id, (loc, enqueues));
+        self.written.push((loc.seg, loc.offset));
+        if loc.seg != self.seg.n {
+            self.roll_to(loc.seg)?;
+        }
+        let payload_len = head.len() + message.body.len();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(head);
+        crc.update(&message.body);
+        let len_bytes = (payload_len as u32).to_be_bytes();
+        let crc_bytes = crc.finalize().to_be_bytes();
+        let parts: [&[u8]; 4] = [&len_bytes, &crc_bytes, head, &message.body];
+        self.seg.push(loc.offset, u64::from(loc.len), &parts, &self.io, &self.dir)
+    }
+
+    /// Moves on to segment `seg`; the old one is written out and synced, and deleted if
+    /// nothing refers to it.
+    fn roll_to(&mut self, seg: u32) -> Result<(), StoreError> {
+        let mut old = std::mem::replace(&mut self.seg, Segment::new(seg));
+        let result =
+            old.write_out(&self.io, &self.dir).and_then(|()| old.sync(&self.io, &self.dir));
+        let old = old.n;
+        if self.refs.get(&old).copied().unwrap_or(0) == 0
+            && !self.recent.values().any(|(l, _)| l.seg == old)
+        {
+            self.delete_segment(old);
+        }
+        result
+    }
+
+    fn delete_segment(&mut self, seg: u32) {
+        self.refs.remove(&seg);
+        self.shared.forget(seg);
+        let path = paths::segment(&self.dir, seg);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!("removing {}: {e}", path.display());
+        }
+    }
+
+    fn release_recent(&mut self, id: u64) -> Option<Location> {
+        let entry = self.recent.get_mut(&id)?;
+        let loc = entry.0;
+        entry.1 = entry.1.saturating_sub(1);
+        if entry.1 == 0 {
+            self.recent.remove(&id);
+            if loc.seg != self.seg.n && self.refs.get(&loc.seg).copied().unwrap_or(0) == 0 {
+                self.delete_segment(loc.seg);
+            }
+        }
+        Some(loc)
+    }
+
+    fn enqueue(&mut self, queue: QueueId, seq: u64, id: u64) {
+        let Some(loc) = self.recent.get(&id).map(|e| e.0) else {
+            error!(queue, seq, id, "enqueue of a message the store never saw");
+            return;
+        };
+        self.queues.entry(queue).or_insert_with(QueueFiles::new).enqueue(seq, loc);
+        *self.refs.entry(loc.seg).or_insert(0) += 1;
+        self.release_recent(id);
+    }
+
+    fn remove(&mut self, queue: QueueId, seq: u64) {
+        let Some(q) = self.queues.get_mut(&queue) else { return };
+        let Ok(i) = q.live.binary_search_by_key(&seq, |e| e.seq) else { return };
+        if q.live[i].removed {
+            return;
+        }
+        q.live[i].removed = true;
+        q.removed += 1;
+        let seg = q.live[i].loc.seg;
+        q.ack(ACK_REMOVED, seq);
+        while q.live.front().is_some_and(|e| e.removed) {
+            q.live.pop_front();
+            q.removed -= 1;
+        }
+        if q.wants_compaction() {
+            q.rewrite = true;
+        }
+        let refs = self.refs.entry(seg).or_insert(1);
+        *refs = refs.saturating_sub(1);
+        if *refs == 0 && seg != self.seg.n && !self.recent.values().any(|(l, _)| l.seg == seg) {
+            self.delete_segment(seg);
+        }
+    }
+
+    fn delivered(&mut self, queue: QueueId, seq: u64) {
+        let Some(q) = self.queues.get_mut(&queue) else { return };
+        let Ok(i) = q.live.binary_search_by_key(&seq, |e| e.seq) else { return };
+        if q.live[i].delivered || q.live[i].removed {
+            return;
+        }
+        q.live[i].delivered = true;
+        q.ack(ACK_DELIVERED, seq);
+    }
+
+    fn drop_queue(&mut self, queue: QueueId) {
+        let Some(q) = self.queues.remove(&queue) else { return };
+        for e in q.live.iter().filter(|e| !e.removed) {
+            let refs = self.refs.entry(e.loc.seg).or_insert(1);
+            *refs = refs.saturating_sub(1);
+        }
+        drop(q);
+        for path in [paths::index(&self.dir, queue), paths::acks(&self.dir, queue)] {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn!("removing {}: {e}", path.display());
+            }
+        }
+        let empty: Vec<u32> = self
+            .refs
+            .iter()
+            .filter(|(seg, n)| **n == 0 && **seg != self.seg.n)
+            .map(|(seg, _)| *seg)
+            .collect();
+        for seg in empty {
+            if !self.recent.values().any(|(l, _)| l.seg == seg) {
+                self.delete_segment(seg);
+            }
+        }
+    }
+}
