@@ -22,7 +22,7 @@ Usage: crates/perf/compare.sh [options]
                    100000 with --quick; 0 skips it)
   --connections N  idle connections in the connections scenario (default 1000; 0 skips it)
   --only LIST      comma-separated groups to run: connections,latency,throughput,
-                   persistent,fanout,backlog (default: all)
+                   flow,persistent,fanout,backlog (default: all)
   --out FILE       markdown table (default: <target>/compare/results.md); the raw JSON
                    lines, logs and plots go to the same folder
   --no-install     do not install missing packages (fail instead)
@@ -333,6 +333,14 @@ if wants throughput; then
         add "transient-$label-publish" throughput -P 1 -C 0 -s "$size" --duration "$D" --count "$cap"
         add "transient-$label-consume" throughput -P 0 -C 1 -s "$size" --prefill "$fill" --duration "$C"
         add "transient-$label-e2e" throughput -P 1 -C 1 -s "$size" --duration "$D" --count $((cap * 2))
+    done
+fi
+if wants flow; then
+    # Publishers outnumber consumers on one queue: consumers must keep their share (flow
+    # control), the backlog and RSS stay bounded.
+    for pc in 2:2 4:2 8:2; do
+        IFS=: read -r p c <<<"$pc"
+        add "flow-16B-${p}p${c}c" throughput -P "$p" -C "$c" -s 16 --duration "$D" --count $((4000000 / SCALE))
     done
 fi
 if wants persistent; then

@@ -8,6 +8,7 @@ mod consume;
 mod crash;
 mod disk;
 mod exchanges;
+mod flow;
 mod persistence;
 mod publish;
 mod queues;

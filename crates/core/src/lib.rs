@@ -23,6 +23,7 @@ pub use broker::{Broker, Defaults, User};
 pub use error::{AmqpError, Result};
 pub use message::Message;
 pub use queue::{
-    ChannelLimit, ConnectionId, Consumer, ConsumerSpec, Entry, Event, Queue, QueueOptions,
+    ChannelLimit, ConnectionId, Consumer, ConsumerSpec, Entry, Event, Lag, Publish, Queue,
+    QueueOptions,
 };
 pub use vhost::VHost;

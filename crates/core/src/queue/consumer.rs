@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use tokio::sync::mpsc::UnboundedSender;
 use warren_wire::ShortStr;
 
+use super::flow::Lag;
 use super::{Entry, Queue};
 
 /// How many deliveries a no-ack consumer may have on their way to its socket before the queue
@@ -125,6 +126,8 @@ pub struct Consumer {
     limit: Arc<ChannelLimit>,
     /// The connection's event inbox.
     sink: UnboundedSender<Event>,
+    /// How far the connection is behind on its inbox (flow control).
+    lag: Arc<Lag>,
     /// Still subscribed on its channel (cleared by the connection when it cancels or closes
     /// it, so that deliveries already on their way are recognised and put back).
     active: AtomicBool,
@@ -137,6 +140,7 @@ impl Consumer {
         queue: Arc<Queue>,
         limit: Arc<ChannelLimit>,
         sink: UnboundedSender<Event>,
+        lag: Arc<Lag>,
     ) -> Self {
         let ConsumerSpec { tag, channel, connection, no_ack, exclusive, prefetch, priority } = spec;
         Consumer {
@@ -151,6 +155,7 @@ impl Consumer {
             in_flight: AtomicU32::new(0),
             limit,
             sink,
+            lag,
             active: AtomicBool::new(true),
         }
     }
@@ -211,6 +216,11 @@ impl Consumer {
     /// Unacknowledged deliveries to this consumer.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether the consumer's connection is far behind on what was sent to it.
+    pub(crate) fn is_lagging(&self) -> bool {
+        self.lag.is_lagging()
     }
 
     /// Sends an event to the consumer's connection; false if the connection is gone.

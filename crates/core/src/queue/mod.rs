@@ -3,8 +3,10 @@
 //!
 //! A queue's state sits behind one mutex with short, synchronous critical sections; nothing
 //! awaits while holding it. Deliveries leave through each consumer's connection inbox.
+//! Publishers that would bury lagging consumers are told to wait ([`flow`]).
 
 pub mod consumer;
+pub mod flow;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,6 +16,9 @@ use warren_wire::{FieldTable, ShortStr};
 use crate::error::{AmqpError, Result};
 use crate::message::Message;
 pub use consumer::{ChannelLimit, ConnectionId, Consumer, ConsumerSpec, Event, NO_ACK_WINDOW};
+use flow::{FLOW_HIGH, FLOW_LOW};
+pub use flow::{Lag, Publish};
+use tokio::sync::Notify;
 use tracing::error;
 use warren_store::{Location, QueueId, RecoveredQueue, Store, Stored};
 
@@ -97,6 +102,8 @@ pub struct Queue {
     /// Where its persistent messages are kept, for a durable queue with a store.
     pub durable: Option<Durable>,
     state: Mutex<State>,
+    /// Wakes publishers held back by flow control.
+    flow: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +115,8 @@ struct State {
     next_consumer: usize,
     had_consumer: bool,
     deleted: bool,
+    /// Publishers were told the queue is congested and may be waiting ([`flow`]).
+    throttling: bool,
 }
 
 /// What removing a consumer left behind.
@@ -148,7 +157,7 @@ impl Queue {
 
     /// An empty queue whose persistent messages go to the store.
     pub fn with_store(name: ShortStr, options: QueueOptions, durable: Option<Durable>) -> Self {
-        Queue { name, options, durable, state: Mutex::new(State::default()) }
+        Queue { name, options, durable, state: Mutex::new(State::default()), flow: Notify::new() }
     }
 
     /// Puts recovered messages in (at start-up, before any client).
@@ -263,12 +272,12 @@ impl Queue {
     }
 
     /// Enqueues a message and delivers it at once if a consumer has room. `stored` is the
-    /// store's id for the message when it was appended for this queue. False if the queue was
-    /// deleted meanwhile (nothing enqueued).
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>, stored: Option<Stored>) -> bool {
+    /// store's id for the message when it was appended for this queue. Says whether the queue
+    /// was deleted meanwhile (nothing enqueued), or is congested (see [`flow`]).
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>, stored: Option<Stored>) -> Publish {
         let mut st = self.state();
         if st.deleted {
-            return false;
+            return Publish::Deleted;
         }
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -290,7 +299,40 @@ impl Queue {
         if !st.consumers.is_empty() {
             self.dispatch_locked(&mut st);
         }
-        true
+        if st.ready.len() >= FLOW_HIGH && st.consumers.iter().any(|c| c.is_lagging()) {
+            st.throttling = true;
+            return Publish::Congested;
+        }
+        Publish::Enqueued
+    }
+
+    /// Whether publishers told of congestion must still wait: the queue still holds
+    /// [`flow::FLOW_LOW`] ready messages or more and a consumer still lags. Wakes the other
+    /// waiters when that is over.
+    pub fn flow_blocked(&self) -> bool {
+        let mut st = self.state();
+        if !st.throttling {
+            return false;
+        }
+        let blocked = !st.deleted
+            && st.ready.len() >= FLOW_LOW
+            && st.consumers.iter().any(|c| c.is_lagging());
+        if !blocked {
+            self.end_throttling(&mut st);
+        }
+        blocked
+    }
+
+    /// Resolves when the queue's congestion may be over (look with [`Queue::flow_blocked`]):
+    /// enable the future before looking, or a wake-up in between is missed.
+    pub fn flow_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.flow.notified()
+    }
+
+    fn end_throttling(&self, st: &mut State) {
+        if std::mem::take(&mut st.throttling) {
+            self.flow.notify_waiters();
+        }
     }
 
     /// Delivers ready messages to consumers with room, round-robin.
@@ -300,6 +342,13 @@ impl Queue {
     }
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
+        self.deliver_ready(st);
+        if st.throttling && st.ready.len() < FLOW_LOW {
+            self.end_throttling(st);
+        }
+    }
+
+    fn deliver_ready(self: &Arc<Self>, st: &mut State) {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
             let Some(idx) = pick_consumer(st) else { return };
             st.next_consumer = idx + 1;
@@ -407,6 +456,7 @@ impl Queue {
         let n = st.ready.len() as u32;
         self.settle_seqs(st.ready.iter().map(|s| (s.seq, s.stored)));
         st.ready.clear();
+        self.end_throttling(&mut st);
         n
     }
 
@@ -435,6 +485,7 @@ impl Queue {
         }
         let n = st.ready.len() as u32;
         st.ready.clear();
+        self.end_throttling(&mut st);
         for c in st.consumers.drain(..) {
             let _ = c.send(Event::Cancelled { consumer: c.clone() });
         }
@@ -465,6 +516,7 @@ impl Queue {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use std::future::Future;
     use tokio::sync::mpsc;
     use warren_wire::BasicProperties;
 
@@ -497,6 +549,17 @@ mod tests {
         priority: i32,
         limit: &Arc<ChannelLimit>,
     ) -> (Arc<Consumer>, mpsc::UnboundedReceiver<Event>) {
+        consumer_with_lag(q, tag, prefetch, priority, limit, Arc::default())
+    }
+
+    fn consumer_with_lag(
+        q: &Arc<Queue>,
+        tag: &str,
+        prefetch: u32,
+        priority: i32,
+        limit: &Arc<ChannelLimit>,
+        lag: Arc<Lag>,
+    ) -> (Arc<Consumer>, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let spec = ConsumerSpec {
             tag: tag.into(),
@@ -507,7 +570,7 @@ mod tests {
             prefetch,
             priority,
         };
-        (Arc::new(Consumer::new(spec, q.clone(), limit.clone(), tx)), rx)
+        (Arc::new(Consumer::new(spec, q.clone(), limit.clone(), tx, lag)), rx)
     }
 
     fn bodies(rx: &mut mpsc::UnboundedReceiver<Event>) -> Vec<(u8, bool)> {
@@ -599,7 +662,7 @@ mod tests {
             prefetch: 0,
             priority: 0,
         };
-        let x = Arc::new(Consumer::new(spec, q.clone(), limit, tx));
+        let x = Arc::new(Consumer::new(spec, q.clone(), limit, tx, Arc::default()));
         assert_eq!(q.add_consumer(x).unwrap_err().code, 403);
     }
 
@@ -613,5 +676,41 @@ mod tests {
         q.publish(msg(7), None);
         assert_eq!(q.consumer_count(), 0);
         assert_eq!(q.message_count(), 1);
+    }
+
+    #[test]
+    fn publishers_are_held_only_while_a_consumer_lags_and_the_backlog_is_high() {
+        let q = queue();
+        let limit = Arc::new(ChannelLimit::default());
+        let lag = Arc::new(Lag::default());
+        let (c, _rx) = consumer_with_lag(&q, "c", 1, 0, &limit, lag.clone());
+        q.add_consumer(c).unwrap();
+        // A consumer that is not behind: any backlog is fine (a slow application).
+        for _ in 0..flow::FLOW_HIGH + 10 {
+            assert_eq!(q.publish(msg(0), None), Publish::Enqueued);
+        }
+        assert!(!q.flow_blocked());
+        // Its connection falls behind: the next publish is told to wait.
+        lag.set(flow::LAGGING as usize);
+        assert_eq!(q.publish(msg(0), None), Publish::Congested);
+        assert!(q.flow_blocked());
+        // It catches up: the wait is over, and the waiters are woken.
+        let woken = q.flow_changed();
+        let mut woken = std::pin::pin!(woken);
+        woken.as_mut().enable();
+        lag.set(0);
+        assert!(!q.flow_blocked());
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(woken.as_mut().poll(&mut cx).is_ready(), "waiters woken");
+        // Behind again, then the backlog drains below the low mark: over too.
+        lag.set_blocked();
+        assert_eq!(q.publish(msg(0), None), Publish::Congested);
+        while q.message_count() as usize >= flow::FLOW_LOW {
+            q.get();
+        }
+        assert!(!q.flow_blocked());
+        // Below the high mark nobody is held, lagging or not.
+        assert_eq!(q.publish(msg(0), None), Publish::Enqueued);
     }
 }

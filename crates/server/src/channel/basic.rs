@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use warren_core::vhost::REPLY_TO;
-use warren_core::{AmqpError, Consumer, ConsumerSpec, Message};
+use warren_core::{AmqpError, Consumer, ConsumerSpec, Message, Publish};
 use warren_wire::method::{
     BasicCancel, BasicCancelOk, BasicConsume, BasicConsumeOk, BasicGet, BasicGetEmpty, BasicGetOk,
     BasicPublish, BasicQos, BasicQosOk, BasicRecoverOk, BasicReturn,
@@ -106,8 +106,13 @@ impl Channel {
             prefetch: self.consumer_prefetch,
             priority,
         };
-        let consumer =
-            Arc::new(Consumer::new(spec, queue.clone(), self.limit.clone(), ctx.events.clone()));
+        let consumer = Arc::new(Consumer::new(
+            spec,
+            queue.clone(),
+            self.limit.clone(),
+            ctx.events.clone(),
+            ctx.lag.clone(),
+        ));
         queue.add_consumer(consumer.clone()).map_err(|e| match e.code {
             403 => AmqpError::access_refused(format!(
                 "queue '{queue_name}' in vhost '{}' in exclusive use",
@@ -219,10 +224,14 @@ impl Channel {
             }
             for q in self.scratch_queues.drain(..) {
                 let at = stored.as_ref().filter(|_| q.durable.is_some()).map(|(_, at)| *at);
-                if !q.publish(message.clone(), at)
-                    && let (Some(at), Some((store, _))) = (at, &stored)
-                {
-                    store.skip(at.id);
+                match q.publish(message.clone(), at) {
+                    Publish::Enqueued => {}
+                    Publish::Congested => ctx.hold(q),
+                    Publish::Deleted => {
+                        if let (Some(at), Some((store, _))) = (at, &stored) {
+                            store.skip(at.id);
+                        }
+                    }
                 }
             }
         }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use crate::connection::out::Out;
 use tokio::sync::mpsc::UnboundedSender;
 use warren_core::exchange::Destination;
-use warren_core::{AmqpError, ChannelLimit, ConnectionId, Consumer, Entry, Event, Queue, VHost};
+use warren_core::{
+    AmqpError, ChannelLimit, ConnectionId, Consumer, Entry, Event, Lag, Queue, VHost,
+};
 use warren_wire::{Frame, Method, ShortStr};
 
 use crate::config::Config;
@@ -42,6 +44,10 @@ pub(crate) struct Ctx<'a> {
     pub user: &'a str,
     /// Queues whose consumers may have room again: dispatched at the end of the batch.
     pub dispatch: &'a mut Vec<Arc<Queue>>,
+    /// Congested queues published to: the connection stops reading until they drain.
+    pub held: &'a mut Vec<Arc<Queue>>,
+    /// The connection's lag, given to its consumers (flow control).
+    pub lag: &'a Arc<Lag>,
 }
 
 impl Ctx<'_> {
@@ -54,6 +60,13 @@ impl Ctx<'_> {
         Frame::method(channel, method)
             .encode(self.out)
             .map_err(|e| AmqpError::internal(format!("encoding a reply: {e}")))
+    }
+
+    /// A publish found `queue` congested: stop reading after this turn until it drains.
+    pub(crate) fn hold(&mut self, queue: Arc<Queue>) {
+        if !self.held.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+            self.held.push(queue);
+        }
     }
 
     /// Remembers that `queue` should try to deliver again at the end of this batch.

@@ -19,7 +19,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span};
-use warren_core::{AmqpError, Broker, ConnectionId, Event, Queue, VHost};
+use warren_core::{AmqpError, Broker, ConnectionId, Event, Lag, Queue, VHost};
 use warren_wire::frame::decode_frame;
 use warren_wire::method::{
     BasicCancel, ChannelClose, ChannelCloseOk, ChannelOpenOk, ConnectionClose, ConnectionCloseOk,
@@ -100,12 +100,33 @@ macro_rules! ctx {
             config: &$conn.config,
             user: &$conn.user,
             dispatch: &mut $conn.dispatch,
+            held: &mut $conn.held,
+            lag: &$conn.lag,
         }
     };
 }
 
 /// Size of a read buffer.
 const READ_SIZE: usize = 64 * 1024;
+
+/// Output waiting for the socket from which the connection counts as lagging.
+const LAGGING_OUTPUT: usize = 256 * 1024;
+
+/// Frames in one read after which the connection yields to the others on its thread.
+const YIELD_AFTER: usize = 256;
+
+/// Waits until `queue`'s congestion may be over: its wake-up, or 10 ms (a consumer's lag
+/// can clear without the queue hearing of it). The caller looks again.
+async fn flow_wait(queue: Option<Arc<Queue>>) {
+    let Some(queue) = queue else { return std::future::pending().await };
+    let changed = queue.flow_changed();
+    tokio::pin!(changed);
+    changed.as_mut().enable();
+    if !queue.flow_blocked() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(10), changed).await;
+}
 
 /// Spare room below which a new read buffer is taken.
 const READ_LOW: usize = 4 * 1024;
@@ -180,6 +201,13 @@ pub(crate) struct Connection {
     /// Channels opened so far: each gets the next number as its generation, so that events
     /// meant for a closed channel never reach a new one of the same number.
     generations: u64,
+    /// Congested queues this connection published to: it reads nothing until they drain
+    /// (flow control, see `warren_core::queue::flow`).
+    held: Vec<Arc<Queue>>,
+    /// How far behind this connection is on its inbox, read by the queues it consumes from.
+    lag: Arc<Lag>,
+    /// The most events found waiting in the inbox during this turn.
+    inbox_seen: usize,
 }
 
 impl Connection {
@@ -217,6 +245,9 @@ impl Connection {
             last_write: Instant::now(),
             dispatch: Vec::new(),
             generations: 0,
+            held: Vec::new(),
+            lag: Arc::default(),
+            inbox_seen: 0,
         }
     }
 
@@ -235,6 +266,9 @@ impl Connection {
             self.last_write = Instant::now();
         }
         while self.writer.backed_up() {
+            // Passing nothing on meanwhile: publishers to the queues it consumes from are
+            // held back rather than burying it.
+            self.lag.set_blocked();
             self.writer.writable().await?;
             self.writer.write_now()?;
         }
@@ -304,19 +338,31 @@ impl Connection {
         self.end_of_turn()?;
         self.flush().await?;
         loop {
+            // Held by flow control: the queue to wait for (its wake-up or a short tick).
+            let hold = self.held.first().cloned();
+            let mut frames = 0usize;
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(ConnError::Forced),
-                more = self.inbuf.fill(&mut self.rd) => {
+                more = self.inbuf.fill(&mut self.rd), if hold.is_none() => {
                     if !more? {
                         return Err(ConnError::PeerGone);
                     }
                     self.last_read = Instant::now();
                     while let Some(frame) = decode_frame(&mut self.inbuf.buf, self.frame_max)? {
                         self.on_frame(frame)?;
+                        frames += 1;
                     }
                     self.inbuf.relax();
                 }
+                () = flow_wait(hold.clone()), if hold.is_some() => {
+                    self.held.retain(|q| q.flow_blocked());
+                    if self.held.is_empty() {
+                        // Not read while held: heartbeats from the peer were not either.
+                        self.last_read = Instant::now();
+                    }
+                }
                 Some(event) = self.events_rx.recv() => {
+                    self.inbox_seen = self.inbox_seen.max(self.events_rx.len() + 1);
                     self.on_event(event)?;
                     for _ in 0..512 {
                         match self.events_rx.try_recv() {
@@ -330,7 +376,7 @@ impl Connection {
                     self.writer.write_now()?;
                 }
                 _ = tick.tick(), if !hb.is_zero() => {
-                    if self.last_read.elapsed() > hb * 2 {
+                    if self.held.is_empty() && self.last_read.elapsed() > hb * 2 {
                         return Err(ConnError::HeartbeatTimeout);
                     }
                     if self.last_write.elapsed() >= hb / 2 {
@@ -340,6 +386,12 @@ impl Connection {
             }
             self.end_of_turn()?;
             self.flush().await?;
+            if frames >= YIELD_AFTER {
+                // A busy publisher gives the other connections on its worker thread a turn
+                // (the runtime's own budget counts reads, not the thousands of frames one
+                // read can hold).
+                tokio::task::yield_now().await;
+            }
         }
     }
 
@@ -378,6 +430,13 @@ impl Connection {
         }
         for q in self.dispatch.drain(..) {
             q.dispatch();
+        }
+        // Behind if deliveries piled up in the inbox during the turn, or the socket does not
+        // take the output as fast as it is made.
+        if self.writer.pending_bytes() >= LAGGING_OUTPUT {
+            self.lag.set_blocked();
+        } else {
+            self.lag.set(std::mem::take(&mut self.inbox_seen).max(self.events_rx.len()));
         }
         Ok(())
     }

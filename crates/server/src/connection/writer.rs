@@ -55,6 +55,11 @@ impl Writer {
         !self.pending.chunks.is_empty()
     }
 
+    /// Bytes waiting for the socket.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.pending.bytes
+    }
+
     /// So much output is waiting that the connection should stop making more.
     pub(crate) fn backed_up(&self) -> bool {
         self.pending.bytes > HIGH_WATER
