@@ -42,6 +42,10 @@ def figures(scenario):
                 ("published", "publish_rate", "msg/s", 1, True)]
     if scenario.startswith("persistent-"):
         return [("confirmed", "confirm_rate", "msg/s", 1, True)]
+    if scenario.startswith("flow-"):
+        return [("consumed", "consume_rate", "msg/s", 1, True),
+                ("published", "publish_rate", "msg/s", 1, True),
+                ("broker RSS at the end", "broker_rss_bytes", "MB", 1e-6, False)]
     if scenario.startswith("fanout"):
         return [("published", "publish_rate", "msg/s", 1, True),
                 ("delivered (all queues)", "consume_rate", "msg/s", 1, True)]

@@ -20,6 +20,9 @@ pub struct TestBroker {
     pub addr: SocketAddr,
     /// Its data dir.
     pub data_dir: PathBuf,
+    /// The extra flags and environment it was started with (a restart keeps them).
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl TestBroker {
@@ -62,7 +65,10 @@ impl TestBroker {
 
     fn respawn(&mut self) {
         let dir = std::mem::take(&mut self.data_dir);
-        let next = Self::start_in(dir, &[], &[]);
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let envs: Vec<(&str, &str)> =
+            self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let next = Self::start_in(dir, &args, &envs);
         let old = std::mem::replace(self, next);
         // The old handle's process is gone; keep its Drop from removing the shared data dir.
         std::mem::forget(old);
@@ -106,7 +112,13 @@ impl TestBroker {
             .expect("warren did not log 'listening on'")
             .parse()
             .expect("listening address");
-        TestBroker { child, addr, data_dir }
+        TestBroker {
+            child,
+            addr,
+            data_dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
     }
 
     /// `amqp://guest:guest@ADDR/%2f`.

@@ -2,6 +2,7 @@
 //! driven by lapin. One test binary made of modules, one module per area.
 
 mod acks;
+mod alarm;
 mod broker;
 mod connection;
 mod consume;

@@ -10,6 +10,7 @@ use tracing::info;
 use warren_store::definitions::{Definitions, UserDef};
 use warren_store::{Store, StoreError, StoreOptions};
 
+use crate::alarm::Alarms;
 use crate::persistence::Persistence;
 use crate::queue::ConnectionId;
 use crate::vhost::VHost;
@@ -47,6 +48,8 @@ pub struct Broker {
     users: RwLock<HashMap<String, User>>,
     next_connection: AtomicU64,
     persistence: Option<Arc<Persistence>>,
+    /// The memory and disk alarms in force.
+    pub alarms: Alarms,
 }
 
 impl Broker {

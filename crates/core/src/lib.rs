@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`broker`]: the broker: users and vhosts.
+//! - [`alarm`]: the memory and disk alarms that block publishers.
 //! - [`vhost`]: one vhost's exchanges and queues, declare/delete/bind rules and routing.
 //! - [`exchange`]: exchange records and one router per exchange type.
 //! - [`queue`]: queues, consumers, prefetch windows and the events sent to connections.
@@ -11,6 +12,7 @@
 //! - [`persistence`]: queue ids and definitions snapshots for a broker with a data dir.
 //! - [`error`]: [`AmqpError`], a reply code and text.
 
+pub mod alarm;
 pub mod broker;
 pub mod error;
 pub mod exchange;
@@ -19,6 +21,7 @@ pub mod persistence;
 pub mod queue;
 pub mod vhost;
 
+pub use alarm::{Alarms, Resource};
 pub use broker::{Broker, Defaults, User};
 pub use error::{AmqpError, Result};
 pub use message::Message;

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::alarm::{Watermark, parse_size, parse_watermark};
+
 /// warren: an AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
@@ -50,6 +52,17 @@ pub struct Config {
     /// Seconds a new connection has to complete the AMQP handshake.
     #[arg(long, env = "WARREN_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     pub handshake_timeout: u64,
+
+    /// Free disk space under the data dir below which publishers are blocked (RabbitMQ's
+    /// disk_free_limit): bytes, or a size such as 50MB or 1GiB.
+    #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value = "50MB", value_parser = parse_size)]
+    pub disk_free_limit: u64,
+
+    /// Memory use above which publishers are blocked (RabbitMQ's vm_memory_high_watermark):
+    /// a fraction of the machine's memory (or the cgroup's limit) such as 0.4, or a size
+    /// such as 1GiB.
+    #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4", value_parser = parse_watermark)]
+    pub memory_high_watermark: Watermark,
 }
 
 impl Config {

@@ -11,11 +11,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use warren_core::Broker;
 
+use crate::alarm::{self, Limits};
 use crate::config::Config;
 use crate::connection;
 
 /// Listens until SIGTERM or SIGINT, then closes every connection and returns.
-pub async fn run(config: Config, broker: Arc<Broker>) -> anyhow::Result<()> {
+pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -24,6 +25,7 @@ pub async fn run(config: Config, broker: Arc<Broker>) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    tokio::spawn(alarm::monitor(broker.clone(), config.clone(), limits, shutdown.clone()));
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {

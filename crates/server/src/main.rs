@@ -3,11 +3,13 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables.
+//! - [`alarm`]: the memory and disk monitor that sets the broker's alarms.
 //! - [`listener`]: the accept loop and graceful shutdown.
 //! - [`connection`]: one task per client connection: handshake, frame dispatch, heartbeats,
 //!   deliveries, and the socket writer.
 //! - [`channel`]: the channel state machine: content assembly and one file per method class.
 
+mod alarm;
 mod channel;
 mod config;
 mod connection;
@@ -34,11 +36,15 @@ fn main() -> anyhow::Result<()> {
     };
     let broker = Broker::open(&config.data_dir, &defaults)
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
+    // Alarms are in force before the first client: a broker started on a full disk blocks
+    // publishers at once and serves consumers.
+    let limits = alarm::Limits::new(&config);
+    alarm::check(&broker, &config.data_dir, limits);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let served = runtime.block_on(listener::run(config, broker.clone()));
+    let served = runtime.block_on(listener::run(config, broker.clone(), limits));
     // Connections are closed: flush and fsync what the store holds, then exit.
     broker.close();
     served

@@ -98,10 +98,14 @@ impl Connection {
             Method::ConnectionStartOk(m) => m,
             other => return Err(self.unexpected(&other)),
         };
-        self.cancel_notify = matches!(
-            start_ok.client_properties.get("capabilities"),
-            Some(FieldValue::Table(t)) if t.get("consumer_cancel_notify").and_then(FieldValue::as_bool) == Some(true)
-        );
+        let capability = |name: &str| {
+            matches!(
+                start_ok.client_properties.get("capabilities"),
+                Some(FieldValue::Table(t)) if t.get(name).and_then(FieldValue::as_bool) == Some(true)
+            )
+        };
+        self.cancel_notify = capability("consumer_cancel_notify");
+        self.blocked_notify = capability("connection.blocked");
         let credentials = match &*start_ok.mechanism {
             "PLAIN" => plain(&start_ok.response),
             "AMQPLAIN" => amqplain(&start_ok.response),

@@ -22,8 +22,8 @@ use tracing::{Instrument, debug, info, info_span};
 use warren_core::{AmqpError, Broker, ConnectionId, Event, Lag, Queue, VHost};
 use warren_wire::frame::decode_frame;
 use warren_wire::method::{
-    BasicCancel, ChannelClose, ChannelCloseOk, ChannelOpenOk, ConnectionClose, ConnectionCloseOk,
-    ConnectionUpdateSecretOk,
+    BasicCancel, ChannelClose, ChannelCloseOk, ChannelOpenOk, ConnectionBlocked, ConnectionClose,
+    ConnectionCloseOk, ConnectionUnblocked, ConnectionUpdateSecretOk,
 };
 use warren_wire::{Frame, Method, WireError, constants::reply};
 
@@ -115,6 +115,17 @@ const LAGGING_OUTPUT: usize = 256 * 1024;
 /// Frames in one read after which the connection yields to the others on its thread.
 const YIELD_AFTER: usize = 256;
 
+/// Waits until the broker's alarms may have changed (the caller looks).
+async fn alarm_wait(broker: Arc<Broker>) {
+    let changed = broker.alarms.changed();
+    tokio::pin!(changed);
+    changed.as_mut().enable();
+    if !broker.alarms.any() {
+        return;
+    }
+    changed.await;
+}
+
 /// Waits until `queue`'s congestion may be over: its wake-up, or 10 ms (a consumer's lag
 /// can clear without the queue hearing of it). The caller looks again.
 async fn flow_wait(queue: Option<Arc<Queue>>) {
@@ -195,6 +206,13 @@ pub(crate) struct Connection {
     heartbeat: u16,
     /// The client understands server-sent basic.cancel.
     cancel_notify: bool,
+    /// The client understands connection.blocked / unblocked.
+    blocked_notify: bool,
+    /// Blocked by a resource alarm: it published while one was set, and is not read until
+    /// the alarms clear (consumers, acks and confirms go on).
+    alarm_blocked: bool,
+    /// connection.blocked was sent (connection.unblocked is owed).
+    blocked_sent: bool,
     last_read: Instant,
     last_write: Instant,
     dispatch: Vec<Arc<Queue>>,
@@ -241,6 +259,9 @@ impl Connection {
             frame_max,
             heartbeat: 0,
             cancel_notify: false,
+            blocked_notify: false,
+            alarm_blocked: false,
+            blocked_sent: false,
             last_read: Instant::now(),
             last_write: Instant::now(),
             dispatch: Vec::new(),
@@ -343,7 +364,7 @@ impl Connection {
             let mut frames = 0usize;
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(ConnError::Forced),
-                more = self.inbuf.fill(&mut self.rd), if hold.is_none() => {
+                more = self.inbuf.fill(&mut self.rd), if hold.is_none() && !self.alarm_blocked => {
                     if !more? {
                         return Err(ConnError::PeerGone);
                     }
@@ -356,10 +377,13 @@ impl Connection {
                 }
                 () = flow_wait(hold.clone()), if hold.is_some() => {
                     self.held.retain(|q| q.flow_blocked());
-                    if self.held.is_empty() {
+                    if self.held.is_empty() && !self.alarm_blocked {
                         // Not read while held: heartbeats from the peer were not either.
                         self.last_read = Instant::now();
                     }
+                }
+                () = alarm_wait(self.broker.clone()), if self.alarm_blocked => {
+                    self.alarms_changed()?;
                 }
                 Some(event) = self.events_rx.recv() => {
                     self.inbox_seen = self.inbox_seen.max(self.events_rx.len() + 1);
@@ -376,7 +400,8 @@ impl Connection {
                     self.writer.write_now()?;
                 }
                 _ = tick.tick(), if !hb.is_zero() => {
-                    if self.held.is_empty() && self.last_read.elapsed() > hb * 2 {
+                    let reading = self.held.is_empty() && !self.alarm_blocked;
+                    if reading && self.last_read.elapsed() > hb * 2 {
                         return Err(ConnError::HeartbeatTimeout);
                     }
                     if self.last_write.elapsed() >= hb / 2 {
@@ -395,10 +420,35 @@ impl Connection {
         }
     }
 
+    /// The alarms changed while this connection was blocked: tell the client, and read again
+    /// once they are all clear.
+    fn alarms_changed(&mut self) -> Result<(), ConnError> {
+        if self.broker.alarms.any() {
+            return Ok(());
+        }
+        self.alarm_blocked = false;
+        if std::mem::take(&mut self.blocked_sent) {
+            self.send(0, ConnectionUnblocked {})?;
+        }
+        if self.held.is_empty() {
+            // Not read while blocked: heartbeats from the peer were not either.
+            self.last_read = Instant::now();
+        }
+        Ok(())
+    }
+
     /// Confirms and re-dispatch, once per loop turn.
     /// Once per loop turn: asks the store to report when this turn's stored publishes are on
     /// disk, sends the confirms that are due, and lets queues deliver again.
     fn end_of_turn(&mut self) -> Result<(), ConnError> {
+        if self.alarm_blocked
+            && !self.blocked_sent
+            && self.blocked_notify
+            && let Some(reason) = self.broker.alarms.reason()
+        {
+            self.send(0, ConnectionBlocked { reason: reason.into() })?;
+            self.blocked_sent = true;
+        }
         if let Some(vhost) = &self.vhost {
             let store = self.broker.store();
             for channel in self.channels.values_mut() {
@@ -456,7 +506,14 @@ impl Connection {
         }
         let (class_id, method_id) = match &frame {
             Frame::Method { method, .. } => (method.class_id(), method.method_id()),
-            _ => (0, 0),
+            _ => {
+                // A publish's content while an alarm is set: this connection is blocked
+                // after the turn (as RabbitMQ's reader, which blocks at a publish).
+                if !self.alarm_blocked && self.broker.alarms.any() {
+                    self.alarm_blocked = true;
+                }
+                (0, 0)
+            }
         };
         if ch > self.channel_max {
             return Err(ConnError::Amqp(
