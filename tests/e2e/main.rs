@@ -16,6 +16,7 @@ mod queues;
 mod raw;
 mod routing;
 mod rpc;
+mod scale;
 mod support;
 
 pub use broker::TestBroker;

@@ -92,7 +92,8 @@ impl Broker {
         match recovery.definitions {
             None => {
                 broker.add_defaults(defaults);
-                persistence.changed();
+                // A new data dir on a full disk: the monitor's retries save them later.
+                let _ = persistence.changed();
             }
             Some(defs) => {
                 let mut messages = recovery.queues;
@@ -140,6 +141,13 @@ impl Broker {
     pub fn close(&self) {
         if let Some(p) = &self.persistence {
             p.store.close();
+        }
+    }
+
+    /// Saves the definitions if an earlier save failed (called periodically).
+    pub fn retry_definitions(&self) {
+        if let Some(p) = &self.persistence {
+            p.retry();
         }
     }
 

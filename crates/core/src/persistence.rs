@@ -1,13 +1,14 @@
 //! The link between the routing core and the store: queue ids for durable queues, and the
 //! definitions snapshot written whenever a durable exchange, queue or binding changes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use tracing::error;
 use warren_store::{QueueId, Store};
 
 use crate::broker::Broker;
+use crate::error::AmqpError;
 
 /// What a broker with a data dir persists through.
 #[derive(Debug)]
@@ -17,6 +18,8 @@ pub struct Persistence {
     next_queue_id: AtomicU64,
     /// The broker whose definitions are saved (set once it exists).
     pub(crate) broker: OnceLock<Weak<Broker>>,
+    /// The last save failed: what is in memory is not all on disk.
+    unsaved: AtomicBool,
 }
 
 impl Persistence {
@@ -25,6 +28,7 @@ impl Persistence {
             store,
             next_queue_id: AtomicU64::new(next_queue_id),
             broker: OnceLock::new(),
+            unsaved: AtomicBool::new(false),
         })
     }
 
@@ -34,11 +38,32 @@ impl Persistence {
     }
 
     /// Writes the definitions snapshot (synchronously: a declare is answered after its
-    /// definition is on disk). Must not be called while holding any registry lock.
-    pub(crate) fn changed(&self) {
-        let Some(broker) = self.broker.get().and_then(Weak::upgrade) else { return };
-        if let Err(e) = self.store.save_definitions(&broker.definitions()) {
-            error!("saving definitions: {e}");
+    /// definition is on disk). The snapshot is taken under the store's definitions lock, so
+    /// that of two concurrent changes the one saved last is the newer state: a snapshot taken
+    /// earlier can never overwrite a later one. Must not be called while holding any registry
+    /// lock.
+    ///
+    /// If the write fails the change stays in memory and the caller gets 541 INTERNAL_ERROR;
+    /// the next change (or [`Persistence::retry`]) saves the whole state again.
+    pub(crate) fn changed(&self) -> crate::Result<()> {
+        let Some(broker) = self.broker.get().and_then(Weak::upgrade) else { return Ok(()) };
+        match self.store.save_definitions_with(|| broker.definitions()) {
+            Ok(()) => {
+                self.unsaved.store(false, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                self.unsaved.store(true, Ordering::Release);
+                error!("saving definitions: {e}");
+                Err(AmqpError::internal(format!("the definitions could not be saved: {e}")))
+            }
+        }
+    }
+
+    /// Saves the definitions again if the last save failed (the resource monitor calls this).
+    pub fn retry(&self) {
+        if self.unsaved.load(Ordering::Acquire) && self.changed().is_ok() {
+            tracing::info!("definitions saved after an earlier failure");
         }
     }
 }

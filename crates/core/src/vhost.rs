@@ -270,14 +270,17 @@ impl VHost {
         let durable = options.durable;
         map.insert(name.into(), Arc::new(Exchange::new(name.into(), options)));
         drop(map);
-        self.persisted(durable);
+        self.persisted(durable)?;
         Ok(())
     }
 
     /// Saves the definitions if a durable thing changed (call with no registry lock held).
-    fn persisted(&self, durable: bool) {
-        if durable && let Some(p) = &self.persistence {
-            p.changed();
+    /// An error if they could not be written: the change is then not durable, and the client
+    /// must not be told it is.
+    fn persisted(&self, durable: bool) -> Result<()> {
+        match &self.persistence {
+            Some(p) if durable => p.changed(),
+            _ => Ok(()),
         }
     }
 
@@ -305,7 +308,7 @@ impl VHost {
         let sources: Vec<Arc<Exchange>> = map.values().cloned().collect();
         drop(map);
         self.remove_destination_everywhere(&sources, &as_dest);
-        self.persisted(ex.options.durable);
+        self.persisted(ex.options.durable)?;
         Ok(())
     }
 
@@ -336,7 +339,8 @@ impl VHost {
         let sources: Vec<Arc<Exchange>> = map.values().cloned().collect();
         drop(map);
         self.remove_destination_everywhere(&sources, &Destination::Exchange(e.name.clone()));
-        self.persisted(e.options.durable);
+        // A failed save is retried (the monitor, the next change); nobody waits on this one.
+        let _ = self.persisted(e.options.durable);
     }
 
     /// exchange.bind (`destination` receives what `source` routes).
@@ -353,7 +357,7 @@ impl VHost {
             headers::validate_x_match(args).map_err(AmqpError::precondition_failed)?;
         }
         let added = src.router_mut().bind(&Destination::Exchange(dest.name.clone()), key, args);
-        self.persisted(added && src.options.durable && dest.options.durable);
+        self.persisted(added && src.options.durable && dest.options.durable)?;
         Ok(())
     }
 
@@ -379,7 +383,7 @@ impl VHost {
         if emptied && src.options.auto_delete {
             self.auto_delete_exchange(source);
         }
-        self.persisted(src.options.durable && dest.options.durable);
+        self.persisted(src.options.durable && dest.options.durable)?;
         Ok(())
     }
 
@@ -478,7 +482,7 @@ impl VHost {
         let q = Arc::new(Queue::with_store(name.clone(), options, durable));
         map.insert(name, q.clone());
         drop(map);
-        self.persisted(is_durable);
+        self.persisted(is_durable)?;
         Ok(answer(q))
     }
 
@@ -515,7 +519,7 @@ impl VHost {
             headers::validate_x_match(args).map_err(AmqpError::precondition_failed)?;
         }
         let added = ex.router_mut().bind(&Destination::Queue(q.name.clone()), key, args);
-        self.persisted(added && ex.options.durable && q.durable.is_some());
+        self.persisted(added && ex.options.durable && q.durable.is_some())?;
         Ok(())
     }
 
@@ -542,7 +546,7 @@ impl VHost {
         if emptied && ex.options.auto_delete {
             self.auto_delete_exchange(exchange);
         }
-        self.persisted(ex.options.durable && q.durable.is_some());
+        self.persisted(ex.options.durable && q.durable.is_some())?;
         Ok(())
     }
 
@@ -589,7 +593,8 @@ impl VHost {
         let n = q.delete();
         let sources: Vec<Arc<Exchange>> = read(&self.exchanges).values().cloned().collect();
         self.remove_destination_everywhere(&sources, &Destination::Queue(q.name.clone()));
-        self.persisted(q.durable.is_some());
+        // A failed save is retried (the monitor, the next change); nobody waits on this one.
+        let _ = self.persisted(q.durable.is_some());
         n
     }
 

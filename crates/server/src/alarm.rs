@@ -167,7 +167,11 @@ pub async fn monitor(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(INTERVAL) => check(&broker, &config.data_dir, limits),
+            _ = tokio::time::sleep(INTERVAL) => {
+                check(&broker, &config.data_dir, limits);
+                // A definitions save that failed (a full disk) is retried once space returns.
+                broker.retry_definitions();
+            }
         }
     }
 }

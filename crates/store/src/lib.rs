@@ -298,8 +298,18 @@ impl Store {
 
     /// Writes the definitions snapshot (synchronously, fsync'd).
     pub fn save_definitions(&self, defs: &Definitions) -> Result<(), StoreError> {
+        self.save_definitions_with(|| defs.clone())
+    }
+
+    /// Takes the definitions snapshot with `take` and writes it, both under one lock: saves
+    /// happen one at a time, each of a state taken after the previous save, so an older
+    /// snapshot never overwrites a newer one.
+    pub fn save_definitions_with(
+        &self,
+        take: impl FnOnce() -> Definitions,
+    ) -> Result<(), StoreError> {
         let _guard = self.defs.lock().unwrap_or_else(|p| p.into_inner());
-        defs.save(&self.dir)
+        take().save(&self.dir)
     }
 
     /// Syncs everything and stops the writer thread.

@@ -414,7 +414,8 @@ impl Queue {
         if st.deleted {
             return Err(AmqpError::not_found(format!("no queue '{}'", self.name)));
         }
-        if st.consumers.iter().any(|c| c.exclusive)
+        // Only the first consumer can be exclusive: looking at it is enough (no scan).
+        if st.consumers.first().is_some_and(|c| c.exclusive)
             || (consumer.exclusive && !st.consumers.is_empty())
         {
             return Err(AmqpError::access_refused(format!(
@@ -428,18 +429,17 @@ impl Queue {
         Ok(())
     }
 
-    /// Removes the consumer `tag` of `connection`'s `channel`.
-    pub fn remove_consumer(
-        &self,
-        connection: ConnectionId,
-        channel: u16,
-        tag: &str,
-    ) -> ConsumerRemoved {
+    /// Removes the consumers that were retired ([`Consumer::retire`]): one pass however many
+    /// there are, so closing a channel with thousands of consumers costs one pass per queue,
+    /// not one per consumer.
+    pub fn remove_retired(&self) -> ConsumerRemoved {
         let mut st = self.state();
         let before = st.consumers.len();
-        st.consumers
-            .retain(|c| !(c.connection == connection && c.channel == channel && c.tag == tag));
+        st.consumers.retain(|c| c.is_active());
         let found = st.consumers.len() != before;
+        if st.next_consumer >= st.consumers.len() {
+            st.next_consumer = 0;
+        }
         ConsumerRemoved {
             found,
             auto_delete_now: found

@@ -128,7 +128,7 @@ impl Channel {
     pub(super) fn cancel(&mut self, m: BasicCancel, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         if let Some(sub) = self.consumers.remove(&m.consumer_tag) {
             sub.consumer.retire();
-            let removed = sub.queue.remove_consumer(ctx.connection, self.id, &m.consumer_tag);
+            let removed = sub.queue.remove_retired();
             if removed.auto_delete_now {
                 ctx.vhost.remove_queue(&sub.queue);
             }

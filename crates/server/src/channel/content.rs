@@ -30,10 +30,12 @@ pub(crate) enum Assembly {
         method: BasicPublish,
         header: Box<ContentHeader>,
         size: u64,
-        /// The first body frame, kept as is: a one-frame body is never copied.
-        first: Option<Bytes>,
-        /// Later frames are gathered here (with the first copied in).
-        rest: BytesMut,
+        /// The body frames so far, kept as they came (a one-frame body is never copied; a
+        /// longer one is joined once, when complete). Nothing is reserved for the size the
+        /// peer declared before its bytes arrive.
+        parts: Vec<Bytes>,
+        /// Bytes in `parts`.
+        have: u64,
     },
 }
 
@@ -76,43 +78,50 @@ impl Assembly {
             method,
             size: header.body_size,
             header,
-            first: None,
-            rest: BytesMut::new(),
+            parts: Vec::new(),
+            have: 0,
         };
         Ok(None)
     }
 
     /// A body frame arrived.
     pub(crate) fn body(&mut self, payload: Bytes) -> Result<Option<Published>, AmqpError> {
-        let Assembly::AwaitingBody { size, first, rest, .. } = self else {
+        let Assembly::AwaitingBody { size, parts, have, .. } = self else {
             return Err(AmqpError::unexpected_frame("content body frame without a content header"));
         };
-        let have = first.as_ref().map_or(0, Bytes::len) + rest.len();
-        if (have + payload.len()) as u64 > *size {
+        if *have + payload.len() as u64 > *size {
             return Err(AmqpError::unexpected_frame(format!(
                 "content body exceeds its declared size of {size} bytes"
             )));
         }
-        match first {
-            None if rest.is_empty() => *first = Some(payload),
-            _ => {
-                if let Some(f) = first.take() {
-                    rest.reserve(*size as usize);
-                    rest.extend_from_slice(&f);
-                }
-                rest.extend_from_slice(&payload);
-            }
-        }
-        let have = first.as_ref().map_or(0, Bytes::len) + rest.len();
-        if (have as u64) < *size {
+        *have += payload.len() as u64;
+        parts.push(payload);
+        if *have < *size {
             return Ok(None);
         }
-        let Assembly::AwaitingBody { method, header, first, rest, .. } = std::mem::take(self)
+        let Assembly::AwaitingBody { method, header, mut parts, size, .. } = std::mem::take(self)
         else {
             return Ok(None);
         };
-        let body = first.unwrap_or_else(|| rest.freeze());
+        let body = if parts.len() == 1 {
+            parts.pop().unwrap_or_default()
+        } else {
+            let mut joined = BytesMut::with_capacity(size as usize);
+            for p in &parts {
+                joined.extend_from_slice(p);
+            }
+            joined.freeze()
+        };
         Ok(Some(Published { method, header, body }))
+    }
+
+    /// Bytes of body held while a message is incomplete.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        match self {
+            Assembly::AwaitingBody { parts, .. } => parts.iter().map(Bytes::len).sum(),
+            _ => 0,
+        }
     }
 }
 
@@ -143,6 +152,16 @@ mod tests {
         assert!(a.body(Bytes::from_static(b"ab")).unwrap().is_none());
         assert!(a.body(Bytes::from_static(b"cd")).unwrap().is_none());
         assert_eq!(&a.body(Bytes::from_static(b"e")).unwrap().unwrap().body[..], b"abcde");
+    }
+
+    #[test]
+    fn a_huge_declared_size_reserves_nothing_until_bytes_arrive() {
+        let mut a = Assembly::default();
+        a.start(BasicPublish::default());
+        a.header(header(100 << 20), 128 << 20).unwrap();
+        assert!(a.body(Bytes::from_static(b"ab")).unwrap().is_none());
+        assert!(a.body(Bytes::from_static(b"cd")).unwrap().is_none());
+        assert_eq!(a.held(), 4);
     }
 
     #[test]

@@ -368,11 +368,15 @@ impl Channel {
     /// Releases everything the channel holds: consumers leave their queues (auto-delete
     /// queues may go), unacked messages return to their queues in order.
     pub(crate) fn release(&mut self, ctx: &mut Ctx<'_>) {
-        for (tag, sub) in self.consumers.drain() {
+        // Retire them all, then each queue drops its retired consumers in one pass.
+        let mut queues: HashMap<*const Queue, Arc<Queue>> = HashMap::new();
+        for (_, sub) in self.consumers.drain() {
             sub.consumer.retire();
-            let removed = sub.queue.remove_consumer(ctx.connection, self.id, &tag);
-            if removed.auto_delete_now {
-                ctx.vhost.remove_queue(&sub.queue);
+            queues.entry(Arc::as_ptr(&sub.queue)).or_insert(sub.queue);
+        }
+        for q in queues.into_values() {
+            if q.remove_retired().auto_delete_now {
+                ctx.vhost.remove_queue(&q);
             }
         }
         let mut unacked: Vec<Unacked> = self.unacked.drain(..).collect();
