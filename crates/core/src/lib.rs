@@ -6,6 +6,7 @@
 //! - [`broker`]: the broker: users and vhosts.
 //! - [`alarm`]: the memory and disk alarms that block publishers.
 //! - [`vhost`]: one vhost's exchanges and queues, declare/delete/bind rules and routing.
+//! - [`publish`]: publishing as one operation: route, store, enqueue, outcome.
 //! - [`exchange`]: exchange records and one router per exchange type.
 //! - [`queue`]: queues, consumers, prefetch windows and the events sent to connections.
 //! - [`message`]: the shared message.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod exchange;
 pub mod message;
 pub mod persistence;
+pub mod publish;
 pub mod queue;
 pub mod vhost;
 

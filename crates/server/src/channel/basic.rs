@@ -6,12 +6,12 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use warren_core::vhost::REPLY_TO;
-use warren_core::{AmqpError, Consumer, ConsumerSpec, Message, Publish};
+use warren_core::{AmqpError, Consumer, ConsumerSpec, Message};
 use warren_wire::method::{
     BasicCancel, BasicCancelOk, BasicConsume, BasicConsumeOk, BasicGet, BasicGetEmpty, BasicGetOk,
     BasicPublish, BasicQos, BasicQosOk, BasicRecoverOk, BasicReturn,
 };
-use warren_wire::{Method, ShortStr, constants::reply, encode_content, encode_content_raw};
+use warren_wire::{Method, ShortStr, constants::reply, encode_content_raw};
 
 use super::content::Published;
 use super::{Channel, Ctx, Source, Subscription, Unacked};
@@ -168,9 +168,10 @@ impl Channel {
         self.route_and_enqueue(p, ctx).map(drop)
     }
 
-    /// Routes a message and enqueues it; persistent messages for durable queues are written
-    /// to the store once. Returns the store's failure epoch at the append if the store got
-    /// it (a confirm or commit-ok must wait for its fsync).
+    /// Publishes a message (routing, storing and enqueueing are one core operation), returns
+    /// it if it was mandatory and went nowhere, and counts it for confirms. Returns the store's
+    /// failure epoch at the append if the store took it (a confirm or commit-ok must wait for
+    /// its fsync).
     pub(super) fn route_and_enqueue(
         &mut self,
         p: Published,
@@ -187,63 +188,44 @@ impl Channel {
         }
         let raw_properties = std::mem::take(&mut header.raw_properties);
         let properties = &header.properties;
-        ctx.vhost.route(
-            &method.exchange,
-            &method.routing_key,
-            properties.headers.as_ref(),
-            &mut self.scratch_dest,
-            &mut self.scratch_queues,
-        )?;
-        if self.scratch_queues.is_empty() && method.mandatory {
+        let message = Arc::new(Message::new(
+            method.exchange,
+            method.routing_key,
+            properties,
+            raw_properties,
+            body,
+        ));
+        let routed =
+            ctx.vhost.publish(message.clone(), properties.headers.as_ref(), &mut self.scratch)?;
+        for q in self.scratch.congested.drain(..) {
+            ctx.hold(q);
+        }
+        if routed.queues == 0 && method.mandatory {
             let ret = Method::from(BasicReturn {
                 reply_code: reply::NO_ROUTE,
                 reply_text: "NO_ROUTE".into(),
-                exchange: method.exchange.clone(),
-                routing_key: method.routing_key.clone(),
+                exchange: message.exchange.clone(),
+                routing_key: message.routing_key.clone(),
             });
-            encode_content(ctx.out, self.id, &ret, properties, &body, ctx.frame_max)
-                .map_err(|e| AmqpError::internal(format!("encoding basic.return: {e}")))?;
-        }
-        let mut stored = None;
-        if !self.scratch_queues.is_empty() {
-            let persistent = properties.is_persistent();
-            let message = Arc::new(Message::new(
-                method.exchange,
-                method.routing_key,
-                properties,
-                raw_properties,
-                body,
-            ));
-            if persistent {
-                let mut durable = self.scratch_queues.iter().filter_map(|q| q.durable.as_ref());
-                if let Some(d) = durable.next() {
-                    let count = 1 + durable.count() as u32;
-                    let at = d.store.append(message.clone(), count);
-                    stored = Some((d.store.clone(), at));
-                }
-            }
-            for q in self.scratch_queues.drain(..) {
-                let at = stored.as_ref().filter(|_| q.durable.is_some()).map(|(_, at)| *at);
-                match q.publish(message.clone(), at) {
-                    Publish::Enqueued => {}
-                    Publish::Congested => ctx.hold(q),
-                    Publish::Deleted => {
-                        if let (Some(at), Some((store, _))) = (at, &stored) {
-                            store.skip(at.id);
-                        }
-                    }
-                }
-            }
+            encode_content_raw(
+                ctx.out,
+                self.id,
+                &ret,
+                &message.properties,
+                &message.body,
+                ctx.frame_max,
+            )
+            .map_err(|e| AmqpError::internal(format!("encoding basic.return: {e}")))?;
         }
         if let Some(c) = &mut self.confirms {
             let seq = c.next;
             c.next += 1;
-            if let Some((_, at)) = &stored {
-                c.waiting.push_back((seq, at.epoch));
+            if let Some(epoch) = routed.stored {
+                c.waiting.push_back((seq, epoch));
                 self.confirm_sync = Some(seq);
             }
         }
-        Ok(stored.map(|(_, at)| at.epoch))
+        Ok(routed.stored)
     }
 
     pub(super) fn get(&mut self, m: BasicGet, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::connection::out::Out;
 use tokio::sync::mpsc::UnboundedSender;
-use warren_core::exchange::Destination;
+use warren_core::publish::Scratch;
 use warren_core::{
     AmqpError, ChannelLimit, ConnectionId, Consumer, Entry, Event, Lag, Queue, VHost,
 };
@@ -231,8 +231,8 @@ pub(crate) struct Channel {
     next_ctag: u64,
     /// The private queue of this channel's direct reply-to consumer, if it has one.
     reply_queue: Option<ShortStr>,
-    scratch_dest: Vec<Destination>,
-    scratch_queues: Vec<Arc<Queue>>,
+    /// Routing buffers reused from one publish to the next.
+    scratch: Scratch,
 }
 
 impl Channel {
@@ -254,8 +254,7 @@ impl Channel {
             last_queue: None,
             next_ctag: 1,
             reply_queue: None,
-            scratch_dest: Vec::new(),
-            scratch_queues: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 

@@ -1,0 +1,138 @@
+//! Publishing as one core operation: route a message, write it to the store once if it is
+//! persistent and goes to durable queues, enqueue it everywhere it goes, and say what came of
+//! it. The server calls this for basic.publish and tx.commit; what publishes from inside the
+//! broker (dead-lettering, expiry, delayed delivery) calls the same.
+
+use std::sync::Arc;
+
+use warren_wire::FieldTable;
+
+use crate::error::Result;
+use crate::exchange::Destination;
+use crate::message::Message;
+use crate::queue::{Publish, Queue};
+use crate::vhost::VHost;
+
+/// Buffers a publisher reuses from one publish to the next, so that routing allocates
+/// nothing per message.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    dest: Vec<Destination>,
+    queues: Vec<Arc<Queue>>,
+    /// Queues found congested by the last publishes (see `queue::flow`): the publisher should
+    /// wait for them. The caller drains it.
+    pub congested: Vec<Arc<Queue>>,
+}
+
+/// What a publish came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    /// Queues it was enqueued in (0: unroutable, or every queue it routed to was deleted
+    /// meanwhile).
+    pub queues: usize,
+    /// If the store took it (persistent, for durable queues): the store's failure epoch at its
+    /// append. A confirm must wait for the store's sync, and must be a nack if the epoch has
+    /// moved by then.
+    pub stored: Option<u64>,
+}
+
+impl VHost {
+    /// Routes `message` from its exchange with its routing key (and `headers`, for headers
+    /// exchanges), stores it if it is persistent and goes to a durable queue (once, however
+    /// many), and enqueues it in every queue it goes to. Refused (nothing enqueued) for a
+    /// missing or internal exchange.
+    pub fn publish(
+        &self,
+        message: Arc<Message>,
+        headers: Option<&FieldTable>,
+        scratch: &mut Scratch,
+    ) -> Result<Routed> {
+        let Scratch { dest, queues, congested } = scratch;
+        self.route(&message.exchange, &message.routing_key, headers, dest, queues)?;
+        let mut stored = None;
+        if message.is_persistent() {
+            let mut durable = queues.iter().filter_map(|q| q.durable.as_ref());
+            if let Some(d) = durable.next() {
+                let count = 1 + durable.count() as u32;
+                stored = Some((d.store.clone(), d.store.append(message.clone(), count)));
+            }
+        }
+        let mut enqueued = 0;
+        for q in queues.drain(..) {
+            let at = stored.as_ref().filter(|_| q.durable.is_some()).map(|(_, at)| *at);
+            match q.publish(message.clone(), at) {
+                Publish::Enqueued => enqueued += 1,
+                Publish::Congested => {
+                    enqueued += 1;
+                    if !congested.iter().any(|c| Arc::ptr_eq(c, &q)) {
+                        congested.push(q);
+                    }
+                }
+                Publish::Deleted => {
+                    // Its promised index entry will not come.
+                    if let (Some(at), Some((store, _))) = (at, &stored) {
+                        store.skip(at.id);
+                    }
+                }
+            }
+        }
+        Ok(Routed { queues: enqueued, stored: stored.map(|(_, at)| at.epoch) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use warren_wire::BasicProperties;
+
+    use crate::exchange::{ExchangeKind, ExchangeOptions};
+    use crate::queue::QueueOptions;
+
+    fn message(exchange: &str, key: &str) -> Arc<Message> {
+        Arc::new(Message::new(
+            exchange.into(),
+            key.into(),
+            &BasicProperties::default(),
+            Bytes::new(),
+            Bytes::from_static(b"m"),
+        ))
+    }
+
+    fn queue_options() -> QueueOptions {
+        QueueOptions {
+            durable: false,
+            exclusive: None,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+        }
+    }
+
+    #[test]
+    fn a_publish_is_routed_enqueued_and_counted() {
+        let v = VHost::new("/");
+        for q in ["a", "b"] {
+            v.declare_queue(q, false, queue_options(), 1).unwrap();
+        }
+        let fanout = ExchangeOptions {
+            kind: ExchangeKind::Fanout,
+            durable: false,
+            auto_delete: false,
+            internal: false,
+            arguments: FieldTable::new(),
+        };
+        v.declare_exchange("fan", "fanout", false, fanout).unwrap();
+        for q in ["a", "b"] {
+            v.bind_queue(q, "fan", "", &FieldTable::new(), 1).unwrap();
+        }
+        let mut s = Scratch::default();
+        let r = v.publish(message("fan", ""), None, &mut s).unwrap();
+        assert_eq!(r, Routed { queues: 2, stored: None });
+        let r = v.publish(message("", "a"), None, &mut s).unwrap();
+        assert_eq!(r.queues, 1);
+        assert_eq!(v.publish(message("", "nowhere"), None, &mut s).unwrap().queues, 0);
+        assert_eq!(v.publish(message("missing", ""), None, &mut s).unwrap_err().code, 404);
+        assert_eq!(v.queue("a").unwrap().message_count(), 2);
+        assert_eq!(v.queue("b").unwrap().message_count(), 1);
+    }
+}
