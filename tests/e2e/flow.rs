@@ -152,3 +152,58 @@ async fn a_consumer_that_acks_slowly_does_not_hold_publishers_back() {
     }
     assert_eq!(ready(&ch, "slow").await, (N - 10) as u32);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
+    const N: usize = 20_000;
+    let broker = TestBroker::start_with(&["--send-timeout", "2"], &[]);
+    let (_conn, ch) = broker.channel().await;
+    declare(&ch, "stall").await;
+    ch.confirm_select(Default::default()).await.expect("confirm.select");
+    let pad = vec![b'.'; 1000];
+    let mut confirms = Vec::with_capacity(N);
+    for _ in 0..N {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "stall".into(),
+                BasicPublishOptions::default(),
+                &pad,
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
+        confirms.push(c);
+    }
+    for c in confirms {
+        assert!(c.await.expect("confirm").is_ack());
+    }
+    // A consumer with manual acks and no prefetch limit that never reads its socket.
+    let mut raw = Raw::open(broker.addr, 0).await;
+    raw.send(1, ChannelOpen::default()).await;
+    let Method::ChannelOpenOk(_) = raw.method().await else { panic!("channel.open-ok") };
+    let consume =
+        BasicConsume { queue: "stall".into(), consumer_tag: "t".into(), ..Default::default() };
+    raw.send(1, consume).await;
+
+    // It is dropped once its socket has taken nothing for 2 s; what it held is requeued.
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    let started = Instant::now();
+    loop {
+        let q = ch
+            .queue_declare("stall".into(), passive, FieldTable::default())
+            .await
+            .expect("passive declare");
+        if q.consumer_count() == 0 && q.message_count() == N as u32 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still {} consumer(s), {} of {N} ready",
+            q.consumer_count(),
+            q.message_count()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(raw);
+}

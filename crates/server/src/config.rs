@@ -53,6 +53,11 @@ pub struct Config {
     #[arg(long, env = "WARREN_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     pub handshake_timeout: u64,
 
+    /// Seconds a client may leave its socket unread (its output backed up, none of it taken)
+    /// before it is disconnected and its unacknowledged messages requeued (0: never).
+    #[arg(long, env = "WARREN_SEND_TIMEOUT", default_value_t = 120)]
+    pub send_timeout: u64,
+
     /// Free disk space under the data dir below which publishers are blocked (RabbitMQ's
     /// disk_free_limit): bytes, or a size such as 50MB or 1GiB.
     #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value = "50MB", value_parser = parse_size)]

@@ -52,6 +52,8 @@ pub(crate) enum ConnError {
     PeerGone,
     #[error("missed heartbeats")]
     HeartbeatTimeout,
+    #[error("the client read nothing for the send timeout")]
+    SendTimeout,
     #[error("broker shutting down")]
     Forced,
 }
@@ -279,19 +281,12 @@ impl Connection {
     }
 
     /// Writes the turn's output as far as the socket takes it now; what remains goes out when
-    /// the socket is writable (the main loop waits for that). Waits only while so much is
-    /// pending that the client is clearly not reading.
-    async fn flush(&mut self) -> Result<(), ConnError> {
+    /// the socket is writable (the main loop waits for that, and while so much is pending
+    /// that the client is clearly not reading, it reads and delivers nothing more).
+    fn flush(&mut self) -> Result<(), ConnError> {
         if !self.out.is_empty() {
             self.writer.send(self.out.take())?;
             self.last_write = Instant::now();
-        }
-        while self.writer.backed_up() {
-            // Passing nothing on meanwhile: publishers to the queues it consumes from are
-            // held back rather than burying it.
-            self.lag.set_blocked();
-            self.writer.writable().await?;
-            self.writer.write_now()?;
         }
         Ok(())
     }
@@ -299,7 +294,7 @@ impl Connection {
     /// Writes all output before going on (the handshake, and closing): the client's next
     /// step waits for it. Bounded: a client that does not read is given up on.
     async fn flush_all(&mut self) -> Result<(), ConnError> {
-        self.flush().await?;
+        self.flush()?;
         match tokio::time::timeout(Duration::from_secs(2), self.writer.drain()).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(ConnError::PeerGone),
@@ -357,14 +352,30 @@ impl Connection {
         }
         self.inbuf.relax();
         self.end_of_turn()?;
-        self.flush().await?;
+        self.flush()?;
+        let send_timeout = Duration::from_secs(self.config.send_timeout);
         loop {
             // Held by flow control: the queue to wait for (its wake-up or a short tick).
             let hold = self.held.first().cloned();
+            // The client does not read: nothing more is read or delivered until it does, and
+            // it is dropped if its socket takes nothing for the send timeout.
+            let backed_up = self.writer.backed_up();
+            let stalled_until = self.writer.last_progress() + send_timeout;
             let mut frames = 0usize;
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(ConnError::Forced),
-                more = self.inbuf.fill(&mut self.rd), if hold.is_none() && !self.alarm_blocked => {
+                () = tokio::time::sleep_until(stalled_until.into()),
+                    if backed_up && !send_timeout.is_zero() =>
+                {
+                    if self.writer.backed_up()
+                        && self.writer.last_progress().elapsed() >= send_timeout
+                    {
+                        return Err(ConnError::SendTimeout);
+                    }
+                }
+                more = self.inbuf.fill(&mut self.rd),
+                    if hold.is_none() && !self.alarm_blocked && !backed_up =>
+                {
                     if !more? {
                         return Err(ConnError::PeerGone);
                     }
@@ -385,7 +396,7 @@ impl Connection {
                 () = alarm_wait(self.broker.clone()), if self.alarm_blocked => {
                     self.alarms_changed()?;
                 }
-                Some(event) = self.events_rx.recv() => {
+                Some(event) = self.events_rx.recv(), if !backed_up => {
                     self.inbox_seen = self.inbox_seen.max(self.events_rx.len() + 1);
                     self.on_event(event)?;
                     for _ in 0..512 {
@@ -400,7 +411,7 @@ impl Connection {
                     self.writer.write_now()?;
                 }
                 _ = tick.tick(), if !hb.is_zero() => {
-                    let reading = self.held.is_empty() && !self.alarm_blocked;
+                    let reading = self.held.is_empty() && !self.alarm_blocked && !backed_up;
                     if reading && self.last_read.elapsed() > hb * 2 {
                         return Err(ConnError::HeartbeatTimeout);
                     }
@@ -410,7 +421,7 @@ impl Connection {
                 }
             }
             self.end_of_turn()?;
-            self.flush().await?;
+            self.flush()?;
             if frames >= YIELD_AFTER {
                 // A busy publisher gives the other connections on its worker thread a turn
                 // (the runtime's own budget counts reads, not the thousands of frames one
@@ -707,7 +718,7 @@ impl Connection {
                 self.await_close_ok().await;
             }
         } else {
-            let _ = self.flush().await;
+            let _ = self.flush();
         }
         self.release();
         self.writer.finish().await;

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use tokio::io::AsyncWriteExt;
@@ -28,11 +28,18 @@ const LINGER: Duration = Duration::from_secs(2);
 pub(crate) struct Writer {
     half: OwnedWriteHalf,
     pending: Pending,
+    /// When the socket last took bytes (or output last found it empty).
+    progress: Instant,
 }
 
 impl Writer {
     pub(crate) fn new(half: OwnedWriteHalf) -> Self {
-        Writer { half, pending: Pending::default() }
+        Writer { half, pending: Pending::default(), progress: Instant::now() }
+    }
+
+    /// When the socket last took any of the pending output (now, if none is pending).
+    pub(crate) fn last_progress(&self) -> Instant {
+        if self.has_pending() { self.progress } else { Instant::now() }
     }
 
     /// Queues a batch and writes what the socket takes now.
@@ -47,7 +54,12 @@ impl Writer {
     /// Writes what the socket takes without waiting.
     pub(crate) fn write_now(&mut self) -> io::Result<()> {
         let half = &self.half;
-        self.pending.write_with(|iov| half.try_write_vectored(iov))
+        let before = self.pending.bytes;
+        let result = self.pending.write_with(|iov| half.try_write_vectored(iov));
+        if self.pending.bytes < before || before == 0 {
+            self.progress = Instant::now();
+        }
+        result
     }
 
     /// Output is waiting for the socket.
