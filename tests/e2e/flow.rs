@@ -207,3 +207,52 @@ async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
     }
     drop(raw);
 }
+
+#[tokio::test]
+async fn a_consumer_without_a_prefetch_limit_takes_the_backlog_in_windows() {
+    const N: usize = 30_000;
+    let broker = TestBroker::start();
+    let (_conn, ch) = broker.channel().await;
+    declare(&ch, "unlimited").await;
+    ch.confirm_select(Default::default()).await.expect("confirm.select");
+    let pad = vec![b'.'; 1000];
+    let mut confirms = Vec::with_capacity(N);
+    for _ in 0..N {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "unlimited".into(),
+                BasicPublishOptions::default(),
+                &pad,
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
+        confirms.push(c);
+    }
+    for c in confirms {
+        assert!(c.await.expect("confirm").is_ack());
+    }
+    // Manual acks, no prefetch limit, and a socket it does not read: the broker must not
+    // move the whole backlog into its own memory on the way to that socket.
+    let mut raw = Raw::open(broker.addr, 0).await;
+    raw.send(1, ChannelOpen::default()).await;
+    let Method::ChannelOpenOk(_) = raw.method().await else { panic!("channel.open-ok") };
+    let consume =
+        BasicConsume { queue: "unlimited".into(), consumer_tag: "t".into(), ..Default::default() };
+    raw.send(1, consume).await;
+    let depth = settled_depth(&ch, "unlimited").await;
+    assert!(
+        depth as usize >= N / 2,
+        "{} of {N} messages left the queue for a stalled socket",
+        N - depth as usize
+    );
+    // Reading, it gets every message.
+    let mut got = 0usize;
+    while got < N {
+        if let warren_wire::Frame::Body { .. } = raw.frame().await.expect("a frame") {
+            got += 1;
+        }
+    }
+    assert_eq!(ready(&ch, "unlimited").await, 0);
+}

@@ -10,9 +10,11 @@ use warren_wire::ShortStr;
 use super::flow::Lag;
 use super::{Entry, Queue};
 
-/// How many deliveries a no-ack consumer may have on their way to its socket before the queue
-/// waits: the connection releases them as it writes them out, so a backlog drains in windows
-/// instead of being pushed into memory all at once.
+/// How many deliveries a consumer may have on their way to its socket (sent by the queue, not
+/// yet written by its connection) before the queue waits: the connection gives them back as
+/// it writes them out, so a backlog drains in windows instead of being pushed into memory all
+/// at once. It bounds no-ack consumers and consumers whose prefetch is unlimited or above
+/// it (a smaller prefetch bounds the others).
 pub const NO_ACK_WINDOW: u32 = 2000;
 
 /// Identifies a client connection (exclusive queues and consumers belong to one).
@@ -122,6 +124,11 @@ pub struct Consumer {
     pub priority: i32,
     /// Deliveries not yet acknowledged (or, for no-ack, not yet written out).
     in_flight: AtomicU32,
+    /// Acknowledging consumer whose prefetch does not bound what is on its way to the socket
+    /// (unlimited or above [`NO_ACK_WINDOW`]): `unwritten` is counted.
+    tracks_unwritten: bool,
+    /// Deliveries sent to the connection and not yet written out (when tracked).
+    unwritten: AtomicU32,
     /// The channel's shared window.
     limit: Arc<ChannelLimit>,
     /// The connection's event inbox.
@@ -153,6 +160,8 @@ impl Consumer {
             prefetch,
             priority,
             in_flight: AtomicU32::new(0),
+            tracks_unwritten: !no_ack && (prefetch == 0 || prefetch > NO_ACK_WINDOW),
+            unwritten: AtomicU32::new(0),
             limit,
             sink,
             lag,
@@ -179,6 +188,9 @@ impl Consumer {
         if self.prefetch > 0 && mine >= self.prefetch {
             return false;
         }
+        if self.tracks_unwritten && self.unwritten.load(Ordering::Acquire) >= NO_ACK_WINDOW {
+            return false;
+        }
         let channel_max = self.limit.prefetch.load(Ordering::Acquire);
         channel_max == 0 || self.limit.in_flight.load(Ordering::Acquire) < channel_max
     }
@@ -195,6 +207,9 @@ impl Consumer {
         if self.prefetch > 0 && self.in_flight.load(Ordering::Acquire) >= self.prefetch {
             return false;
         }
+        if self.tracks_unwritten && self.unwritten.load(Ordering::Acquire) >= NO_ACK_WINDOW {
+            return false;
+        }
         let channel_max = self.limit.prefetch.load(Ordering::Acquire);
         let before = self.limit.in_flight.fetch_add(1, Ordering::AcqRel);
         if channel_max > 0 && before >= channel_max {
@@ -202,7 +217,25 @@ impl Consumer {
             return false;
         }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.tracks_unwritten {
+            self.unwritten.fetch_add(1, Ordering::AcqRel);
+        }
         true
+    }
+
+    /// One delivery of an acknowledging consumer was written out; true if the consumer had
+    /// been held back for it (its queue should dispatch again).
+    pub fn written(&self) -> bool {
+        self.tracks_unwritten && sub_saturating(&self.unwritten, 1) == NO_ACK_WINDOW
+    }
+
+    /// A delivery that was reserved and sent never reached the socket (the consumer went
+    /// away meanwhile): gives back its window place and its place on the way.
+    pub fn unsent(&self) {
+        self.release(1);
+        if self.tracks_unwritten {
+            sub_saturating(&self.unwritten, 1);
+        }
     }
 
     /// Gives back `n` places (acked, rejected, requeued, or for no-ack written out).
@@ -229,7 +262,9 @@ impl Consumer {
     }
 }
 
-fn sub_saturating(counter: &AtomicU32, n: u32) {
-    let _ =
-        counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)));
+/// Subtracts down to zero; returns the value before.
+fn sub_saturating(counter: &AtomicU32, n: u32) -> u32 {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)))
+        .unwrap_or_else(|v| v)
 }

@@ -354,7 +354,7 @@ impl Queue {
             st.next_consumer = idx + 1;
             let Some(entry) = self.pop_loaded(st) else {
                 // Nothing readable was left: give the reserved window place back.
-                st.consumers[idx].release(1);
+                st.consumers[idx].unsent();
                 return;
             };
             self.mark_delivered(&entry);
@@ -365,7 +365,7 @@ impl Queue {
             let event = Event::Deliver { consumer: consumer.clone(), entry };
             if let Err(Event::Deliver { consumer, entry: back, .. }) = consumer.send(event) {
                 // The consumer's connection is gone: drop the consumer, keep the message.
-                consumer.release(1);
+                consumer.unsent();
                 st.consumers.remove(idx);
                 st.ready.push_front(Slot::from(back));
             }
@@ -712,5 +712,25 @@ mod tests {
         assert!(!q.flow_blocked());
         // Below the high mark nobody is held, lagging or not.
         assert_eq!(q.publish(msg(0), None), Publish::Enqueued);
+    }
+
+    #[test]
+    fn an_unlimited_consumer_gets_a_window_of_deliveries_not_yet_written() {
+        let q = queue();
+        let limit = Arc::new(ChannelLimit::default());
+        let (c, mut rx) = consumer(&q, "c", 0, 0, &limit);
+        q.add_consumer(c.clone()).unwrap();
+        for _ in 0..NO_ACK_WINDOW + 500 {
+            q.publish(msg(0), None);
+        }
+        assert_eq!(bodies(&mut rx).len(), NO_ACK_WINDOW as usize, "the rest waits in the queue");
+        assert_eq!(q.message_count(), 500);
+        // Its connection writes one out: the queue is asked to dispatch again, and sends one.
+        assert!(c.written());
+        assert!(!c.written(), "only the step below the window asks for a dispatch");
+        q.dispatch();
+        assert_eq!(bodies(&mut rx).len(), 2);
+        // Written deliveries stay unacked: prefetch 0 means no limit on those.
+        assert_eq!(c.in_flight(), NO_ACK_WINDOW + 2);
     }
 }

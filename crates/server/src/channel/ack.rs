@@ -116,6 +116,10 @@ impl Channel {
             consumer.queue.settle([&entry]);
             ctx.redispatch(&consumer.queue);
         } else {
+            if consumer.written() {
+                // It had as many deliveries on their way as it may: it can take more now.
+                ctx.redispatch(&consumer.queue);
+            }
             let source = Source::Consumer(consumer);
             self.unacked.push_back(Unacked { tag: delivery_tag, entry, source });
         }

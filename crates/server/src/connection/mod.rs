@@ -627,7 +627,7 @@ impl Connection {
                     .filter(|c| !c.closing);
                 let (Some(channel), Some(vhost)) = (live, &self.vhost) else {
                     // Cancelled or closed while the delivery was on its way: put it back.
-                    consumer.release(1);
+                    consumer.unsent();
                     consumer.queue.restore([entry]);
                     return Ok(());
                 };
@@ -767,7 +767,7 @@ impl Connection {
         self.events_rx.close();
         while let Ok(event) = self.events_rx.try_recv() {
             if let Event::Deliver { consumer, entry } = event {
-                consumer.release(1);
+                consumer.unsent();
                 consumer.queue.restore([entry]);
             }
         }
