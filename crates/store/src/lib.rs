@@ -185,6 +185,7 @@ impl Store {
             shared: shared.clone(),
             written: Vec::new(),
             failed: false,
+            last_ack_sync: Instant::now(),
             unlogged: 0,
             last_log: None,
         };

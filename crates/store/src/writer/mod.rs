@@ -38,6 +38,9 @@ pub(crate) use queue::{
 };
 pub(crate) use segment::Segment;
 
+/// How often unsynced data (and ack logs) are fsync'd when nobody waits for it.
+const SYNC_EVERY: Duration = Duration::from_millis(200);
+
 /// Runs after the request it came with is durable — or has failed: see the module's
 /// "Faults" on how the failure epoch tells the two apart.
 pub type Done = Box<dyn FnOnce() + Send>;
@@ -82,6 +85,8 @@ pub(crate) struct Writer {
     pub written: Vec<(u32, u64)>,
     /// Something failed in this batch: the epoch advances before completions run.
     pub failed: bool,
+    /// When the ack logs were last fsync'd (they are not on every confirm's sync).
+    pub last_ack_sync: Instant,
     /// Failures not logged yet (the log is kept to a line every few seconds).
     pub unlogged: u64,
     pub last_log: Option<Instant>,
@@ -95,7 +100,7 @@ impl Writer {
                 Ok(r) => Some(r),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.sync_now(true);
+                    self.sync_now(true, true);
                     return;
                 }
             };
@@ -127,8 +132,8 @@ impl Writer {
             // Every batch reaches the OS (a killed process loses nothing written); fsync when
             // someone waits for it, or every 200 ms while there is unsynced data (or a queue
             // waits to be rewritten after a failure).
-            let stale = self.last_sync.elapsed() >= Duration::from_millis(200);
-            self.sync_now(must_sync || (stale && self.is_dirty()));
+            let stale = self.last_sync.elapsed() >= SYNC_EVERY;
+            self.sync_now(must_sync || (stale && self.is_dirty()), shutdown);
             if shutdown {
                 return;
             }
@@ -155,9 +160,11 @@ impl Writer {
         }
     }
 
-    /// Writes the batch out, fsyncs what changed (if `fsync`), advances the failure epoch if
-    /// anything failed, then runs completions.
-    fn sync_now(&mut self, fsync: bool) {
+    /// Writes the batch out, fsyncs what changed (if `fsync`; ack logs only every
+    /// [`SYNC_EVERY`], or if `all`), advances the failure epoch if anything failed, then runs
+    /// completions.
+    fn sync_now(&mut self, fsync: bool, all: bool) {
+        let acks = fsync && (all || self.last_ack_sync.elapsed() >= SYNC_EVERY);
         if let Err(e) = self.seg.write_out(&self.io, &self.dir) {
             self.fail(&e);
         }
@@ -174,7 +181,7 @@ impl Writer {
         let mut failures = Vec::new();
         for (id, q) in &mut self.queues {
             if q.pending()
-                && let Err(e) = q.flush(&self.io, &self.dir, *id, fsync)
+                && let Err(e) = q.flush(&self.io, &self.dir, *id, fsync, acks)
             {
                 failures.push(e);
             }
@@ -184,6 +191,9 @@ impl Writer {
         }
         if fsync {
             self.last_sync = Instant::now();
+        }
+        if acks {
+            self.last_ack_sync = Instant::now();
         }
         if std::mem::take(&mut self.failed) {
             // Before any completion runs: what waited for this batch is nacked.

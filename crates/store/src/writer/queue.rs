@@ -74,8 +74,10 @@ pub(crate) struct QueueFiles {
     pub removed: usize,
     /// Records in the index file (live or not).
     pub idx_records: u64,
-    /// Written since the last fsync.
-    dirty: bool,
+    /// The index was written since its last fsync.
+    idx_dirty: bool,
+    /// The ack log was written since its last fsync.
+    ack_dirty: bool,
     /// The files must be written anew from `live` before anything is appended.
     pub rewrite: bool,
 }
@@ -90,7 +92,8 @@ impl QueueFiles {
             live: VecDeque::new(),
             removed: 0,
             idx_records: 0,
-            dirty: false,
+            idx_dirty: false,
+            ack_dirty: false,
             rewrite: true,
         }
     }
@@ -108,7 +111,11 @@ impl QueueFiles {
 
     /// Whether anything waits to be written or synced.
     pub(crate) fn pending(&self) -> bool {
-        self.dirty || self.rewrite || !self.idx_buf.is_empty() || !self.ack_buf.is_empty()
+        self.idx_dirty
+            || self.ack_dirty
+            || self.rewrite
+            || !self.idx_buf.is_empty()
+            || !self.ack_buf.is_empty()
     }
 
     /// Buffers an index record and tracks the entry.
@@ -129,16 +136,19 @@ impl QueueFiles {
             || self.idx_records > 2 * self.live.len() as u64 + 100_000
     }
 
-    /// Writes this batch's records (or the whole queue anew if it must be rewritten), and
-    /// fsyncs if `fsync`. On failure the queue is marked for a rewrite.
+    /// Writes this batch's records (or the whole queue anew if it must be rewritten); fsyncs
+    /// the index if `fsync`, and the ack log too if `acks` (confirms need only the index:
+    /// removals and delivered marks are synced every 200 ms, a lost one only brings a message
+    /// back). On failure the queue is marked for a rewrite.
     pub(crate) fn flush(
         &mut self,
         io: &Io,
         dir: &Path,
         queue: QueueId,
         fsync: bool,
+        acks: bool,
     ) -> Result<(), StoreError> {
-        let result = self.try_flush(io, dir, queue, fsync);
+        let result = self.try_flush(io, dir, queue, fsync, acks);
         if result.is_err() {
             self.rewrite = true;
         }
@@ -151,6 +161,7 @@ impl QueueFiles {
         dir: &Path,
         queue: QueueId,
         fsync: bool,
+        acks: bool,
     ) -> Result<(), StoreError> {
         if self.rewrite {
             self.idx_buf.clear();
@@ -161,21 +172,24 @@ impl QueueFiles {
             self.rewrite = true;
             return Ok(());
         };
-        for (file, buf, path) in [
-            (idx, &mut self.idx_buf, paths::index(dir, queue)),
-            (ack, &mut self.ack_buf, paths::acks(dir, queue)),
+        for (file, buf, dirty, path) in [
+            (idx, &mut self.idx_buf, &mut self.idx_dirty, paths::index(dir, queue)),
+            (ack, &mut self.ack_buf, &mut self.ack_dirty, paths::acks(dir, queue)),
         ] {
             if !buf.is_empty() {
                 // The buffer is dropped even if the write fails: the rewrite has it all.
                 let r = io.append(file, buf);
                 buf.clear();
-                self.dirty = true;
+                *dirty = true;
                 r.map_err(StoreError::io("appending to", &path))?;
             }
         }
-        if fsync && self.dirty {
-            self.dirty = false;
+        if fsync && self.idx_dirty {
+            self.idx_dirty = false;
             io.sync(idx).map_err(StoreError::io("syncing", &paths::index(dir, queue)))?;
+        }
+        if acks && self.ack_dirty {
+            self.ack_dirty = false;
             io.sync(ack).map_err(StoreError::io("syncing", &paths::acks(dir, queue)))?;
         }
         Ok(())
@@ -219,7 +233,8 @@ impl QueueFiles {
         crate::sync_dir(&dir.join(paths::QUEUES))?;
         self.files = Some(open_pair(dir, queue)?);
         self.idx_records = self.live.len() as u64;
-        self.dirty = false;
+        self.idx_dirty = false;
+        self.ack_dirty = false;
         self.rewrite = false;
         Ok(())
     }
