@@ -8,8 +8,8 @@ use warren_wire::{Frame, Method};
 
 use crate::TestBroker;
 use crate::publish::{
-    assert_usable, body, close_code, closed_with, consume, declare, drain, get_some, next,
-    publish_numbered, ready, wait_ready, watch,
+    assert_usable, body, closed_with, consume, declare, drain, get_some, next, publish_numbered,
+    ready, wait_ready, watch,
 };
 use crate::raw::Raw;
 
@@ -222,15 +222,12 @@ async fn acking_the_same_tag_twice_in_a_transaction_is_refused_at_once() {
     publish_numbered(&ch, "q", 1).await;
     ch.tx_select().await.expect("tx.select");
     let tag = get_some(&ch, "q").await.delivery.delivery_tag;
+    let mut watcher = watch(&ch).await;
     ch.basic_ack(tag, BasicAckOptions::default()).await.expect("first ack");
     let _ = ch.basic_ack(tag, BasicAckOptions::default()).await;
     // RabbitMQ takes an acked tag off the channel at once, even in a transaction: the second
-    // ack names an unknown tag and the channel closes before any commit.
-    let err = ch
-        .queue_declare("q".into(), Default::default(), Default::default())
-        .await
-        .expect_err("the channel was closed by the second ack");
-    assert_eq!(close_code(&err), Some(406), "PRECONDITION_FAILED: {err}");
+    // ack names an unknown tag and the channel closes before any commit (none is sent).
+    assert_eq!(closed_with(&mut watcher).await, 406, "PRECONDITION_FAILED");
     assert_usable(&conn).await;
 }
 
@@ -320,4 +317,50 @@ async fn recover_requeues_all_unacked() {
     let mut watcher = watch(&ch).await;
     let _ = ch.basic_ack(tags[0], BasicAckOptions::default()).await;
     assert_eq!(closed_with(&mut watcher).await, 406);
+}
+
+/// As RabbitMQ: a publish in a transaction is routed when published and delivered at commit,
+/// so an exchange deleted in between changes nothing, and the commit's acks are applied. (The
+/// old behaviour refused the commit with 404 and lost the acked messages.)
+#[tokio::test]
+async fn a_commit_delivers_where_its_publishes_were_routed_and_applies_its_acks() {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
+    let broker = TestBroker::start();
+    let (conn, ch) = broker.channel().await;
+    declare(&ch, "src").await;
+    declare(&ch, "dst").await;
+    publish_numbered(&ch, "src", 2).await;
+    ch.exchange_declare(
+        "tx-ex".into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        Default::default(),
+    )
+    .await
+    .expect("exchange.declare");
+    ch.queue_bind(
+        "dst".into(),
+        "tx-ex".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        Default::default(),
+    )
+    .await
+    .expect("queue.bind");
+    ch.tx_select().await.expect("tx.select");
+    for tag in get_tags(&ch, "src", 2).await {
+        ch.basic_ack(tag, BasicAckOptions::default()).await.expect("ack");
+    }
+    ch.basic_publish("tx-ex".into(), "".into(), Default::default(), b"in-tx", Default::default())
+        .await
+        .expect("publish");
+    // Another channel deletes the exchange before the commit.
+    let other = conn.create_channel().await.expect("channel");
+    other.exchange_delete("tx-ex".into(), Default::default()).await.expect("exchange.delete");
+    ch.tx_commit().await.expect("tx.commit");
+    assert_eq!(ready(&ch, "dst").await, 1, "delivered where it was routed");
+    assert_eq!(ready(&ch, "src").await, 0, "the acks were applied");
+    ch.close(200, "bye".into()).await.expect("close");
+    let ch2 = conn.create_channel().await.expect("channel");
+    assert_eq!(ready(&ch2, "src").await, 0, "acked in the commit: not requeued");
 }

@@ -49,35 +49,70 @@ impl VHost {
     ) -> Result<Routed> {
         let Scratch { dest, queues, congested } = scratch;
         self.route(&message.exchange, &message.routing_key, headers, dest, queues)?;
-        let mut stored = None;
-        if message.is_persistent() {
-            let mut durable = queues.iter().filter_map(|q| q.durable.as_ref());
-            if let Some(d) = durable.next() {
-                let count = 1 + durable.count() as u32;
-                stored = Some((d.store.clone(), d.store.append(message.clone(), count)));
-            }
-        }
-        let mut enqueued = 0;
-        for q in queues.drain(..) {
-            let at = stored.as_ref().filter(|_| q.durable.is_some()).map(|(_, at)| *at);
-            match q.publish(message.clone(), at) {
-                Publish::Enqueued => enqueued += 1,
-                Publish::Congested => {
-                    enqueued += 1;
-                    if !congested.iter().any(|c| Arc::ptr_eq(c, &q)) {
-                        congested.push(q);
-                    }
-                }
-                Publish::Deleted => {
-                    // Its promised index entry will not come.
-                    if let (Some(at), Some((store, _))) = (at, &stored) {
-                        store.skip(at.id);
-                    }
-                }
-            }
-        }
-        Ok(Routed { queues: enqueued, stored: stored.map(|(_, at)| at.epoch) })
+        Ok(enqueue(message, queues, congested))
     }
+
+    /// Only routes `message`: the queues it goes to, to [`VHost::deliver`] it to later (a
+    /// transaction routes at publish time and delivers at commit, as RabbitMQ does).
+    pub fn route_message(
+        &self,
+        message: &Message,
+        headers: Option<&FieldTable>,
+        scratch: &mut Scratch,
+    ) -> Result<Vec<Arc<Queue>>> {
+        let Scratch { dest, queues, .. } = scratch;
+        self.route(&message.exchange, &message.routing_key, headers, dest, queues)?;
+        Ok(std::mem::take(queues))
+    }
+
+    /// Stores and enqueues `message` in `queues` (routed earlier by
+    /// [`VHost::route_message`]; those deleted since are skipped).
+    pub fn deliver(
+        &self,
+        message: Arc<Message>,
+        queues: Vec<Arc<Queue>>,
+        scratch: &mut Scratch,
+    ) -> Routed {
+        let mut queues = queues;
+        enqueue(message, &mut queues, &mut scratch.congested)
+    }
+}
+
+/// Stores the message once if it is persistent and goes to a durable queue, then enqueues it
+/// in `queues` (drained).
+fn enqueue(
+    message: Arc<Message>,
+    queues: &mut Vec<Arc<Queue>>,
+    congested: &mut Vec<Arc<Queue>>,
+) -> Routed {
+    let mut stored = None;
+    if message.is_persistent() {
+        let mut durable = queues.iter().filter_map(|q| q.durable.as_ref());
+        if let Some(d) = durable.next() {
+            let count = 1 + durable.count() as u32;
+            stored = Some((d.store.clone(), d.store.append(message.clone(), count)));
+        }
+    }
+    let mut enqueued = 0;
+    for q in queues.drain(..) {
+        let at = stored.as_ref().filter(|_| q.durable.is_some()).map(|(_, at)| *at);
+        match q.publish(message.clone(), at) {
+            Publish::Enqueued => enqueued += 1,
+            Publish::Congested => {
+                enqueued += 1;
+                if !congested.iter().any(|c| Arc::ptr_eq(c, &q)) {
+                    congested.push(q);
+                }
+            }
+            Publish::Deleted => {
+                // Its promised index entry will not come.
+                if let (Some(at), Some((store, _))) = (at, &stored) {
+                    store.skip(at.id);
+                }
+            }
+        }
+    }
+    Routed { queues: enqueued, stored: stored.map(|(_, at)| at.epoch) }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use warren_core::publish::Routed;
 use warren_core::vhost::REPLY_TO;
 use warren_core::{AmqpError, Consumer, ConsumerSpec, Message};
 use warren_wire::method::{
@@ -14,7 +15,7 @@ use warren_wire::method::{
 use warren_wire::{Method, ShortStr, constants::reply, encode_content_raw};
 
 use super::content::Published;
-use super::{Channel, Ctx, Source, Subscription, Unacked};
+use super::{Channel, Ctx, Source, Subscription, TxPublish, Unacked};
 
 /// Checks what RabbitMQ checks of a publish's properties: user_id must be the authenticated
 /// user's, expiration a non-negative integer (milliseconds).
@@ -151,32 +152,31 @@ impl Channel {
         Ok(())
     }
 
-    /// A publish's content is complete: check it, then route it now or hold it for commit.
+    /// A publish's content is complete: check it, then publish it now, or route it and hold
+    /// it for commit.
     pub(super) fn published(&mut self, p: Published, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         check_properties(&p.header.properties, ctx.user)?;
-        if let Some(tx) = &mut self.tx {
-            // Unknown exchanges are refused at publish time, as RabbitMQ does.
-            if !p.method.exchange.is_empty() && ctx.vhost.exchange(&p.method.exchange).is_none() {
-                return Err(AmqpError::not_found(format!(
-                    "no exchange '{}' in vhost '{}'",
-                    p.method.exchange, ctx.vhost.name
-                )));
+        let mandatory = p.method.mandatory;
+        let (message, header) = self.message_of(p)?;
+        let headers = header.properties.headers.as_ref();
+        if self.tx.is_some() {
+            // Routed now (an unknown exchange is refused now), delivered at commit.
+            let queues = ctx.vhost.route_message(&message, headers, &mut self.scratch)?;
+            if let Some(tx) = &mut self.tx {
+                tx.publishes.push(TxPublish { message, queues, mandatory });
             }
-            tx.publishes.push(p);
             return Ok(());
         }
-        self.route_and_enqueue(p, ctx).map(drop)
+        let routed = ctx.vhost.publish(message.clone(), headers, &mut self.scratch)?;
+        self.after_publish(&message, routed, mandatory, ctx)
     }
 
-    /// Publishes a message (routing, storing and enqueueing are one core operation), returns
-    /// it if it was mandatory and went nowhere, and counts it for confirms. Returns the store's
-    /// failure epoch at the append if the store took it (a confirm or commit-ok must wait for
-    /// its fsync).
-    pub(super) fn route_and_enqueue(
-        &mut self,
+    /// The message of a completed publish, with a direct reply-to address resolved to this
+    /// channel's reply queue.
+    fn message_of(
+        &self,
         p: Published,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<Option<u64>, AmqpError> {
+    ) -> Result<(Arc<Message>, Box<warren_wire::ContentHeader>), AmqpError> {
         let Published { method, mut header, body } = p;
         if header.properties.reply_to.as_deref() == Some(REPLY_TO) {
             let Some(own) = &self.reply_queue else {
@@ -187,35 +187,39 @@ impl Channel {
             header.raw_properties = Bytes::new();
         }
         let raw_properties = std::mem::take(&mut header.raw_properties);
-        let properties = &header.properties;
         let message = Arc::new(Message::new(
             method.exchange,
             method.routing_key,
-            properties,
+            &header.properties,
             raw_properties,
             body,
         ));
-        let routed =
-            ctx.vhost.publish(message.clone(), properties.headers.as_ref(), &mut self.scratch)?;
+        Ok((message, header))
+    }
+
+    /// What follows a publish on the channel: waiting for congested queues, basic.return of a
+    /// mandatory message that went nowhere, and confirm bookkeeping (a stored message's
+    /// confirm waits for the store's fsync).
+    pub(super) fn after_publish(
+        &mut self,
+        message: &Message,
+        routed: Routed,
+        mandatory: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), AmqpError> {
         for q in self.scratch.congested.drain(..) {
             ctx.hold(q);
         }
-        if routed.queues == 0 && method.mandatory {
+        if routed.queues == 0 && mandatory {
             let ret = Method::from(BasicReturn {
                 reply_code: reply::NO_ROUTE,
                 reply_text: "NO_ROUTE".into(),
                 exchange: message.exchange.clone(),
                 routing_key: message.routing_key.clone(),
             });
-            encode_content_raw(
-                ctx.out,
-                self.id,
-                &ret,
-                &message.properties,
-                &message.body,
-                ctx.frame_max,
-            )
-            .map_err(|e| AmqpError::internal(format!("encoding basic.return: {e}")))?;
+            let (props, body) = (&message.properties, &message.body);
+            encode_content_raw(ctx.out, self.id, &ret, props, body, ctx.frame_max)
+                .map_err(|e| AmqpError::internal(format!("encoding basic.return: {e}")))?;
         }
         if let Some(c) = &mut self.confirms {
             let seq = c.next;
@@ -225,7 +229,7 @@ impl Channel {
                 self.confirm_sync = Some(seq);
             }
         }
-        Ok(routed.stored)
+        Ok(())
     }
 
     pub(super) fn get(&mut self, m: BasicGet, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {

@@ -139,10 +139,19 @@ pub(crate) enum Settle {
     Drop,
 }
 
+/// A publish inside a transaction: routed when published (as RabbitMQ does), delivered at
+/// commit.
+#[derive(Debug)]
+pub(crate) struct TxPublish {
+    pub message: Arc<warren_core::Message>,
+    pub queues: Vec<Arc<Queue>>,
+    pub mandatory: bool,
+}
+
 /// Transaction mode state.
 #[derive(Debug, Default)]
 pub(crate) struct Tx {
-    pub publishes: Vec<content::Published>,
+    pub publishes: Vec<TxPublish>,
     /// Deliveries settled in this transaction: out of `unacked` at once (so a second settle
     /// of the same tag is refused, as RabbitMQ), applied at commit, put back at rollback.
     pub settles: Vec<(Unacked, Settle)>,

@@ -72,14 +72,24 @@ impl Channel {
         let Some(tx) = self.tx.replace(Tx::default()) else {
             return Err(AmqpError::precondition_failed("channel is not transactional"));
         };
+        // Nothing here can fail half-way: the publishes were routed when published (queues
+        // deleted since are skipped) and the settles are applied whatever happens.
         let mut stored: Option<u64> = None;
+        let mut failed = None;
         for p in tx.publishes {
-            if let Some(epoch) = self.route_and_enqueue(p, ctx)? {
+            let routed = ctx.vhost.deliver(p.message.clone(), p.queues, &mut self.scratch);
+            if let Some(epoch) = routed.stored {
                 stored = Some(stored.map_or(epoch, |s| s.min(epoch)));
+            }
+            if let Err(e) = self.after_publish(&p.message, routed, p.mandatory, ctx) {
+                failed.get_or_insert(e);
             }
         }
         for (u, how) in tx.settles {
             ack::apply(vec![u], how, ctx);
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         if stored.is_some() {
             // commit-ok once the store has the messages on disk (the connection asks it).
