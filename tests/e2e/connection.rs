@@ -182,15 +182,69 @@ async fn garbage_method_closes_with_a_syntax_error_and_others_survive() {
     other.close(200, "bye".into()).await.expect("other connection unharmed");
 }
 
+/// As RabbitMQ: channel-max limits how many channels are open, not the channel number.
 #[tokio::test]
-async fn channel_above_channel_max_is_refused() {
-    let broker = TestBroker::start_with(&["--channel-max", "10"], &[]);
+async fn channel_max_limits_open_channels_not_their_numbers() {
+    let broker = TestBroker::start_with(&["--channel-max", "2"], &[]);
     let mut raw = Raw::open(broker.addr, 0).await;
+    raw.send(65535, ChannelOpen::default()).await;
+    let Method::ChannelOpenOk(_) = raw.method().await else { panic!("open-ok for 65535") };
     raw.send(10, ChannelOpen::default()).await;
-    let Method::ChannelOpenOk(_) = raw.method().await else { panic!("open-ok for channel 10") };
+    let Method::ChannelOpenOk(_) = raw.method().await else { panic!("open-ok for 10") };
     raw.send(11, ChannelOpen::default()).await;
     let Method::ConnectionClose(c) = raw.method().await else { panic!("close") };
     assert_eq!(c.reply_code, 530);
+    assert!(
+        c.reply_text
+            .contains("number of channels opened (2) has reached the negotiated channel_max (2)"),
+        "{}",
+        c.reply_text
+    );
+}
+
+/// As RabbitMQ (its FRAME_SIZE_FUDGE): a body frame whose payload is exactly frame-max bytes
+/// (8 over the limit in all) is taken; one byte more is a 501 frame error.
+#[tokio::test]
+async fn a_body_frame_of_frame_max_payload_is_taken_as_rabbitmq_takes_it() {
+    use warren_wire::method::{BasicGet, BasicPublish, QueueDeclare};
+    let broker = TestBroker::start_with(&["--frame-max", "4096"], &[]);
+    let mut raw = Raw::open(broker.addr, 0).await;
+    raw.send(1, ChannelOpen::default()).await;
+    let Method::ChannelOpenOk(_) = raw.method().await else { panic!("open-ok") };
+    raw.send(1, QueueDeclare { queue: "fudge".into(), ..Default::default() }).await;
+    let Method::QueueDeclareOk(_) = raw.method().await else { panic!("declare-ok") };
+    let send_body = |size: usize| {
+        let mut out = bytes::BytesMut::new();
+        let publish = BasicPublish { routing_key: "fudge".into(), ..Default::default() };
+        warren_wire::Frame::method(1, publish).encode(&mut out).expect("encode");
+        let header = warren_wire::ContentHeader {
+            class_id: 60,
+            body_size: size as u64,
+            ..Default::default()
+        };
+        warren_wire::Frame::Header { channel: 1, header: Box::new(header) }
+            .encode(&mut out)
+            .expect("encode");
+        warren_wire::Frame::Body { channel: 1, payload: vec![b'x'; size].into() }
+            .encode(&mut out)
+            .expect("encode");
+        out
+    };
+    raw.send_bytes(&send_body(4096)).await;
+    raw.send(1, BasicGet { queue: "fudge".into(), no_ack: true, ..Default::default() }).await;
+    let Method::BasicGetOk(_) = raw.method().await else { panic!("the message was taken") };
+    raw.send_bytes(&send_body(4097)).await;
+    // The get-ok's content frames come first.
+    loop {
+        match raw.frame().await.expect("a frame") {
+            warren_wire::Frame::Method { method: Method::ConnectionClose(c), .. } => {
+                assert_eq!(c.reply_code, 501);
+                break;
+            }
+            warren_wire::Frame::Header { .. } | warren_wire::Frame::Body { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

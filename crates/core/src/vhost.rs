@@ -435,8 +435,10 @@ impl VHost {
         if let Some(t) = options.arguments.get("x-queue-type")
             && t.as_str() != Some("classic")
         {
+            let shown =
+                t.as_str().map_or_else(|| "(not a string)".to_string(), |s| format!("'{s}'"));
             return Err(AmqpError::not_implemented(format!(
-                "x-queue-type {t:?}: only classic queues are implemented by warren"
+                "queue type {shown}: only classic queues are implemented by warren"
             )));
         }
         // As RabbitMQ: every client-chosen amq.* name is refused, server-generated ones too.

@@ -268,15 +268,21 @@ fn frame_header(input: &[u8]) -> IResult<&[u8], (u8, u16, u32), ()> {
     (be_u8, be_u16, be_u32).parse(input)
 }
 
+/// Bytes a frame may exceed the negotiated frame-max by and still be taken: RabbitMQ allows
+/// one empty frame's size (its `FRAME_SIZE_FUDGE`), "since quite a few [clients] get it wrong",
+/// i.e. a payload of up to frame-max rather than frame-max - 8. Some clients rely on it.
+pub const FRAME_SIZE_FUDGE: u32 = FRAME_OVERHEAD;
+
 /// Takes one frame off the front of `buf` if it is all there. `Ok(None)` means more bytes are
 /// needed (and `buf` has been reserved for them, and [`READ_AHEAD`] more). A frame larger
-/// than `frame_max` is refused from its header alone, before its payload is waited for.
+/// than `frame_max` (plus [`FRAME_SIZE_FUDGE`], as RabbitMQ) is refused from its header alone,
+/// before its payload is waited for.
 pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, WireError> {
     let Ok((_, (kind, channel, size))) = frame_header(buf) else {
         return Ok(None);
     };
     let total = u64::from(size) + u64::from(FRAME_OVERHEAD);
-    if total > u64::from(frame_max) {
+    if total > u64::from(frame_max) + u64::from(FRAME_SIZE_FUDGE) {
         return Err(WireError::FrameTooLarge { size: total, max: frame_max });
     }
     let total = total as usize;

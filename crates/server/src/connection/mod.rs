@@ -526,16 +526,6 @@ impl Connection {
                 (0, 0)
             }
         };
-        if ch > self.channel_max {
-            return Err(ConnError::Amqp(
-                AmqpError::not_allowed(format!(
-                    "channel {ch} exceeds the negotiated channel_max {}",
-                    self.channel_max
-                )),
-                class_id,
-                method_id,
-            ));
-        }
         let Some(vhost) = &self.vhost else {
             return Err(ConnError::Amqp(
                 AmqpError::command_invalid("connection not open"),
@@ -546,6 +536,21 @@ impl Connection {
         let Some(channel) = self.channels.get_mut(&ch) else {
             return match frame {
                 Frame::Method { method: Method::ChannelOpen(_), .. } => {
+                    // As RabbitMQ: channel-max bounds how many channels are open, not their
+                    // numbers (any of 1-65535 may be used).
+                    if self.channel_max != 0 && self.channels.len() >= usize::from(self.channel_max)
+                    {
+                        return Err(ConnError::Amqp(
+                            AmqpError::not_allowed(format!(
+                                "number of channels opened ({}) has reached the negotiated \
+                                 channel_max ({})",
+                                self.channels.len(),
+                                self.channel_max
+                            )),
+                            class_id,
+                            method_id,
+                        ));
+                    }
                     self.generations += 1;
                     self.channels.insert(ch, Box::new(Channel::new(ch, self.generations)));
                     self.send(ch, ChannelOpenOk { channel_id: Default::default() })

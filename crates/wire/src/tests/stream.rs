@@ -48,11 +48,17 @@ fn oversized_frame_is_refused_from_its_header() {
 }
 
 #[test]
-fn frame_exactly_at_frame_max_is_accepted() {
+fn frame_at_frame_max_and_rabbitmqs_fudge_is_accepted() {
     let mut buf = BytesMut::new();
     Frame::Body { channel: 1, payload: vec![7u8; 4088].into() }.encode(&mut buf).unwrap();
     assert_eq!(buf.len(), 4096);
     assert!(decode_frame(&mut buf.clone(), 4096).unwrap().is_some());
+    // As RabbitMQ: a payload of frame-max itself (frame-max + 8 bytes in all) is taken...
+    let mut buf = BytesMut::new();
+    Frame::Body { channel: 1, payload: vec![7u8; 4096].into() }.encode(&mut buf).unwrap();
+    assert_eq!(buf.len(), 4104);
+    assert!(decode_frame(&mut buf.clone(), 4096).unwrap().is_some());
+    // ...one byte more is not.
     assert!(decode_frame(&mut buf, 4095).is_err());
 }
 
