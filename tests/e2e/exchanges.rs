@@ -769,3 +769,65 @@ async fn auto_delete_exchange_goes_when_its_last_queue_is_deleted() {
     within(ch.queue_delete("q".into(), QueueDeleteOptions::default())).await.expect("queue.delete");
     wait_exchange_gone(&conn, "ad").await;
 }
+
+async fn declare_with_ae(ch: &Channel, name: &str, kind: ExchangeKind, ae: &str) {
+    within(ch.exchange_declare(
+        name.into(),
+        kind,
+        ExchangeDeclareOptions::default(),
+        table(&[("alternate-exchange", text(ae))]),
+    ))
+    .await
+    .expect("exchange.declare");
+}
+
+/// Publishes with mandatory and confirms; returns whether the message came back.
+async fn returned(ch: &Channel, exchange: &str, key: &str, body: &str) -> bool {
+    let confirm = within(ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        lapin::options::BasicPublishOptions { mandatory: true, ..Default::default() },
+        body.as_bytes(),
+        BasicProperties::default(),
+    ))
+    .await
+    .expect("publish");
+    let confirm = within(confirm).await.expect("confirm");
+    assert!(confirm.is_ack());
+    confirm.take_message().is_some()
+}
+
+/// RabbitMQ's alternate exchanges: what an exchange's bindings route nowhere goes to its
+/// `alternate-exchange` (with the same routing key), through a chain of them; mandatory
+/// returns a message only when no alternate routes it either; a missing alternate routes
+/// nowhere; a cycle of alternates ends.
+#[tokio::test]
+async fn unroutable_messages_go_to_the_alternate_exchange() {
+    let broker = TestBroker::start();
+    let conn = broker.connect().await;
+    let ch = channel(&conn).await;
+    for q in ["main-q", "ae-q", "ae2-q"] {
+        declare_queue(&ch, q).await;
+    }
+    declare_with_ae(&ch, "main", ExchangeKind::Direct, "ae").await;
+    declare_with_ae(&ch, "ae", ExchangeKind::Direct, "ae2").await;
+    declare(&ch, "ae2", ExchangeKind::Fanout, ExchangeDeclareOptions::default()).await;
+    bind_queue(&ch, "main-q", "main", "k").await;
+    bind_queue(&ch, "ae-q", "ae", "to-ae").await;
+    bind_queue(&ch, "ae2-q", "ae2", "").await;
+
+    assert!(!returned(&ch, "main", "k", "routed").await);
+    assert!(!returned(&ch, "main", "to-ae", "via ae").await, "the alternate routed it");
+    assert!(!returned(&ch, "main", "else", "via ae2").await, "the alternate's alternate did");
+    assert_eq!(drain(&ch, "main-q").await, ["routed"]);
+    assert_eq!(drain(&ch, "ae-q").await, ["via ae"]);
+    assert_eq!(drain(&ch, "ae2-q").await, ["via ae2"]);
+
+    // A missing alternate: unroutable, so returned.
+    declare_with_ae(&ch, "dangling", ExchangeKind::Direct, "no-such-exchange").await;
+    assert!(returned(&ch, "dangling", "k", "lost").await);
+    // A cycle of alternates with no bindings ends, unroutable.
+    declare_with_ae(&ch, "cyc1", ExchangeKind::Direct, "cyc2").await;
+    declare_with_ae(&ch, "cyc2", ExchangeKind::Topic, "cyc1").await;
+    assert!(returned(&ch, "cyc1", "k", "circling").await);
+}

@@ -30,6 +30,26 @@ const UNSUPPORTED_QUEUE_ARGS: &[&str] = &[
     "x-single-active-consumer",
 ];
 
+/// Routes through one exchange; if its bindings give no destination at all, through its
+/// alternate exchange (the `alternate-exchange` argument), as RabbitMQ's `process_alternate`:
+/// the alternate joins the exchanges still to walk (each exchange is walked once, so a cycle
+/// of alternates ends), and a missing alternate routes nowhere.
+fn route_or_alternate(
+    ex: &Exchange,
+    routing_key: &str,
+    headers: Option<&FieldTable>,
+    scratch: &mut Vec<Destination>,
+) {
+    let before = scratch.len();
+    ex.router().route(routing_key, headers, scratch);
+    if scratch.len() == before
+        && let Some(ae) =
+            ex.options.arguments.get("alternate-exchange").and_then(FieldValue::as_str)
+    {
+        scratch.push(Destination::Exchange(ShortStr::from(ae)));
+    }
+}
+
 /// The pseudo-queue a client consumes from (no-ack) to receive direct replies.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
@@ -732,7 +752,7 @@ impl VHost {
                 self.name
             )));
         }
-        ex.router().route(routing_key, headers, scratch);
+        route_or_alternate(ex, routing_key, headers, scratch);
         let mut visited: Vec<&str> = Vec::new();
         visited.push(exchange);
         let mut i = 0;
@@ -743,7 +763,7 @@ impl VHost {
                     && let Some((key, e)) = exchanges.get_key_value(&name)
                 {
                     visited.push(key);
-                    e.router().route(routing_key, headers, scratch);
+                    route_or_alternate(e, routing_key, headers, scratch);
                 }
             }
             i += 1;
