@@ -10,6 +10,7 @@ mod crash;
 mod disk;
 mod exchanges;
 mod flow;
+mod limits;
 mod persistence;
 mod publish;
 mod queues;

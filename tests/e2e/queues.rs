@@ -814,13 +814,9 @@ async fn unimplemented_queue_arguments_are_a_540_connection_error() {
     for (arg, value) in [
         ("x-message-ttl", AMQPValue::LongInt(1000)),
         ("x-expires", AMQPValue::LongInt(60_000)),
-        ("x-max-length", AMQPValue::LongInt(10)),
-        ("x-max-length-bytes", AMQPValue::LongInt(1024)),
-        ("x-overflow", text("reject-publish")),
         ("x-dead-letter-exchange", text("dlx")),
         ("x-dead-letter-routing-key", text("dead")),
         ("x-max-priority", AMQPValue::LongInt(5)),
-        ("x-single-active-consumer", AMQPValue::Boolean(true)),
     ] {
         let (conn, ch) = broker.channel().await;
         let mut args = table(&[(arg, value)]);

@@ -34,6 +34,9 @@ pub struct Routed {
     /// append. A confirm must wait for the store's sync, and must be a nack if the epoch has
     /// moved by then.
     pub stored: Option<u64>,
+    /// A queue refused it (its length limit with `x-overflow` reject-publish): a confirming
+    /// publisher gets basic.nack, as from RabbitMQ.
+    pub rejected: bool,
 }
 
 impl VHost {
@@ -94,9 +97,11 @@ fn enqueue(
         }
     }
     let mut enqueued = 0;
+    let mut rejected = false;
     for q in queues.drain(..) {
         let at = stored.as_ref().filter(|_| q.durable.is_some()).map(|(_, at)| *at);
-        match q.publish(message.clone(), at) {
+        let outcome = q.publish(message.clone(), at);
+        match outcome {
             Publish::Enqueued => enqueued += 1,
             Publish::Congested => {
                 enqueued += 1;
@@ -104,7 +109,8 @@ fn enqueue(
                     congested.push(q);
                 }
             }
-            Publish::Deleted => {
+            Publish::Deleted | Publish::Rejected => {
+                rejected |= matches!(outcome, Publish::Rejected);
                 // Its promised index entry will not come.
                 if let (Some(at), Some((store, _))) = (at, &stored) {
                     store.skip(at.id);
@@ -112,7 +118,7 @@ fn enqueue(
             }
         }
     }
-    Routed { queues: enqueued, stored: stored.map(|(_, at)| at.epoch) }
+    Routed { queues: enqueued, stored: stored.map(|(_, at)| at.epoch), rejected }
 }
 
 #[cfg(test)]
@@ -162,7 +168,7 @@ mod tests {
         }
         let mut s = Scratch::default();
         let r = v.publish(message("fan", ""), None, &mut s).unwrap();
-        assert_eq!(r, Routed { queues: 2, stored: None });
+        assert_eq!(r, Routed { queues: 2, stored: None, rejected: false });
         let r = v.publish(message("", "a"), None, &mut s).unwrap();
         assert_eq!(r.queues, 1);
         assert_eq!(v.publish(message("", "nowhere"), None, &mut s).unwrap().queues, 0);

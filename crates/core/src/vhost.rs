@@ -14,20 +14,16 @@ use warren_wire::{FieldTable, FieldValue, ShortStr};
 use crate::error::{AmqpError, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions, headers};
 use crate::persistence::Persistence;
-use crate::queue::{ConnectionId, Durable, Queue, QueueOptions};
+use crate::queue::{ConnectionId, Durable, Queue, QueueArgs, QueueOptions};
 
 /// Queue arguments that change behaviour warren does not implement yet: declaring with them
 /// is refused with 540 rather than silently ignored.
 const UNSUPPORTED_QUEUE_ARGS: &[&str] = &[
     "x-message-ttl",
     "x-expires",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-overflow",
     "x-dead-letter-exchange",
     "x-dead-letter-routing-key",
     "x-max-priority",
-    "x-single-active-consumer",
 ];
 
 /// Routes through one exchange; if its bindings give no destination at all, through its
@@ -461,6 +457,7 @@ impl VHost {
                 "queue type {shown}: only classic queues are implemented by warren"
             )));
         }
+        QueueArgs::parse(&options.arguments, name, &self.name)?;
         // As RabbitMQ: every client-chosen amq.* name is refused, server-generated ones too.
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(

@@ -66,11 +66,14 @@ pub enum Publish {
     /// Enqueued, and the queue is congested: the publisher should wait for it (see the
     /// module doc).
     Congested,
+    /// Refused: it would take the queue over its length limit (`x-overflow` reject-publish);
+    /// a confirming publisher gets basic.nack.
+    Rejected,
 }
 
 impl Publish {
     /// Whether the message was enqueued.
     pub fn is_enqueued(self) -> bool {
-        self != Publish::Deleted
+        matches!(self, Publish::Enqueued | Publish::Congested)
     }
 }

@@ -5,6 +5,7 @@
 //! awaits while holding it. Deliveries leave through each consumer's connection inbox.
 //! Publishers that would bury lagging consumers are told to wait ([`flow`]).
 
+pub mod args;
 pub mod consumer;
 pub mod flow;
 
@@ -15,6 +16,7 @@ use warren_wire::{FieldTable, ShortStr};
 
 use crate::error::{AmqpError, Result};
 use crate::message::Message;
+pub use args::{Overflow, QueueArgs};
 pub use consumer::{ChannelLimit, ConnectionId, Consumer, ConsumerSpec, Event, NO_ACK_WINDOW};
 use flow::{FLOW_HIGH, FLOW_LOW};
 pub use flow::{Lag, Publish};
@@ -50,6 +52,8 @@ struct Slot {
     body: Body,
     redelivered: bool,
     stored: bool,
+    /// Body bytes (for `x-max-length-bytes`; the record's length for a recovered message).
+    size: u32,
 }
 
 /// A ready message's body: in memory, or only in the store.
@@ -63,11 +67,16 @@ impl From<Entry> for Slot {
     fn from(e: Entry) -> Slot {
         Slot {
             seq: e.seq,
+            size: body_size(&e.message),
             body: Body::Loaded(e.message),
             redelivered: e.redelivered,
             stored: e.stored,
         }
     }
+}
+
+fn body_size(m: &Message) -> u32 {
+    u32::try_from(m.body.len()).unwrap_or(u32::MAX)
 }
 
 /// How a queue was declared.
@@ -101,6 +110,8 @@ pub struct Queue {
     pub options: QueueOptions,
     /// Where its persistent messages are kept, for a durable queue with a store.
     pub durable: Option<Durable>,
+    /// The behaviour its arguments ask for (length limits, single active consumer).
+    pub args: QueueArgs,
     state: Mutex<State>,
     /// Wakes publishers held back by flow control.
     flow: Notify,
@@ -109,6 +120,8 @@ pub struct Queue {
 #[derive(Debug, Default)]
 struct State {
     ready: VecDeque<Slot>,
+    /// Body bytes of the ready messages.
+    ready_bytes: u64,
     next_seq: u64,
     consumers: Vec<Arc<Consumer>>,
     /// Index of the consumer to try first on the next delivery (round-robin).
@@ -130,7 +143,13 @@ pub struct ConsumerRemoved {
 
 /// The consumer to deliver to next, with its window place taken: the highest `x-priority`
 /// among those with room, round-robin among equals.
-fn pick_consumer(st: &State) -> Option<usize> {
+fn pick_consumer(st: &State, single_active: bool) -> Option<usize> {
+    if single_active {
+        // x-single-active-consumer: the earliest consumer still subscribed gets everything;
+        // when it goes, the next in line takes over.
+        let first = st.consumers.first()?;
+        return (first.has_room() && first.try_reserve()).then_some(0);
+    }
     let n = st.consumers.len();
     let start = st.next_consumer % n;
     loop {
@@ -157,7 +176,16 @@ impl Queue {
 
     /// An empty queue whose persistent messages go to the store.
     pub fn with_store(name: ShortStr, options: QueueOptions, durable: Option<Durable>) -> Self {
-        Queue { name, options, durable, state: Mutex::new(State::default()), flow: Notify::new() }
+        // Checked at declare (and so in the definitions): read leniently here.
+        let args = QueueArgs::parse(&options.arguments, &name, "").unwrap_or_default();
+        Queue {
+            name,
+            options,
+            durable,
+            args,
+            state: Mutex::new(State::default()),
+            flow: Notify::new(),
+        }
     }
 
     /// Puts recovered messages in (at start-up, before any client).
@@ -166,11 +194,13 @@ impl Queue {
         st.next_seq = st.next_seq.max(recovered.next_seq);
         for m in recovered.messages {
             st.next_seq = st.next_seq.max(m.seq + 1);
+            st.ready_bytes += u64::from(m.loc.len);
             st.ready.push_back(Slot {
                 seq: m.seq,
                 body: Body::Paged(m.loc),
                 redelivered: m.redelivered,
                 stored: true,
+                size: m.loc.len,
             });
         }
     }
@@ -210,6 +240,7 @@ impl Queue {
         if !lost.is_empty() {
             error!(queue = %self.name, "{} stored message(s) are not on disk (their writes failed); dropped", lost.len());
             st.ready.retain(|s| !lost.contains(&s.seq));
+            st.ready_bytes = st.ready.iter().map(|s| u64::from(s.size)).sum();
             for seq in lost {
                 d.store.remove(d.id, seq);
             }
@@ -228,6 +259,7 @@ impl Queue {
                 continue;
             }
             let slot = st.ready.pop_front()?;
+            st.ready_bytes -= u64::from(slot.size);
             let Body::Loaded(message) = slot.body else { continue };
             return Some(Entry {
                 seq: slot.seq,
@@ -279,6 +311,14 @@ impl Queue {
         if st.deleted {
             return Publish::Deleted;
         }
+        let size = body_size(&message);
+        // reject-publish: refused if it would take the queue over its limits (RabbitMQ's
+        // will_overflow, checked before any consumer could take it).
+        if self.args.rejects()
+            && self.args.over(st.ready.len() + 1, st.ready_bytes + u64::from(size))
+        {
+            return Publish::Rejected;
+        }
         let seq = st.next_seq;
         st.next_seq += 1;
         let (body, stored) = match (stored, &self.durable) {
@@ -295,10 +335,12 @@ impl Queue {
             }
             _ => (Body::Loaded(message), false),
         };
-        st.ready.push_back(Slot { seq, body, redelivered: false, stored });
+        st.ready_bytes += u64::from(size);
+        st.ready.push_back(Slot { seq, body, redelivered: false, stored, size });
         if !st.consumers.is_empty() {
             self.dispatch_locked(&mut st);
         }
+        self.drop_head(&mut st);
         if st.ready.len() >= FLOW_HIGH && st.consumers.iter().any(|c| c.is_lagging()) {
             st.throttling = true;
             return Publish::Congested;
@@ -335,6 +377,20 @@ impl Queue {
         }
     }
 
+    /// drop-head (the default overflow): while the queue is over its length limits, the
+    /// oldest ready messages are dropped (dead-lettering them comes with dead-letter
+    /// exchanges).
+    fn drop_head(&self, st: &mut State) {
+        if self.args.overflow != Overflow::DropHead {
+            return;
+        }
+        while self.args.over(st.ready.len(), st.ready_bytes) {
+            let Some(slot) = st.ready.pop_front() else { return };
+            st.ready_bytes -= u64::from(slot.size);
+            self.settle_seqs(std::iter::once((slot.seq, slot.stored)));
+        }
+    }
+
     /// Delivers ready messages to consumers with room, round-robin.
     pub fn dispatch(self: &Arc<Self>) {
         let mut st = self.state();
@@ -350,7 +406,7 @@ impl Queue {
 
     fn deliver_ready(self: &Arc<Self>, st: &mut State) {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
-            let Some(idx) = pick_consumer(st) else { return };
+            let Some(idx) = pick_consumer(st, self.args.single_active_consumer) else { return };
             st.next_consumer = idx + 1;
             let Some(entry) = self.pop_loaded(st) else {
                 // Nothing readable was left: give the reserved window place back.
@@ -367,7 +423,9 @@ impl Queue {
                 // The consumer's connection is gone: drop the consumer, keep the message.
                 consumer.unsent();
                 st.consumers.remove(idx);
-                st.ready.push_front(Slot::from(back));
+                let slot = Slot::from(back);
+                st.ready_bytes += u64::from(slot.size);
+                st.ready.push_front(slot);
             }
         }
     }
@@ -402,7 +460,9 @@ impl Queue {
         for e in entries {
             // Usually the front (requeue of the oldest deliveries): search from there.
             let pos = st.ready.partition_point(|r| r.seq < e.seq);
-            st.ready.insert(pos, Slot::from(e));
+            let slot = Slot::from(e);
+            st.ready_bytes += u64::from(slot.size);
+            st.ready.insert(pos, slot);
         }
         self.dispatch_locked(&mut st);
     }
@@ -456,6 +516,7 @@ impl Queue {
         let n = st.ready.len() as u32;
         self.settle_seqs(st.ready.iter().map(|s| (s.seq, s.stored)));
         st.ready.clear();
+        st.ready_bytes = 0;
         self.end_throttling(&mut st);
         n
     }
@@ -485,6 +546,7 @@ impl Queue {
         }
         let n = st.ready.len() as u32;
         st.ready.clear();
+        st.ready_bytes = 0;
         self.end_throttling(&mut st);
         for c in st.consumers.drain(..) {
             let _ = c.send(Event::Cancelled { consumer: c.clone() });

@@ -224,7 +224,10 @@ impl Channel {
         if let Some(c) = &mut self.confirms {
             let seq = c.next;
             c.next += 1;
-            if let Some(epoch) = routed.stored {
+            if routed.rejected {
+                // A queue refused it (reject-publish): nacked, in its turn among the others.
+                c.nacks.insert(seq);
+            } else if let Some(epoch) = routed.stored {
                 c.waiting.push_back((seq, epoch));
                 self.confirm_sync = Some(seq);
             }

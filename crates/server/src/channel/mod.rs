@@ -10,7 +10,7 @@ mod exchange;
 mod queue;
 mod tx;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::connection::out::Out;
@@ -165,8 +165,8 @@ pub(crate) struct Confirms {
     /// Publishes waiting for the store's fsync, in order, with the store's failure epoch at
     /// their append.
     pub waiting: VecDeque<(u64, u64)>,
-    /// Publishes the store failed to write, to be nacked (in order).
-    pub nacks: VecDeque<u64>,
+    /// Publishes to be nacked: the store failed to write them, or a queue refused them.
+    pub nacks: BTreeSet<u64>,
     /// Highest publish already confirmed or nacked to the client.
     pub told_up_to: u64,
 }
@@ -190,16 +190,16 @@ impl Confirms {
     /// acks, a run of nacks, and so on, each one frame.
     pub(crate) fn tell(&mut self, mut emit: impl FnMut(Outcome)) {
         let ready = self.settled();
-        while let Some(&first) = self.nacks.front().filter(|n| **n <= ready) {
+        while let Some(&first) = self.nacks.first().filter(|n| **n <= ready) {
             if first - 1 > self.told_up_to {
                 let multiple = first - 1 - self.told_up_to > 1;
                 emit(Outcome::Ack { tag: first - 1, multiple });
             }
             let mut last = first;
-            self.nacks.pop_front();
-            while self.nacks.front() == Some(&(last + 1)) {
+            self.nacks.pop_first();
+            while self.nacks.first() == Some(&(last + 1)) {
                 last += 1;
-                self.nacks.pop_front();
+                self.nacks.pop_first();
             }
             emit(Outcome::Nack { tag: last, multiple: last > first });
             self.told_up_to = last;

@@ -33,7 +33,7 @@ impl Channel {
             while let Some(&(seq, appended)) = c.waiting.front().filter(|w| w.0 <= up_to) {
                 c.waiting.pop_front();
                 if appended < epoch {
-                    c.nacks.push_back(seq);
+                    c.nacks.insert(seq);
                 }
             }
         }

@@ -1,0 +1,170 @@
+//! The queue arguments that change how a queue behaves, read and checked at declare as
+//! RabbitMQ checks them (`rabbit_amqqueue:declare_args/0`): length limits (`x-max-length`,
+//! `x-max-length-bytes`, `x-overflow`) and `x-single-active-consumer`.
+//!
+//! A refused value is 406 PRECONDITION_FAILED with RabbitMQ's text: `invalid arg
+//! 'x-max-length' for queue 'q' in vhost '/': {value_negative,-1}`.
+
+use warren_wire::{FieldTable, FieldValue};
+
+use crate::error::{AmqpError, Result};
+
+/// What a queue does when a publish would take it past its length limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Take the message and drop (or dead-letter) messages from the head (the default).
+    #[default]
+    DropHead,
+    /// Refuse the message: a confirming publisher gets basic.nack.
+    RejectPublish,
+    /// Refuse it and dead-letter it (without a dead-letter exchange: as `RejectPublish`).
+    RejectPublishDlx,
+}
+
+/// A queue's behaviour-changing arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueArgs {
+    /// `x-max-length`: most ready messages.
+    pub max_length: Option<u64>,
+    /// `x-max-length-bytes`: most bytes of ready message bodies.
+    pub max_length_bytes: Option<u64>,
+    /// `x-overflow`.
+    pub overflow: Overflow,
+    /// `x-single-active-consumer`: only one consumer (the earliest still subscribed) gets
+    /// messages.
+    pub single_active_consumer: bool,
+}
+
+/// The AMQP type name RabbitMQ's errors use for a field value.
+fn type_name(v: &FieldValue) -> &'static str {
+    match v {
+        FieldValue::Bool(_) => "bool",
+        FieldValue::I8(_) => "byte",
+        FieldValue::U8(_) => "unsignedbyte",
+        FieldValue::I16(_) | FieldValue::I16U(_) => "short",
+        FieldValue::U16(_) => "unsignedshort",
+        FieldValue::I32(_) => "signedint",
+        FieldValue::U32(_) => "unsignedint",
+        FieldValue::I64(_) | FieldValue::I64L(_) => "long",
+        FieldValue::F32(_) => "float",
+        FieldValue::F64(_) => "double",
+        FieldValue::Decimal(_) => "decimal",
+        FieldValue::LongStr(_) => "longstr",
+        FieldValue::Bytes(_) => "binary",
+        FieldValue::Array(_) => "array",
+        FieldValue::Timestamp(_) => "timestamp",
+        FieldValue::Table(_) => "table",
+        FieldValue::Void => "void",
+    }
+}
+
+impl QueueArgs {
+    /// Reads and checks the arguments of queue `queue` in `vhost`.
+    pub fn parse(args: &FieldTable, queue: &str, vhost: &str) -> Result<QueueArgs> {
+        let invalid = |arg: &str, detail: String| {
+            AmqpError::precondition_failed(format!(
+                "invalid arg '{arg}' for queue '{queue}' in vhost '{vhost}': {detail}"
+            ))
+        };
+        let non_neg = |arg: &str| -> Result<Option<u64>> {
+            let Some(v) = args.get(arg) else { return Ok(None) };
+            match v.as_i64() {
+                Some(n) if n >= 0 => Ok(Some(n as u64)),
+                Some(n) => Err(invalid(arg, format!("{{value_negative,{n}}}"))),
+                None => Err(invalid(arg, format!("\"expected integer, got {}\"", type_name(v)))),
+            }
+        };
+        let overflow = match args.get("x-overflow") {
+            None => Overflow::DropHead,
+            Some(v @ FieldValue::LongStr(_)) => match v.as_str() {
+                Some("drop-head") => Overflow::DropHead,
+                Some("reject-publish") => Overflow::RejectPublish,
+                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+                _ => return Err(invalid("x-overflow", "invalid_overflow".into())),
+            },
+            Some(v) => {
+                return Err(invalid(
+                    "x-overflow",
+                    format!("{{unacceptable_type,{}}}", type_name(v)),
+                ));
+            }
+        };
+        let single_active_consumer = match args.get("x-single-active-consumer") {
+            None => false,
+            Some(FieldValue::Bool(b)) => *b,
+            Some(v) => {
+                return Err(invalid(
+                    "x-single-active-consumer",
+                    format!("{{unacceptable_type,{}}}", type_name(v)),
+                ));
+            }
+        };
+        Ok(QueueArgs {
+            max_length: non_neg("x-max-length")?,
+            max_length_bytes: non_neg("x-max-length-bytes")?,
+            overflow,
+            single_active_consumer,
+        })
+    }
+
+    /// Whether a queue of `len` ready messages and `bytes` ready body bytes is over its limits.
+    pub fn over(&self, len: usize, bytes: u64) -> bool {
+        self.max_length.is_some_and(|m| len as u64 > m)
+            || self.max_length_bytes.is_some_and(|m| bytes > m)
+    }
+
+    /// Whether the queue refuses publishes that would take it over its limits (rather than
+    /// dropping from the head).
+    pub fn rejects(&self) -> bool {
+        self.overflow != Overflow::DropHead
+            && (self.max_length.is_some() || self.max_length_bytes.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: FieldTable) -> std::result::Result<QueueArgs, String> {
+        QueueArgs::parse(&args, "q", "/").map_err(|e| e.reply_text())
+    }
+
+    #[test]
+    fn limits_and_overflow_are_read_and_checked_as_rabbitmq_does() {
+        let a = parse(
+            FieldTable::new()
+                .with("x-max-length", FieldValue::I16(3))
+                .with("x-max-length-bytes", FieldValue::I64(100))
+                .with("x-overflow", "reject-publish"),
+        )
+        .unwrap();
+        assert_eq!(a.max_length, Some(3));
+        assert_eq!(a.max_length_bytes, Some(100));
+        assert_eq!(a.overflow, Overflow::RejectPublish);
+        assert!(a.rejects());
+        assert!(a.over(4, 0) && a.over(0, 101) && !a.over(3, 100));
+        assert_eq!(parse(FieldTable::new()).unwrap(), QueueArgs::default());
+        assert_eq!(
+            parse(FieldTable::new().with("x-max-length", FieldValue::I32(-1))).unwrap_err(),
+            "PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'q' in vhost '/': \
+             {value_negative,-1}"
+        );
+        assert_eq!(
+            parse(FieldTable::new().with("x-max-length-bytes", "10")).unwrap_err(),
+            "PRECONDITION_FAILED - invalid arg 'x-max-length-bytes' for queue 'q' in vhost '/': \
+             \"expected integer, got longstr\""
+        );
+        assert_eq!(
+            parse(FieldTable::new().with("x-overflow", "drop-tail")).unwrap_err(),
+            "PRECONDITION_FAILED - invalid arg 'x-overflow' for queue 'q' in vhost '/': \
+             invalid_overflow"
+        );
+        assert_eq!(
+            parse(FieldTable::new().with("x-single-active-consumer", "yes")).unwrap_err(),
+            "PRECONDITION_FAILED - invalid arg 'x-single-active-consumer' for queue 'q' in \
+             vhost '/': {unacceptable_type,longstr}"
+        );
+        let sac = parse(FieldTable::new().with("x-single-active-consumer", FieldValue::Bool(true)));
+        assert!(sac.unwrap().single_active_consumer);
+    }
+}

@@ -1,0 +1,157 @@
+//! Queue arguments RabbitMQ applications declare: length limits (`x-max-length`,
+//! `x-max-length-bytes`, `x-overflow` drop-head and reject-publish) and single active consumer,
+//! with RabbitMQ's refusals of bad values.
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+    BasicQosOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+
+use crate::TestBroker;
+use crate::support::{channel, code, table, text, within};
+
+async fn declare(ch: &Channel, name: &str, args: FieldTable) {
+    within(ch.queue_declare(name.into(), QueueDeclareOptions::default(), args))
+        .await
+        .expect("queue.declare");
+}
+
+/// Publishes with confirms; true for an ack.
+async fn publish(ch: &Channel, queue: &str, body: &str) -> bool {
+    let confirm = within(ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        body.as_bytes(),
+        BasicProperties::default(),
+    ))
+    .await
+    .expect("publish");
+    within(confirm).await.expect("confirm").is_ack()
+}
+
+async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(m) = within(ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }))
+        .await
+        .expect("basic.get")
+    {
+        out.push(String::from_utf8_lossy(&m.delivery.data).into_owned());
+    }
+    out
+}
+
+#[tokio::test]
+async fn max_length_drops_from_the_head() {
+    let broker = TestBroker::start();
+    let conn = broker.connect().await;
+    let ch = channel(&conn).await;
+    declare(&ch, "len", table(&[("x-max-length", AMQPValue::LongInt(3))])).await;
+    for i in 1..=5 {
+        assert!(publish(&ch, "len", &format!("m{i}")).await);
+    }
+    assert_eq!(drain(&ch, "len").await, ["m3", "m4", "m5"]);
+    // By bytes: bodies of 4 bytes, at most 10 bytes ready.
+    declare(&ch, "bytes", table(&[("x-max-length-bytes", AMQPValue::LongInt(10))])).await;
+    for b in ["aaaa", "bbbb", "cccc", "dddd"] {
+        assert!(publish(&ch, "bytes", b).await);
+    }
+    assert_eq!(drain(&ch, "bytes").await, ["cccc", "dddd"]);
+}
+
+#[tokio::test]
+async fn reject_publish_nacks_what_would_overflow() {
+    let broker = TestBroker::start();
+    let conn = broker.connect().await;
+    let ch = channel(&conn).await;
+    let args =
+        table(&[("x-max-length", AMQPValue::LongInt(2)), ("x-overflow", text("reject-publish"))]);
+    declare(&ch, "full", args).await;
+    assert!(publish(&ch, "full", "m1").await);
+    assert!(publish(&ch, "full", "m2").await);
+    assert!(!publish(&ch, "full", "m3").await, "nacked: the queue is full");
+    assert_eq!(drain(&ch, "full").await, ["m1", "m2"]);
+    assert!(publish(&ch, "full", "m4").await, "room again");
+    assert_eq!(drain(&ch, "full").await, ["m4"]);
+}
+
+#[tokio::test]
+async fn bad_limit_arguments_are_refused_with_rabbitmqs_406() {
+    let broker = TestBroker::start();
+    let conn = broker.connect().await;
+    for (arg, value, detail) in [
+        ("x-max-length", AMQPValue::LongInt(-1), "{value_negative,-1}"),
+        ("x-max-length-bytes", text("10"), "\"expected integer, got longstr\""),
+        ("x-overflow", text("drop-tail"), "invalid_overflow"),
+        ("x-single-active-consumer", text("yes"), "{unacceptable_type,longstr}"),
+    ] {
+        let ch = within(conn.create_channel()).await.expect("channel");
+        let err = within(ch.queue_declare(
+            "bad".into(),
+            QueueDeclareOptions::default(),
+            table(&[(arg, value)]),
+        ))
+        .await
+        .expect_err("refused");
+        assert_eq!(code(&err), Some(406), "{arg}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("invalid arg '{arg}' for queue 'bad' in vhost '/': {detail}")),
+            "{arg}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_single_active_consumer_gets_everything_until_it_goes() {
+    let broker = TestBroker::start();
+    let conn = broker.connect().await;
+    let ch = channel(&conn).await;
+    declare(&ch, "sac", table(&[("x-single-active-consumer", AMQPValue::Boolean(true))])).await;
+    let (ca, cb) =
+        (conn.create_channel().await.expect("a"), conn.create_channel().await.expect("b"));
+    for c in [&ca, &cb] {
+        c.basic_qos(10, BasicQosOptions::default()).await.expect("qos");
+    }
+    let mut a = within(ca.basic_consume(
+        "sac".into(),
+        "a".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume a");
+    let mut b = within(cb.basic_consume(
+        "sac".into(),
+        "b".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume b");
+    for i in 1..=4 {
+        assert!(publish(&ch, "sac", &format!("m{i}")).await);
+    }
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let d = within(a.next()).await.expect("delivery").expect("delivery");
+        got.push(String::from_utf8_lossy(&d.data).into_owned());
+    }
+    assert_eq!(got, ["m1", "m2", "m3", "m4"], "all to the first consumer");
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), b.next()).await;
+    assert!(quiet.is_err(), "the second consumer got nothing while the first was active");
+    // The active one goes: its unacked messages come back, in order, to the next in line.
+    within(ca.basic_cancel("a".into(), BasicCancelOptions::default())).await.expect("cancel");
+    within(ca.close(200, "bye".into())).await.expect("close");
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let d = within(b.next()).await.expect("delivery").expect("delivery");
+        assert!(d.redelivered);
+        got.push(String::from_utf8_lossy(&d.data).into_owned());
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    assert_eq!(got, ["m1", "m2", "m3", "m4"]);
+}
