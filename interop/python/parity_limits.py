@@ -31,7 +31,7 @@ for b in ['aaaa','bbbb','cccc','dddd']: pub('bytes', b)
 print('bytes', drain('bytes'))
 ch.queue_delete('full'); ch.queue_declare('full', arguments={'x-max-length': 2, 'x-overflow': 'reject-publish'})
 print('reject', [pub('full','m1'), pub('full','m2'), pub('full','m3')], drain('full'), pub('full','m4'), drain('full'))
-for arg, val in [('x-max-length', -1), ('x-max-length-bytes', '10'), ('x-overflow', 'drop-tail'), ('x-single-active-consumer', 'yes')]:
+for arg, val in [('x-max-length', -1), ('x-max-length-bytes', '10'), ('x-overflow', 'drop-tail'), ('x-single-active-consumer', 'yes'), ('x-expires', 0), ('x-expires', -5)]:
     c2 = conn(); ch2 = c2.channel()
     try:
         ch2.queue_declare('bad', arguments={arg: val}); print(arg, 'accepted!')
@@ -51,4 +51,22 @@ ca.basic_cancel('a'); ca.close()
 for _ in range(10):
     c.process_data_events(time_limit=0.3)
 print('sac after', [(x[0], x[1]) for x in got['b']])
+c.close()
+# x-expires: unused for 300 ms: gone; with a consumer: kept, then gone once it cancels.
+c = conn(); ch = c.channel()
+def exists(name):
+    c2 = conn(); ch2 = c2.channel()
+    try:
+        ch2.queue_declare(name, passive=True); return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if c2.is_open: c2.close()
+ch.queue_declare('exp', arguments={'x-expires': 300})
+time.sleep(1.0); print('expired unused', not exists('exp'))
+ch.queue_declare('kept', arguments={'x-expires': 500})
+ch.basic_consume('kept', lambda *a: None, consumer_tag='k')
+time.sleep(1.2); print('kept with consumer', exists('kept'))
+ch.basic_cancel('k'); c.process_data_events(time_limit=0.1)
+time.sleep(1.2); print('expired after cancel', not exists('kept'))
 c.close()

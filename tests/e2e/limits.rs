@@ -1,6 +1,6 @@
 //! Queue arguments RabbitMQ applications declare: length limits (`x-max-length`,
-//! `x-max-length-bytes`, `x-overflow` drop-head and reject-publish) and single active consumer,
-//! with RabbitMQ's refusals of bad values.
+//! `x-max-length-bytes`, `x-overflow` drop-head and reject-publish), single active consumer and
+//! queue expiry (`x-expires`), with RabbitMQ's refusals of bad values.
 
 use futures_util::StreamExt;
 use lapin::options::{
@@ -87,6 +87,7 @@ async fn bad_limit_arguments_are_refused_with_rabbitmqs_406() {
         ("x-max-length-bytes", text("10"), "\"expected integer, got longstr\""),
         ("x-overflow", text("drop-tail"), "invalid_overflow"),
         ("x-single-active-consumer", text("yes"), "{unacceptable_type,longstr}"),
+        ("x-expires", AMQPValue::LongInt(0), "{value_zero,0}"),
     ] {
         let ch = within(conn.create_channel()).await.expect("channel");
         let err = within(ch.queue_declare(
@@ -154,4 +155,52 @@ async fn a_single_active_consumer_gets_everything_until_it_goes() {
         d.ack(BasicAckOptions::default()).await.expect("ack");
     }
     assert_eq!(got, ["m1", "m2", "m3", "m4"]);
+}
+
+/// Whether the queue exists (a passive declare; which also refreshes its x-expires period).
+async fn exists(conn: &lapin::Connection, name: &str) -> bool {
+    let ch = within(conn.create_channel()).await.expect("channel");
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    within(ch.queue_declare(name.into(), passive, FieldTable::default())).await.is_ok()
+}
+
+/// Polls every `poll` (longer than the queue's period, so that the polls do not keep it alive)
+/// until the queue is gone; false if it is still there after 6 polls.
+async fn expires_within(conn: &lapin::Connection, name: &str, poll_ms: u64) -> bool {
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(poll_ms)).await;
+        if !exists(conn, name).await {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_queue_unused_for_its_x_expires_period_is_deleted() {
+    let broker = TestBroker::start();
+    let conn = broker.connect().await;
+    let ch = channel(&conn).await;
+    let args = || table(&[("x-expires", AMQPValue::LongInt(300))]);
+    declare(&ch, "exp", args()).await;
+    assert!(publish(&ch, "exp", "m").await);
+    assert!(expires_within(&conn, "exp", 1000).await, "unused: deleted");
+
+    // A consumer keeps it; once it goes, the period starts. (A longer period: the consumer
+    // must be there before it ends.)
+    declare(&ch, "kept", table(&[("x-expires", AMQPValue::LongInt(1500))])).await;
+    let cch = within(conn.create_channel()).await.expect("channel");
+    // Kept: lapin cancels a consumer whose handle is dropped.
+    let _consumer = within(cch.basic_consume(
+        "kept".into(),
+        "c".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(exists(&conn, "kept").await, "a queue with a consumer is in use");
+    within(cch.basic_cancel("c".into(), BasicCancelOptions::default())).await.expect("cancel");
+    assert!(expires_within(&conn, "kept", 2500).await, "deleted once its consumer went");
 }

@@ -193,6 +193,11 @@ impl Broker {
         users.insert(user.name.clone(), user);
     }
 
+    /// Every vhost.
+    pub fn vhost_list(&self) -> Vec<Arc<VHost>> {
+        self.vhosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
     /// The vhost called `name`.
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
         self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()

@@ -7,6 +7,7 @@
 //! - [`alarm`]: the memory and disk alarms that block publishers.
 //! - [`vhost`]: one vhost's exchanges and queues, declare/delete/bind rules and routing.
 //! - [`publish`]: publishing as one operation: route, store, enqueue, outcome.
+//! - [`expiry`]: `x-expires`, queues deleted once unused for a while.
 //! - [`exchange`]: exchange records and one router per exchange type.
 //! - [`queue`]: queues, consumers, prefetch windows and the events sent to connections.
 //! - [`message`]: the shared message.
@@ -17,6 +18,7 @@ pub mod alarm;
 pub mod broker;
 pub mod error;
 pub mod exchange;
+pub mod expiry;
 pub mod message;
 pub mod persistence;
 pub mod publish;

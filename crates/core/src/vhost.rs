@@ -18,13 +18,8 @@ use crate::queue::{ConnectionId, Durable, Queue, QueueArgs, QueueOptions};
 
 /// Queue arguments that change behaviour warren does not implement yet: declaring with them
 /// is refused with 540 rather than silently ignored.
-const UNSUPPORTED_QUEUE_ARGS: &[&str] = &[
-    "x-message-ttl",
-    "x-expires",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-max-priority",
-];
+const UNSUPPORTED_QUEUE_ARGS: &[&str] =
+    &["x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority"];
 
 /// Routes through one exchange; if its bindings give no destination at all, through its
 /// alternate exchange (the `alternate-exchange` argument), as RabbitMQ's `process_alternate`:
@@ -187,6 +182,11 @@ impl VHost {
     /// The exchange called `name`.
     pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
         read(&self.exchanges).get(name).cloned()
+    }
+
+    /// Every queue of the vhost.
+    pub fn queue_list(&self) -> Vec<Arc<Queue>> {
+        read(&self.queues).values().cloned().collect()
     }
 
     /// The queue called `name`.
@@ -433,10 +433,14 @@ impl VHost {
         options: QueueOptions,
         connection: ConnectionId,
     ) -> Result<DeclaredQueue> {
-        let answer = |q: Arc<Queue>| DeclaredQueue {
-            message_count: q.message_count(),
-            consumer_count: q.consumer_count(),
-            queue: q,
+        let answer = |q: Arc<Queue>| {
+            // A declare of any kind refreshes x-expires (RabbitMQ's `stat`).
+            q.touch();
+            DeclaredQueue {
+                message_count: q.message_count(),
+                consumer_count: q.consumer_count(),
+                queue: q,
+            }
         };
         if passive {
             return self.queue_for(name, connection).map(answer);

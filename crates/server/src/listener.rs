@@ -26,6 +26,8 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     tokio::spawn(alarm::monitor(broker.clone(), config.clone(), limits, shutdown.clone()));
+    // Recovered queues with x-expires: their period starts now, as with RabbitMQ.
+    broker.watch_expiring_queues();
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {

@@ -1,6 +1,6 @@
 //! The queue arguments that change how a queue behaves, read and checked at declare as
 //! RabbitMQ checks them (`rabbit_amqqueue:declare_args/0`): length limits (`x-max-length`,
-//! `x-max-length-bytes`, `x-overflow`) and `x-single-active-consumer`.
+//! `x-max-length-bytes`, `x-overflow`), `x-single-active-consumer` and `x-expires`.
 //!
 //! A refused value is 406 PRECONDITION_FAILED with RabbitMQ's text: `invalid arg
 //! 'x-max-length' for queue 'q' in vhost '/': {value_negative,-1}`.
@@ -33,6 +33,9 @@ pub struct QueueArgs {
     /// `x-single-active-consumer`: only one consumer (the earliest still subscribed) gets
     /// messages.
     pub single_active_consumer: bool,
+    /// `x-expires`: the queue is deleted once unused (no consumers, no basic.get, no
+    /// declare) for this many milliseconds.
+    pub expires: Option<u64>,
 }
 
 /// The AMQP type name RabbitMQ's errors use for a field value.
@@ -99,7 +102,28 @@ impl QueueArgs {
                 ));
             }
         };
+        let expires = match args.get("x-expires") {
+            None => None,
+            Some(v) => match v.as_i64() {
+                Some(0) => return Err(invalid("x-expires", "{value_zero,0}".into())),
+                Some(n) if n < 0 => {
+                    return Err(invalid("x-expires", format!("{{value_negative,{n}}}")));
+                }
+                // rabbit_misc:check_expiry: at most 10 years.
+                Some(n) if n > 315_360_000_000 => {
+                    return Err(invalid("x-expires", format!("{{value_too_large,{n}}}")));
+                }
+                Some(n) => Some(n as u64),
+                None => {
+                    return Err(invalid(
+                        "x-expires",
+                        format!("\"expected integer, got {}\"", type_name(v)),
+                    ));
+                }
+            },
+        };
         Ok(QueueArgs {
+            expires,
             max_length: non_neg("x-max-length")?,
             max_length_bytes: non_neg("x-max-length-bytes")?,
             overflow,
@@ -166,5 +190,11 @@ mod tests {
         );
         let sac = parse(FieldTable::new().with("x-single-active-consumer", FieldValue::Bool(true)));
         assert!(sac.unwrap().single_active_consumer);
+        let exp = parse(FieldTable::new().with("x-expires", FieldValue::I32(1000)));
+        assert_eq!(exp.unwrap().expires, Some(1000));
+        assert_eq!(
+            parse(FieldTable::new().with("x-expires", FieldValue::I32(0))).unwrap_err(),
+            "PRECONDITION_FAILED - invalid arg 'x-expires' for queue 'q' in vhost '/': {value_zero,0}"
+        );
     }
 }

@@ -130,6 +130,11 @@ struct State {
     deleted: bool,
     /// Publishers were told the queue is congested and may be waiting ([`flow`]).
     throttling: bool,
+    /// Last declare, basic.get, or consumer leaving (`x-expires` counts from there); `None`
+    /// until first set.
+    last_used: Option<std::time::Instant>,
+    /// An expiry watcher runs for this queue.
+    expiry_watched: bool,
 }
 
 /// What removing a consumer left behind.
@@ -433,6 +438,7 @@ impl Queue {
     /// basic.get: takes the first ready message, with the count left behind.
     pub fn get(&self) -> Option<(Entry, u32)> {
         let mut st = self.state();
+        st.last_used = Some(std::time::Instant::now());
         let entry = self.pop_loaded(&mut st)?;
         self.mark_delivered(&entry);
         Some((entry, st.ready.len() as u32))
@@ -497,6 +503,10 @@ impl Queue {
         let before = st.consumers.len();
         st.consumers.retain(|c| c.is_active());
         let found = st.consumers.len() != before;
+        if found && st.consumers.is_empty() {
+            // Unused from now on: x-expires counts from here.
+            st.last_used = Some(std::time::Instant::now());
+        }
         if st.next_consumer >= st.consumers.len() {
             st.next_consumer = 0;
         }
@@ -519,6 +529,32 @@ impl Queue {
         st.ready_bytes = 0;
         self.end_throttling(&mut st);
         n
+    }
+
+    /// The queue was declared (or redeclared, or declared passively): `x-expires` counts from
+    /// now.
+    pub fn touch(&self) {
+        self.state().last_used = Some(std::time::Instant::now());
+    }
+
+    /// For `x-expires`: `None` if the queue was deleted; else how long until it may expire
+    /// (zero: unused for the whole period now). A queue with consumers is not unused: it
+    /// is looked at again a period later.
+    pub fn unused_for(&self, period: std::time::Duration) -> Option<std::time::Duration> {
+        let mut st = self.state();
+        if st.deleted {
+            return None;
+        }
+        let since = *st.last_used.get_or_insert_with(std::time::Instant::now);
+        if !st.consumers.is_empty() {
+            return Some(period);
+        }
+        Some(period.saturating_sub(since.elapsed()))
+    }
+
+    /// Marks the queue as watched for expiry; false if it already was.
+    pub fn start_expiry_watch(&self) -> bool {
+        !std::mem::replace(&mut self.state().expiry_watched, true)
     }
 
     /// Ready messages.

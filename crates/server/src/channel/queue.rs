@@ -28,6 +28,7 @@ impl Channel {
             arguments: m.arguments,
         };
         let declared = ctx.vhost.declare_queue(&name, m.passive, options, ctx.connection)?;
+        ctx.vhost.watch_expiry(&declared.queue);
         self.last_queue = Some(declared.queue.name.clone());
         if m.nowait {
             return Ok(());
