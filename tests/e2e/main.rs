@@ -19,5 +19,6 @@ mod routing;
 mod rpc;
 mod scale;
 mod support;
+mod ttl;
 
 pub use broker::TestBroker;

@@ -812,7 +812,6 @@ async fn unimplemented_queue_arguments_are_a_540_connection_error() {
     let broker = TestBroker::start();
     let (bystander, bystander_ch) = broker.channel().await;
     for (arg, value) in [
-        ("x-message-ttl", AMQPValue::LongInt(1000)),
         ("x-dead-letter-exchange", text("dlx")),
         ("x-dead-letter-routing-key", text("dead")),
         ("x-max-priority", AMQPValue::LongInt(5)),

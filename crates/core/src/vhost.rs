@@ -19,7 +19,7 @@ use crate::queue::{ConnectionId, Durable, Queue, QueueArgs, QueueOptions};
 /// Queue arguments that change behaviour warren does not implement yet: declaring with them
 /// is refused with 540 rather than silently ignored.
 const UNSUPPORTED_QUEUE_ARGS: &[&str] =
-    &["x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority"];
+    &["x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority"];
 
 /// Routes through one exchange; if its bindings give no destination at all, through its
 /// alternate exchange (the `alternate-exchange` argument), as RabbitMQ's `process_alternate`:

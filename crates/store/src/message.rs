@@ -20,8 +20,16 @@ pub struct Message {
     pub properties: Bytes,
     /// Whether delivery-mode is 2.
     pub persistent: bool,
+    /// The `expiration` property, in milliseconds, when it is a valid one (per-message TTL).
+    pub expiration: Option<u64>,
     /// The body (one slice of the read buffer when it came in one frame).
     pub body: Bytes,
+}
+
+/// The `expiration` property as milliseconds (a non-negative integer, as publishers are held
+/// to); `None` without one.
+fn expiration_ms(p: &BasicProperties) -> Option<u64> {
+    p.expiration.as_ref().and_then(|e| e.parse().ok())
 }
 
 impl Message {
@@ -47,6 +55,7 @@ impl Message {
             routing_key,
             properties: properties_raw,
             persistent: properties.is_persistent(),
+            expiration: expiration_ms(properties),
             body,
         }
     }
@@ -89,11 +98,12 @@ impl Message {
         }
         let plen = u32::from_be_bytes(take(&mut p, 4)?[..].try_into().ok()?) as usize;
         let properties = take(&mut p, plen)?;
-        let persistent = BasicProperties::decode(&properties).ok()?.is_persistent();
+        let decoded = BasicProperties::decode(&properties).ok()?;
+        let (persistent, expiration) = (decoded.is_persistent(), expiration_ms(&decoded));
         let body = payload.slice(p..);
         let routing_key = strs.pop()?;
         let exchange = strs.pop()?;
-        Some((id, Message { exchange, routing_key, properties, persistent, body }))
+        Some((id, Message { exchange, routing_key, properties, persistent, expiration, body }))
     }
 }
 

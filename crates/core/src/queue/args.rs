@@ -1,6 +1,7 @@
 //! The queue arguments that change how a queue behaves, read and checked at declare as
 //! RabbitMQ checks them (`rabbit_amqqueue:declare_args/0`): length limits (`x-max-length`,
-//! `x-max-length-bytes`, `x-overflow`), `x-single-active-consumer` and `x-expires`.
+//! `x-max-length-bytes`, `x-overflow`), `x-single-active-consumer`, `x-expires` and
+//! `x-message-ttl`.
 //!
 //! A refused value is 406 PRECONDITION_FAILED with RabbitMQ's text: `invalid arg
 //! 'x-max-length' for queue 'q' in vhost '/': {value_negative,-1}`.
@@ -36,6 +37,8 @@ pub struct QueueArgs {
     /// `x-expires`: the queue is deleted once unused (no consumers, no basic.get, no
     /// declare) for this many milliseconds.
     pub expires: Option<u64>,
+    /// `x-message-ttl`: messages expire this many milliseconds after they are enqueued.
+    pub message_ttl: Option<u64>,
 }
 
 /// The AMQP type name RabbitMQ's errors use for a field value.
@@ -122,8 +125,27 @@ impl QueueArgs {
                 }
             },
         };
+        let message_ttl = match args.get("x-message-ttl") {
+            None => None,
+            Some(v) => match v.as_i64() {
+                Some(n) if n < 0 => {
+                    return Err(invalid("x-message-ttl", format!("{{value_negative,{n}}}")));
+                }
+                Some(n) if n > 315_360_000_000 => {
+                    return Err(invalid("x-message-ttl", format!("{{value_too_large,{n}}}")));
+                }
+                Some(n) => Some(n as u64),
+                None => {
+                    return Err(invalid(
+                        "x-message-ttl",
+                        format!("\"expected integer, got {}\"", type_name(v)),
+                    ));
+                }
+            },
+        };
         Ok(QueueArgs {
             expires,
+            message_ttl,
             max_length: non_neg("x-max-length")?,
             max_length_bytes: non_neg("x-max-length-bytes")?,
             overflow,

@@ -8,6 +8,7 @@
 pub mod args;
 pub mod consumer;
 pub mod flow;
+mod ttl;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +37,8 @@ pub struct Entry {
     /// Whether the store holds it (persistent message in a durable queue): settling it must
     /// tell the store.
     pub stored: bool,
+    /// When it expires (message TTL; kept when it is requeued).
+    pub expires: u64,
 }
 
 /// Ready messages beyond this many keep only their place in the store in memory (when the
@@ -54,6 +57,8 @@ struct Slot {
     stored: bool,
     /// Body bytes (for `x-max-length-bytes`; the record's length for a recovered message).
     size: u32,
+    /// Its TTL deadline (see `ttl`).
+    expires: u64,
 }
 
 /// A ready message's body: in memory, or only in the store.
@@ -71,6 +76,7 @@ impl From<Entry> for Slot {
             body: Body::Loaded(e.message),
             redelivered: e.redelivered,
             stored: e.stored,
+            expires: e.expires,
         }
     }
 }
@@ -135,6 +141,8 @@ struct State {
     last_used: Option<std::time::Instant>,
     /// An expiry watcher runs for this queue.
     expiry_watched: bool,
+    /// A message TTL timer runs for this queue.
+    ttl_timer: bool,
 }
 
 /// What removing a consumer left behind.
@@ -206,6 +214,7 @@ impl Queue {
                 redelivered: m.redelivered,
                 stored: true,
                 size: m.loc.len,
+                expires: if self.args.message_ttl.is_some() { ttl::ON_LOAD } else { ttl::NEVER },
             });
         }
     }
@@ -238,7 +247,13 @@ impl Queue {
         let mut lost = Vec::new();
         for (slot, m) in st.ready.iter_mut().zip(read) {
             match m {
-                Some(m) => slot.body = Body::Loaded(Arc::new(m)),
+                Some(m) => {
+                    if slot.expires == ttl::ON_LOAD || (slot.expires == ttl::NEVER && slot.stored) {
+                        // Recovered: its TTL counts again from now.
+                        slot.expires = ttl::deadline(self.args.message_ttl, m.expiration);
+                    }
+                    slot.body = Body::Loaded(Arc::new(m));
+                }
                 None => lost.push(slot.seq),
             }
         }
@@ -256,6 +271,9 @@ impl Queue {
     /// Takes the first ready message, its body in memory.
     fn pop_loaded(&self, st: &mut State) -> Option<Entry> {
         loop {
+            if st.ready.front()?.expires != ttl::NEVER {
+                self.drop_expired(st);
+            }
             let front = st.ready.front()?;
             if matches!(front.body, Body::Paged(_)) {
                 if !self.load_front(st) {
@@ -271,6 +289,7 @@ impl Queue {
                 message,
                 redelivered: slot.redelivered,
                 stored: slot.stored,
+                expires: slot.expires,
             });
         }
     }
@@ -326,6 +345,8 @@ impl Queue {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
+        let expires = ttl::deadline(self.args.message_ttl, message.expiration);
+        let ttl_zero = self.args.message_ttl == Some(0) || message.expiration == Some(0);
         let (body, stored) = match (stored, &self.durable) {
             (Some(s), Some(d)) => {
                 // Under the queue lock: the store sees this queue's positions in order, and
@@ -341,11 +362,22 @@ impl Queue {
             _ => (Body::Loaded(message), false),
         };
         st.ready_bytes += u64::from(size);
-        st.ready.push_back(Slot { seq, body, redelivered: false, stored, size });
+        st.ready.push_back(Slot { seq, body, redelivered: false, stored, size, expires });
         if !st.consumers.is_empty() {
             self.dispatch_locked(&mut st);
         }
+        if ttl_zero && st.ready.back().is_some_and(|s| s.seq == seq) {
+            // TTL 0: delivered at once or not at all.
+            if let Some(slot) = st.ready.pop_back() {
+                st.ready_bytes -= u64::from(slot.size);
+                self.settle_seqs(std::iter::once((slot.seq, slot.stored)));
+            }
+        }
         self.drop_head(&mut st);
+        if expires != ttl::NEVER {
+            let head = self.drop_expired(&mut st);
+            self.arm_ttl_timer(&mut st, head);
+        }
         if st.ready.len() >= FLOW_HIGH && st.consumers.iter().any(|c| c.is_lagging()) {
             st.throttling = true;
             return Publish::Congested;
@@ -463,12 +495,19 @@ impl Queue {
         if st.deleted {
             return;
         }
+        let mut deadline = false;
         for e in entries {
             // Usually the front (requeue of the oldest deliveries): search from there.
             let pos = st.ready.partition_point(|r| r.seq < e.seq);
             let slot = Slot::from(e);
+            deadline |= slot.expires != ttl::NEVER;
             st.ready_bytes += u64::from(slot.size);
             st.ready.insert(pos, slot);
+        }
+        if deadline {
+            // Requeued messages keep their deadlines: some may be due now.
+            let head = self.drop_expired(&mut st);
+            self.arm_ttl_timer(&mut st, head);
         }
         self.dispatch_locked(&mut st);
     }

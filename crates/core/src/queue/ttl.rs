@@ -1,0 +1,98 @@
+//! Message TTL, as RabbitMQ's: a message's deadline is set when it is enqueued, from the
+//! queue's `x-message-ttl` and the message's `expiration` property (the lower wins), and kept
+//! when it is requeued. Expired messages are dropped as they reach the head of the queue
+//! (never delivered, by consume or get), paged-out ones without reading them back; a timer per
+//! queue drops them at the head when nothing else happens. With a TTL of 0 a message is
+//! delivered only if a consumer takes it at once.
+//!
+//! Deadlines are not stored: after a restart, a recovered message's deadline is counted again
+//! from the moment it is read back (RabbitMQ keeps the absolute time). Dead-lettering expired
+//! messages comes with dead-letter exchanges; for now they are dropped.
+
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use super::{Body, Queue, State};
+
+/// A deadline that never comes.
+pub(super) const NEVER: u64 = u64::MAX;
+
+/// A recovered message's deadline, set when it is read back.
+pub(super) const ON_LOAD: u64 = u64::MAX - 1;
+
+fn start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Milliseconds on the process's monotonic clock.
+pub(super) fn now_ms() -> u64 {
+    u64::try_from(start().elapsed().as_millis()).unwrap_or(NEVER - 2)
+}
+
+/// The deadline of a message enqueued (or read back) now: the lower of the two TTLs.
+pub(super) fn deadline(queue_ttl: Option<u64>, expiration: Option<u64>) -> u64 {
+    match queue_ttl.into_iter().chain(expiration).min() {
+        Some(ttl) => now_ms().saturating_add(ttl).min(NEVER - 2),
+        None => NEVER,
+    }
+}
+
+impl Queue {
+    /// Drops the expired messages at the head; returns the deadline of the head left
+    /// ([`NEVER`] for none).
+    pub(super) fn drop_expired(&self, st: &mut State) -> u64 {
+        let now = now_ms();
+        loop {
+            let Some(front) = st.ready.front() else { return NEVER };
+            if front.expires == ON_LOAD {
+                if matches!(front.body, Body::Paged(_)) && self.load_front(st) {
+                    continue;
+                }
+                return NEVER;
+            }
+            if front.expires >= now {
+                return front.expires;
+            }
+            if let Some(slot) = st.ready.pop_front() {
+                st.ready_bytes -= u64::from(slot.size);
+                self.settle_seqs(std::iter::once((slot.seq, slot.stored)));
+            }
+        }
+    }
+
+    /// Makes sure a timer will drop the head when it expires at `head` (a deadline).
+    pub(super) fn arm_ttl_timer(self: &Arc<Self>, st: &mut State, head: u64) {
+        if head >= ON_LOAD || st.ttl_timer {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        st.ttl_timer = true;
+        runtime.spawn(expire_at_head(Arc::downgrade(self), head));
+    }
+
+    /// The timer's turn: drops what expired at the head; the next deadline, or `None` (the
+    /// timer stops) when no message at the head will expire.
+    fn expire_head(&self) -> Option<u64> {
+        let mut st = self.state();
+        let head = self.drop_expired(&mut st);
+        if head >= ON_LOAD {
+            st.ttl_timer = false;
+            return None;
+        }
+        Some(head)
+    }
+}
+
+async fn expire_at_head(queue: Weak<Queue>, mut at: u64) {
+    loop {
+        // Expired once the clock is past the deadline.
+        let when = start() + Duration::from_millis(at.saturating_add(1));
+        tokio::time::sleep_until(when.into()).await;
+        let Some(q) = queue.upgrade() else { return };
+        match q.expire_head() {
+            Some(next) => at = next,
+            None => return,
+        }
+    }
+}
