@@ -204,3 +204,56 @@ async fn a_queue_unused_for_its_x_expires_period_is_deleted() {
     within(cch.basic_cancel("c".into(), BasicCancelOptions::default())).await.expect("cancel");
     assert!(expires_within(&conn, "kept", 2500).await, "deleted once its consumer went");
 }
+
+/// Waits for the channel's consumer stream to end in a broker error; returns its text.
+async fn closed_text(consumer: &mut lapin::Consumer) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(d) = consumer.next().await {
+            if let Err(e) = d {
+                return e.to_string();
+            }
+        }
+        panic!("the consumer ended without an error")
+    })
+    .await
+    .expect("the channel was closed within 10 s")
+}
+
+/// As RabbitMQ's consumer_timeout (and x-consumer-timeout per queue): a delivery left
+/// unacknowledged past the timeout closes its channel with 406, and the message is requeued.
+#[tokio::test]
+async fn an_unacknowledged_delivery_past_the_consumer_timeout_closes_its_channel() {
+    let broker = TestBroker::start_with(&["--consumer-timeout", "1000"], &[]);
+    let conn = broker.connect().await;
+    let ch = channel(&conn).await;
+    declare(&ch, "slow", FieldTable::default()).await;
+    declare(&ch, "per-queue", table(&[("x-consumer-timeout", AMQPValue::LongInt(500))])).await;
+    for (queue, timeout) in [("slow", 1000), ("per-queue", 500)] {
+        assert!(publish(&ch, queue, "m").await);
+        let cch = within(conn.create_channel()).await.expect("channel");
+        let mut consumer = within(cch.basic_consume(
+            queue.into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ))
+        .await
+        .expect("consume");
+        let d = within(consumer.next()).await.expect("delivery").expect("delivery");
+        assert!(!d.redelivered);
+        let text = closed_text(&mut consumer).await;
+        assert!(
+            text.contains(&format!(
+                "PRECONDITION_FAILED - delivery acknowledgement on channel {} timed out. \
+                 Timeout value used: {timeout} ms.",
+                cch.id()
+            )),
+            "{queue}: {text}"
+        );
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let q = within(ch.queue_declare(queue.into(), passive, FieldTable::default()))
+            .await
+            .expect("passive declare");
+        assert_eq!(q.message_count(), 1, "{queue}: requeued");
+    }
+}

@@ -58,6 +58,12 @@ pub struct Config {
     #[arg(long, env = "WARREN_SEND_TIMEOUT", default_value_t = 120)]
     pub send_timeout: u64,
 
+    /// Milliseconds a delivery may stay unacknowledged before its channel is closed with 406
+    /// (RabbitMQ's consumer_timeout; 0: never). The `x-consumer-timeout` queue argument
+    /// overrides it per queue.
+    #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 1_800_000)]
+    pub consumer_timeout: u64,
+
     /// Free disk space under the data dir below which publishers are blocked (RabbitMQ's
     /// disk_free_limit): bytes, or a size such as 50MB or 1GiB.
     #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value = "50MB", value_parser = parse_size)]

@@ -39,6 +39,9 @@ pub struct QueueArgs {
     pub expires: Option<u64>,
     /// `x-message-ttl`: messages expire this many milliseconds after they are enqueued.
     pub message_ttl: Option<u64>,
+    /// `x-consumer-timeout`: milliseconds a delivery may stay unacknowledged before its
+    /// channel is closed (instead of the broker's `--consumer-timeout`).
+    pub consumer_timeout: Option<u64>,
 }
 
 /// The AMQP type name RabbitMQ's errors use for a field value.
@@ -146,6 +149,7 @@ impl QueueArgs {
         Ok(QueueArgs {
             expires,
             message_ttl,
+            consumer_timeout: non_neg("x-consumer-timeout")?,
             max_length: non_neg("x-max-length")?,
             max_length_bytes: non_neg("x-max-length-bytes")?,
             overflow,

@@ -121,7 +121,7 @@ impl Channel {
                 ctx.redispatch(&consumer.queue);
             }
             let source = Source::Consumer(consumer);
-            self.unacked.push_back(Unacked { tag: delivery_tag, entry, source });
+            self.unacked.push_back(Unacked { tag: delivery_tag, entry, source, at: ctx.now });
         }
         Ok(())
     }

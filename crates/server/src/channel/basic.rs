@@ -259,6 +259,7 @@ impl Channel {
                 tag: delivery_tag,
                 entry,
                 source: Source::Get(queue),
+                at: ctx.now,
             });
         }
         Ok(())

@@ -48,6 +48,8 @@ pub(crate) struct Ctx<'a> {
     pub held: &'a mut Vec<Arc<Queue>>,
     /// The connection's lag, given to its consumers (flow control).
     pub lag: &'a Arc<Lag>,
+    /// When this turn began (delivery times for the consumer timeout).
+    pub now: std::time::Instant,
 }
 
 impl Ctx<'_> {
@@ -83,6 +85,8 @@ pub(crate) struct Unacked {
     pub tag: u64,
     pub entry: Entry,
     pub source: Source,
+    /// When it was delivered (the connection's turn), for the consumer timeout.
+    pub at: std::time::Instant,
 }
 
 /// How an unacked message was delivered.
@@ -245,6 +249,19 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
+    /// The consumer timeout a delivery has run past (its queue's `x-consumer-timeout`, or
+    /// `default`), looking at the oldest unacknowledged delivery as RabbitMQ does; `None` if
+    /// none has.
+    pub(crate) fn ack_timed_out(&self, default: u64, now: std::time::Instant) -> Option<u64> {
+        let oldest = self.unacked.front()?;
+        let timeout = oldest.queue().args.consumer_timeout.unwrap_or(default);
+        if timeout == 0 {
+            return None;
+        }
+        (now.saturating_duration_since(oldest.at) > std::time::Duration::from_millis(timeout))
+            .then_some(timeout)
+    }
+
     pub(crate) fn new(id: u16, generation: u64) -> Self {
         Channel {
             id,

@@ -104,6 +104,7 @@ macro_rules! ctx {
             dispatch: &mut $conn.dispatch,
             held: &mut $conn.held,
             lag: &$conn.lag,
+            now: $conn.turn,
         }
     };
 }
@@ -228,6 +229,8 @@ pub(crate) struct Connection {
     lag: Arc<Lag>,
     /// The most events found waiting in the inbox during this turn.
     inbox_seen: usize,
+    /// When the current loop turn began.
+    turn: Instant,
 }
 
 impl Connection {
@@ -271,6 +274,7 @@ impl Connection {
             held: Vec::new(),
             lag: Arc::default(),
             inbox_seen: 0,
+            turn: Instant::now(),
         }
     }
 
@@ -354,6 +358,14 @@ impl Connection {
         self.end_of_turn()?;
         self.flush()?;
         let send_timeout = Duration::from_secs(self.config.send_timeout);
+        // The consumer timeout is looked at a few times per period (at most every minute,
+        // as RabbitMQ's channel tick; per-queue timeouts are looked at as often).
+        let ack_timeout = self.config.consumer_timeout;
+        let every = Duration::from_millis(ack_timeout / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let mut ack_check =
+            tokio::time::interval(if ack_timeout == 0 { Duration::from_secs(60) } else { every });
+        ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Held by flow control: the queue to wait for (its wake-up or a short tick).
             let hold = self.held.first().cloned();
@@ -380,6 +392,7 @@ impl Connection {
                         return Err(ConnError::PeerGone);
                     }
                     self.last_read = Instant::now();
+                    self.turn = self.last_read;
                     while let Some(frame) = decode_frame(&mut self.inbuf.buf, self.frame_max)? {
                         self.on_frame(frame)?;
                         frames += 1;
@@ -397,6 +410,7 @@ impl Connection {
                     self.alarms_changed()?;
                 }
                 Some(event) = self.events_rx.recv(), if !backed_up => {
+                    self.turn = Instant::now();
                     self.inbox_seen = self.inbox_seen.max(self.events_rx.len() + 1);
                     self.on_event(event)?;
                     for _ in 0..512 {
@@ -409,6 +423,10 @@ impl Connection {
                 ready = self.writer.writable(), if self.writer.has_pending() => {
                     ready?;
                     self.writer.write_now()?;
+                }
+                _ = ack_check.tick() => {
+                    self.turn = Instant::now();
+                    self.check_ack_timeouts()?;
                 }
                 _ = tick.tick(), if !hb.is_zero() => {
                     let reading = self.held.is_empty() && !self.alarm_blocked && !backed_up;
@@ -429,6 +447,38 @@ impl Connection {
                 tokio::task::yield_now().await;
             }
         }
+    }
+
+    /// Closes, with RabbitMQ's 406, every channel whose oldest unacknowledged delivery is
+    /// older than its consumer timeout (its messages are requeued).
+    fn check_ack_timeouts(&mut self) -> Result<(), ConnError> {
+        let Some(vhost) = &self.vhost else { return Ok(()) };
+        let now = self.turn;
+        for (id, channel) in self.channels.iter_mut() {
+            if channel.closing {
+                continue;
+            }
+            let Some(timeout) = channel.ack_timed_out(self.config.consumer_timeout, now) else {
+                continue;
+            };
+            let error = AmqpError::precondition_failed(format!(
+                "delivery acknowledgement on channel {id} timed out. Timeout value used: \
+                 {timeout} ms. This timeout value can be configured, see consumers doc guide to \
+                 learn more"
+            ));
+            tracing::warn!(channel = id, "consumer timed out waiting for an acknowledgement");
+            let mut ctx = ctx!(self, vhost);
+            channel.release(&mut ctx);
+            channel.closing = true;
+            let close = ChannelClose {
+                reply_code: error.code,
+                reply_text: error.reply_text().into(),
+                class_id: 0,
+                method_id: 0,
+            };
+            ctx.send(*id, close).map_err(|e| ConnError::Amqp(e, 20, 40))?;
+        }
+        Ok(())
     }
 
     /// The alarms changed while this connection was blocked: tell the client, and read again
