@@ -7,9 +7,11 @@
 //! - `throughput`: the throughput and latency subcommands.
 //! - `backlog`: the backlog and ready subcommands.
 //! - `connections`: the connections subcommand.
+//! - `churn`: large operations (many consumers, many bindings) and their cost to others.
 //! - `stats`: counters, progress line, /proc readings.
 
 mod backlog;
+mod churn;
 mod client;
 mod connections;
 mod stats;
@@ -37,6 +39,9 @@ enum Command {
     Backlog(backlog::Opts),
     /// Wait until a (restarted) broker serves a queue with the expected count.
     Ready(backlog::ReadyOpts),
+    /// Close a channel of N consumers and delete a queue of N bindings, while a probe
+    /// connection measures its round trips.
+    Churn(churn::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             Command::Connections(o) => connections::run(o).await,
             Command::Backlog(o) => backlog::run(o).await,
             Command::Ready(o) => backlog::ready(o).await,
+            Command::Churn(o) => churn::run(o).await,
         }
     })
 }
