@@ -121,6 +121,31 @@ impl FieldValue {
         }
     }
 
+    /// The Erlang type atom RabbitMQ decodes this value's type letter to
+    /// (`rabbit_binary_parser`), as its error texts name it. `U`, which RabbitMQ does not
+    /// read, is taken as the signed 16-bit `short` it stands for.
+    pub fn rabbit_type(&self) -> &'static str {
+        match self {
+            FieldValue::Bool(_) => "bool",
+            FieldValue::I8(_) => "byte",
+            FieldValue::U8(_) => "unsignedbyte",
+            FieldValue::I16(_) | FieldValue::I16U(_) => "short",
+            FieldValue::U16(_) => "unsignedshort",
+            FieldValue::I32(_) => "signedint",
+            FieldValue::U32(_) => "unsignedint",
+            FieldValue::I64(_) | FieldValue::I64L(_) => "long",
+            FieldValue::F32(_) => "float",
+            FieldValue::F64(_) => "double",
+            FieldValue::Decimal(_) => "decimal",
+            FieldValue::LongStr(_) => "longstr",
+            FieldValue::Bytes(_) => "binary",
+            FieldValue::Array(_) => "array",
+            FieldValue::Timestamp(_) => "timestamp",
+            FieldValue::Table(_) => "table",
+            FieldValue::Void => "void",
+        }
+    }
+
     /// The value as a boolean, for `t`.
     pub fn as_bool(&self) -> Option<bool> {
         match self {

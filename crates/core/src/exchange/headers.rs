@@ -85,7 +85,7 @@ pub fn validate_x_match(args: &FieldTable) -> Result<(), String> {
         )),
         Some(other) => Err(format!(
             "Invalid x-match field type {} (value {}); expected longstr",
-            type_atom(other),
+            FieldValue::rabbit_type(other),
             erl_value(other)
         )),
     }
@@ -181,31 +181,8 @@ impl PartialEq for Term<'_> {
 
 /// Equality of values nested in a table or array, where RabbitMQ keeps `{Type, Value}`.
 fn typed_eq(a: &FieldValue, b: &FieldValue) -> bool {
-    type_atom(a) == type_atom(b) && Term::of(a, false) == Term::of(b, false)
-}
-
-/// The Erlang type atom RabbitMQ decodes a type letter to (`rabbit_binary_parser`). `U`,
-/// which RabbitMQ does not read, is taken as the signed 16-bit `short` it stands for.
-fn type_atom(v: &FieldValue) -> &'static str {
-    match v {
-        FieldValue::Bool(_) => "bool",
-        FieldValue::I8(_) => "byte",
-        FieldValue::U8(_) => "unsignedbyte",
-        FieldValue::I16(_) | FieldValue::I16U(_) => "short",
-        FieldValue::U16(_) => "unsignedshort",
-        FieldValue::I32(_) => "signedint",
-        FieldValue::U32(_) => "unsignedint",
-        FieldValue::I64(_) | FieldValue::I64L(_) => "long",
-        FieldValue::F32(_) => "float",
-        FieldValue::F64(_) => "double",
-        FieldValue::Decimal(_) => "decimal",
-        FieldValue::LongStr(_) => "longstr",
-        FieldValue::Bytes(_) => "binary",
-        FieldValue::Array(_) => "array",
-        FieldValue::Timestamp(_) => "timestamp",
-        FieldValue::Table(_) => "table",
-        FieldValue::Void => "void",
-    }
+    FieldValue::rabbit_type(a) == FieldValue::rabbit_type(b)
+        && Term::of(a, false) == Term::of(b, false)
 }
 
 /// A decoded value as Erlang's `~tp` prints it (for error texts; floats approximately).
@@ -225,15 +202,22 @@ fn erl_value(v: &FieldValue) -> String {
         FieldValue::Decimal(d) => format!("{{{},{}}}", d.scale, d.value),
         FieldValue::LongStr(b) | FieldValue::Bytes(b) => erl_binary(b),
         FieldValue::Array(a) => {
-            let items: Vec<String> =
-                a.iter().map(|v| format!("{{{},{}}}", type_atom(v), erl_value(v))).collect();
+            let items: Vec<String> = a
+                .iter()
+                .map(|v| format!("{{{},{}}}", FieldValue::rabbit_type(v), erl_value(v)))
+                .collect();
             format!("[{}]", items.join(","))
         }
         FieldValue::Table(t) => {
             let items: Vec<String> = t
                 .iter()
                 .map(|(k, v)| {
-                    format!("{{{},{},{}}}", erl_binary(k.as_bytes()), type_atom(v), erl_value(v))
+                    format!(
+                        "{{{},{},{}}}",
+                        erl_binary(k.as_bytes()),
+                        FieldValue::rabbit_type(v),
+                        erl_value(v)
+                    )
                 })
                 .collect();
             format!("[{}]", items.join(","))

@@ -44,29 +44,6 @@ pub struct QueueArgs {
     pub consumer_timeout: Option<u64>,
 }
 
-/// The AMQP type name RabbitMQ's errors use for a field value.
-fn type_name(v: &FieldValue) -> &'static str {
-    match v {
-        FieldValue::Bool(_) => "bool",
-        FieldValue::I8(_) => "byte",
-        FieldValue::U8(_) => "unsignedbyte",
-        FieldValue::I16(_) | FieldValue::I16U(_) => "short",
-        FieldValue::U16(_) => "unsignedshort",
-        FieldValue::I32(_) => "signedint",
-        FieldValue::U32(_) => "unsignedint",
-        FieldValue::I64(_) | FieldValue::I64L(_) => "long",
-        FieldValue::F32(_) => "float",
-        FieldValue::F64(_) => "double",
-        FieldValue::Decimal(_) => "decimal",
-        FieldValue::LongStr(_) => "longstr",
-        FieldValue::Bytes(_) => "binary",
-        FieldValue::Array(_) => "array",
-        FieldValue::Timestamp(_) => "timestamp",
-        FieldValue::Table(_) => "table",
-        FieldValue::Void => "void",
-    }
-}
-
 impl QueueArgs {
     /// Reads and checks the arguments of queue `queue` in `vhost`.
     pub fn parse(args: &FieldTable, queue: &str, vhost: &str) -> Result<QueueArgs> {
@@ -80,7 +57,7 @@ impl QueueArgs {
             match v.as_i64() {
                 Some(n) if n >= 0 => Ok(Some(n as u64)),
                 Some(n) => Err(invalid(arg, format!("{{value_negative,{n}}}"))),
-                None => Err(invalid(arg, format!("\"expected integer, got {}\"", type_name(v)))),
+                None => Err(invalid(arg, format!("\"expected integer, got {}\"", v.rabbit_type()))),
             }
         };
         let overflow = match args.get("x-overflow") {
@@ -94,7 +71,7 @@ impl QueueArgs {
             Some(v) => {
                 return Err(invalid(
                     "x-overflow",
-                    format!("{{unacceptable_type,{}}}", type_name(v)),
+                    format!("{{unacceptable_type,{}}}", v.rabbit_type()),
                 ));
             }
         };
@@ -104,7 +81,7 @@ impl QueueArgs {
             Some(v) => {
                 return Err(invalid(
                     "x-single-active-consumer",
-                    format!("{{unacceptable_type,{}}}", type_name(v)),
+                    format!("{{unacceptable_type,{}}}", v.rabbit_type()),
                 ));
             }
         };
@@ -123,7 +100,7 @@ impl QueueArgs {
                 None => {
                     return Err(invalid(
                         "x-expires",
-                        format!("\"expected integer, got {}\"", type_name(v)),
+                        format!("\"expected integer, got {}\"", v.rabbit_type()),
                     ));
                 }
             },
@@ -141,7 +118,7 @@ impl QueueArgs {
                 None => {
                     return Err(invalid(
                         "x-message-ttl",
-                        format!("\"expected integer, got {}\"", type_name(v)),
+                        format!("\"expected integer, got {}\"", v.rabbit_type()),
                     ));
                 }
             },
