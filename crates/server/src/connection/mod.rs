@@ -118,8 +118,10 @@ const LAGGING_OUTPUT: usize = 256 * 1024;
 /// Frames in one read after which the connection yields to the others on its thread.
 const YIELD_AFTER: usize = 256;
 
-/// Waits until the broker's alarms may have changed (the caller looks).
-async fn alarm_wait(broker: Arc<Broker>) {
+/// Waits until the broker's alarms may have changed (the caller looks); forever without a
+/// broker (the branch is off: select! still builds the future, so it must cost nothing).
+async fn alarm_wait(broker: Option<Arc<Broker>>) {
+    let Some(broker) = broker else { return std::future::pending().await };
     let changed = broker.alarms.changed();
     tokio::pin!(changed);
     changed.as_mut().enable();
@@ -127,6 +129,15 @@ async fn alarm_wait(broker: Arc<Broker>) {
         return;
     }
     changed.await;
+}
+
+/// Sleeps until `deadline`; forever without one (as [`alarm_wait`], a disabled branch's
+/// future is built every turn: no timer unless needed).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits until `queue`'s congestion may be over: its wake-up, or 10 ms (a consumer's lag
@@ -372,13 +383,12 @@ impl Connection {
             // The client does not read: nothing more is read or delivered until it does, and
             // it is dropped if its socket takes nothing for the send timeout.
             let backed_up = self.writer.backed_up();
-            let stalled_until = self.writer.last_progress() + send_timeout;
+            let stalled_until = (backed_up && !send_timeout.is_zero())
+                .then(|| self.writer.last_progress() + send_timeout);
             let mut frames = 0usize;
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(ConnError::Forced),
-                () = tokio::time::sleep_until(stalled_until.into()),
-                    if backed_up && !send_timeout.is_zero() =>
-                {
+                () = sleep_until(stalled_until), if stalled_until.is_some() => {
                     if self.writer.backed_up()
                         && self.writer.last_progress().elapsed() >= send_timeout
                     {
@@ -406,7 +416,9 @@ impl Connection {
                         self.last_read = Instant::now();
                     }
                 }
-                () = alarm_wait(self.broker.clone()), if self.alarm_blocked => {
+                () = alarm_wait(self.alarm_blocked.then(|| self.broker.clone())),
+                    if self.alarm_blocked =>
+                {
                     self.alarms_changed()?;
                 }
                 Some(event) = self.events_rx.recv(), if !backed_up => {
