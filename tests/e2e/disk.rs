@@ -80,6 +80,17 @@ async fn numbers(ch: &Channel) -> Vec<u32> {
     out
 }
 
+/// Every confirmed message is queued, in order, once each.
+async fn assert_all_there(broker: &TestBroker, acked: &[u32]) {
+    let conn = broker.connect().await;
+    let ch = conn.create_channel().await.expect("channel");
+    let got = numbers(&ch).await;
+    for n in acked {
+        assert!(got.contains(n), "confirmed message {n} lost (recovered {got:?})");
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, once each: {got:?}");
+}
+
 fn start(dir: &Path) -> TestBroker {
     // No disk alarm: this is about what happens when writes fail (alarm.rs tests the alarm).
     TestBroker::start_in(dir.to_path_buf(), &["--disk-free-limit", "0"], &[])
@@ -114,14 +125,7 @@ async fn a_full_disk_nacks_publishes_and_loses_nothing_confirmed() {
 
     // SIGTERM stops it on a full disk, and it starts again there with what was confirmed.
     broker.restart();
-    let conn = broker.connect().await;
-    let ch = conn.create_channel().await.expect("channel");
-    let got = numbers(&ch).await;
-    for n in &acked {
-        assert!(got.contains(n), "confirmed message {n} lost (recovered {got:?})");
-    }
-    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, once each: {got:?}");
-    drop(conn);
+    assert_all_there(&broker, &acked).await;
 
     // Space returns: publishes are confirmed again, and survive a restart with the rest.
     fs.resize("64m");
@@ -133,14 +137,7 @@ async fn a_full_disk_nacks_publishes_and_loses_nothing_confirmed() {
     }
     drop(conn);
     broker.restart();
-    let conn = broker.connect().await;
-    let ch = conn.create_channel().await.expect("channel");
-    let got = numbers(&ch).await;
-    for n in &acked {
-        assert!(got.contains(n), "confirmed message {n} lost (recovered {got:?})");
-    }
-    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, once each: {got:?}");
-    drop(conn);
+    assert_all_there(&broker, &acked).await;
     let status = broker.terminate();
     assert!(status.success(), "{status:?}");
     tokio::time::sleep(Duration::from_millis(100)).await;
