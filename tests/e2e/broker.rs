@@ -13,6 +13,11 @@ use lapin::{Channel, Connection, ConnectionProperties};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// The other broker the suite is pointed at (`WARREN_E2E_URL`), if any.
+pub fn external() -> Option<String> {
+    std::env::var("WARREN_E2E_URL").ok().filter(|u| !u.is_empty())
+}
+
 /// A running broker; killed and its data dir removed on drop.
 pub struct TestBroker {
     child: Child,
@@ -121,9 +126,11 @@ impl TestBroker {
         }
     }
 
-    /// `amqp://guest:guest@ADDR/%2f`.
+    /// `amqp://guest:guest@ADDR/%2f`; or, to check a test's expectations against another
+    /// broker (RabbitMQ), the URL in `WARREN_E2E_URL`. Only the modules that say so are meant
+    /// to run that way (the others restart warren, pass it flags or read its data dir).
     pub fn uri(&self) -> String {
-        format!("amqp://guest:guest@{}/%2f", self.addr)
+        external().unwrap_or_else(|| format!("amqp://guest:guest@{}/%2f", self.addr))
     }
 
     /// A lapin connection as guest on `/`.

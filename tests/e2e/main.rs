@@ -8,6 +8,7 @@ mod connection;
 mod consume;
 mod crash;
 mod disk;
+mod dlx;
 mod exchanges;
 mod flow;
 mod limits;

@@ -183,7 +183,7 @@ impl Broker {
         let mut vhosts = self.vhosts.write().unwrap_or_else(|p| p.into_inner());
         vhosts
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(VHost::with_persistence(name, self.persistence.clone())))
+            .or_insert_with(|| VHost::with_persistence(name, self.persistence.clone()))
             .clone()
     }
 

@@ -12,6 +12,7 @@ use crate::exchange::Destination;
 use crate::message::Message;
 use crate::queue::{Publish, Queue};
 use crate::vhost::VHost;
+use warren_store::QueueId;
 
 /// Buffers a publisher reuses from one publish to the next, so that routing allocates
 /// nothing per message.
@@ -52,7 +53,7 @@ impl VHost {
     ) -> Result<Routed> {
         let Scratch { dest, queues, congested } = scratch;
         self.route(&message.exchange, &message.routing_key, headers, dest, queues)?;
-        Ok(enqueue(message, queues, congested))
+        Ok(enqueue(message, queues, congested, None).0)
     }
 
     /// Only routes `message`: the queues it goes to, to [`VHost::deliver`] it to later (a
@@ -77,17 +78,20 @@ impl VHost {
         scratch: &mut Scratch,
     ) -> Routed {
         let mut queues = queues;
-        enqueue(message, &mut queues, &mut scratch.congested)
+        enqueue(message, &mut queues, &mut scratch.congested, None).0
     }
 }
 
 /// Stores the message once if it is persistent and goes to a durable queue, then enqueues it
-/// in `queues` (drained).
-fn enqueue(
+/// in `queues` (drained). A dead-lettered message names the stored entry it leaves
+/// (`origin`): its durable enqueues are then a move, and the second value says whether any
+/// was made (the store then removes the origin itself).
+pub(crate) fn enqueue(
     message: Arc<Message>,
     queues: &mut Vec<Arc<Queue>>,
     congested: &mut Vec<Arc<Queue>>,
-) -> Routed {
+    origin: Option<(QueueId, u64)>,
+) -> (Routed, bool) {
     let mut stored = None;
     if message.is_persistent() {
         let mut durable = queues.iter().filter_map(|q| q.durable.as_ref());
@@ -98,9 +102,12 @@ fn enqueue(
     }
     let mut enqueued = 0;
     let mut rejected = false;
+    let mut moved = false;
     for q in queues.drain(..) {
         let at = stored.as_ref().filter(|_| q.durable.is_some()).map(|(_, at)| *at);
-        let outcome = q.publish(message.clone(), at);
+        let outcome = q.publish_from(message.clone(), at, origin);
+        let taken = matches!(outcome, Publish::Enqueued | Publish::Congested);
+        moved |= taken && at.is_some() && origin.is_some();
         match outcome {
             Publish::Enqueued => enqueued += 1,
             Publish::Congested => {
@@ -118,7 +125,7 @@ fn enqueue(
             }
         }
     }
-    Routed { queues: enqueued, stored: stored.map(|(_, at)| at.epoch), rejected }
+    (Routed { queues: enqueued, stored: stored.map(|(_, at)| at.epoch), rejected }, moved)
 }
 
 #[cfg(test)]

@@ -6,11 +6,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use warren_store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
 use warren_wire::{FieldTable, FieldValue, ShortStr};
 
+use crate::dead_letter::DeadLetterTo;
 use crate::error::{AmqpError, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions, headers};
 use crate::persistence::Persistence;
@@ -18,8 +19,7 @@ use crate::queue::{ConnectionId, Durable, Queue, QueueArgs, QueueOptions};
 
 /// Queue arguments that change behaviour warren does not implement yet: declaring with them
 /// is refused with 540 rather than silently ignored.
-const UNSUPPORTED_QUEUE_ARGS: &[&str] =
-    &["x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority"];
+const UNSUPPORTED_QUEUE_ARGS: &[&str] = &["x-max-priority"];
 
 /// Routes through one exchange; if its bindings give no destination at all, through its
 /// alternate exchange (the `alternate-exchange` argument), as RabbitMQ's `process_alternate`:
@@ -107,6 +107,8 @@ pub struct VHost {
     generated: AtomicU64,
     /// Set when the broker has a data dir: durable things are saved through it.
     persistence: Option<Arc<Persistence>>,
+    /// This vhost, for its queues (they dead-letter through it).
+    me: Weak<VHost>,
 }
 
 /// What queue.declare answers.
@@ -143,18 +145,23 @@ fn inequivalent(
 
 impl VHost {
     /// A vhost with the default exchange and the `amq.*` exchanges.
-    pub fn new(name: &str) -> Self {
+    pub fn new(name: &str) -> Arc<Self> {
         Self::with_persistence(name, None)
     }
 
     /// A vhost whose durable things are saved through `persistence`.
-    pub fn with_persistence(name: &str, persistence: Option<Arc<Persistence>>) -> Self {
+    pub fn with_persistence(name: &str, persistence: Option<Arc<Persistence>>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self::build(name, persistence, me.clone()))
+    }
+
+    fn build(name: &str, persistence: Option<Arc<Persistence>>, me: Weak<VHost>) -> Self {
         let v = VHost {
             name: name.to_string(),
             exchanges: RwLock::default(),
             queues: RwLock::default(),
             generated: AtomicU64::new(0),
             persistence,
+            me,
         };
         {
             let mut ex = write(&v.exchanges);
@@ -461,6 +468,7 @@ impl VHost {
                 "queue type {shown}: only classic queues are implemented by warren"
             )));
         }
+        DeadLetterTo::parse(&options.arguments, name, &self.name)?;
         QueueArgs::parse(&options.arguments, name, &self.name)?;
         // As RabbitMQ: every client-chosen amq.* name is refused, server-generated ones too.
         if name.starts_with("amq.") {
@@ -502,7 +510,7 @@ impl VHost {
             _ => None,
         };
         let is_durable = durable.is_some();
-        let q = Arc::new(Queue::with_store(name.clone(), options, durable));
+        let q = Arc::new(Queue::with_store(name.clone(), options, durable, self.me.clone()));
         map.insert(name, q.clone());
         drop(map);
         self.persisted(is_durable)?;
@@ -661,7 +669,7 @@ impl VHost {
         };
         let durable = Durable { store: p.store.clone(), id: def.id };
         let name: ShortStr = def.name.as_str().into();
-        let q = Queue::with_store(name.clone(), options, Some(durable));
+        let q = Queue::with_store(name.clone(), options, Some(durable), self.me.clone());
         q.recover(messages);
         write(&self.queues).insert(name, Arc::new(q));
     }

@@ -186,6 +186,7 @@ impl Store {
             written: Vec::new(),
             failed: false,
             last_ack_sync: Instant::now(),
+            moving: Vec::new(),
             unlogged: 0,
             last_log: None,
         };
@@ -269,7 +270,16 @@ impl Store {
     /// Queue `queue` holds message `id` at position `seq`. Positions of one queue must be
     /// enqueued in increasing order.
     pub fn enqueue(&self, queue: QueueId, seq: u64, id: u64) {
-        self.send(Request::Enqueue { queue, seq, id });
+        self.send(Request::Enqueue { queue, seq, id, origin: None });
+    }
+
+    /// As [`Store::enqueue`], for a message moved from position `from.1` of queue `from.0`
+    /// (dead-lettering): the source entry is removed by the store once this entry is on disk,
+    /// not by the caller. A crash before that removal is written leaves the source entry and
+    /// drops every moved copy at start-up; after it, only the copies remain. A move to several
+    /// queues is so all or nothing, never lost, never duplicated.
+    pub fn enqueue_moved(&self, queue: QueueId, seq: u64, id: u64, from: (QueueId, u64)) {
+        self.send(Request::Enqueue { queue, seq, id, origin: Some(from) });
     }
 
     /// One promised enqueue of message `id` will not come.

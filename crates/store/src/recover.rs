@@ -141,6 +141,48 @@ pub(crate) struct Recovered {
     pub stats: RecoveryStats,
 }
 
+/// A move (dead-lettering) is finished when its source entry was removed: the store removes
+/// it only once every moved copy is on disk. A copy whose source entry is still live belongs
+/// to a move a crash interrupted: it is dropped (its removal buffered for the writer's first
+/// batch; nothing is written here) and the source keeps the message. Decided on the entries as
+/// the files hold them, before any drop, so that a chain of moves (a copy moved on again)
+/// unwinds to its first unfinished step.
+fn undo_unfinished_moves(
+    moved: &[(QueueId, u64, (QueueId, u64))],
+    queues: &mut HashMap<QueueId, QueueFiles>,
+    messages: &mut HashMap<QueueId, RecoveredQueue>,
+    refs: &mut HashMap<u32, u64>,
+    stats: &mut RecoveryStats,
+) {
+    let live = |queues: &HashMap<QueueId, QueueFiles>, (q, seq): (QueueId, u64)| {
+        queues.get(&q).is_some_and(|f| f.live.binary_search_by_key(&seq, |e| e.seq).is_ok())
+    };
+    let undo: Vec<(QueueId, u64)> = moved
+        .iter()
+        .filter(|(_, _, from)| live(queues, *from))
+        .map(|(q, seq, _)| (*q, *seq))
+        .collect();
+    if !undo.is_empty() {
+        info!(
+            "{} dead-lettered message(s) whose move a crash interrupted stay where they were",
+            undo.len()
+        );
+    }
+    for (q, seq) in undo {
+        let Some(files) = queues.get_mut(&q) else { continue };
+        let Ok(i) = files.live.binary_search_by_key(&seq, |e| e.seq) else { continue };
+        if let Some(e) = files.live.remove(i) {
+            let n = refs.entry(e.loc.seg).or_insert(1);
+            *n = n.saturating_sub(1);
+        }
+        files.ack(ACK_REMOVED, seq);
+        if let Some(m) = messages.get_mut(&q) {
+            m.messages.retain(|m| m.seq != seq);
+        }
+        stats.messages = stats.messages.saturating_sub(1);
+    }
+}
+
 /// Recovers the data dir. Queues not in `known` are orphans (deleted before a crash finished
 /// removing their files) and are removed now.
 pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered, StoreError> {
@@ -184,6 +226,8 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
     }
     let mut refs: HashMap<u32, u64> = HashMap::new();
     let mut queues = HashMap::new();
+    // Live entries moved from another queue's entry: (queue, position, origin).
+    let mut moved = Vec::new();
     let mut messages = HashMap::new();
     for (id, idx_path) in list(&dir.join(paths::QUEUES), "idx")? {
         if !known.contains(&id) {
@@ -225,7 +269,7 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         let mut idx_records = 0u64;
         for (_, r) in records {
             idx_records += 1;
-            let Some((seq, loc)) = decode_index(&idx[r]) else { continue };
+            let Some((seq, loc, origin)) = decode_index(&idx[r]) else { continue };
             next_seq = next_seq.max(seq.saturating_add(1));
             if removed.contains(&seq) {
                 continue;
@@ -240,7 +284,16 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
             next_message_id = next_message_id.max(valid[k].2.saturating_add(1));
             let was_delivered = delivered.contains(&seq);
             *refs.entry(loc.seg).or_insert(0) += 1;
-            live.push_back(LiveEntry { seq, loc, removed: false, delivered: was_delivered });
+            if let Some(from) = origin {
+                moved.push((id, seq, from));
+            }
+            live.push_back(LiveEntry {
+                seq,
+                loc,
+                removed: false,
+                delivered: was_delivered,
+                origin,
+            });
             recovered.push(RecoveredMessage { seq, loc, redelivered: was_delivered });
         }
         stats.messages += recovered.len() as u64;
@@ -251,6 +304,7 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         queues.insert(id, files);
         messages.insert(id, RecoveredQueue { messages: recovered, next_seq });
     }
+    undo_unfinished_moves(&moved, &mut queues, &mut messages, &mut refs, &mut stats);
     // Segments no queue needs any more are deleted; a new segment is started for this run.
     for seg in segments.keys() {
         if refs.get(seg).copied().unwrap_or(0) == 0 {

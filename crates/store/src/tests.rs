@@ -396,3 +396,67 @@ fn damage_in_the_middle_of_an_index_keeps_the_entries_after_it() {
     store.close();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Dead-letters position `seq` of queue `from` into `to` (each at position `at`): a new record,
+/// one moved entry per destination.
+fn move_to(store: &Store, from: (u64, u64), to: &[(u64, u64)], body: &str) {
+    let s = store.append(msg(body), to.len() as u32);
+    for (q, at) in to {
+        store.enqueue_moved(*q, *at, s.id, from);
+    }
+}
+
+#[test]
+fn a_finished_move_leaves_only_the_copies() {
+    let dir = temp_dir("moved");
+    let (store, _) = open(&dir, StoreOptions::default());
+    store.save_definitions(&defs(&[1, 2, 3])).unwrap();
+    publish(&store, 1, 0, "m");
+    publish(&store, 1, 1, "stays");
+    sync(&store);
+    move_to(&store, (1, 0), &[(2, 0), (3, 5)], "dead m");
+    // The move commits after the sync that wrote the copies: the source's removal follows.
+    sync(&store);
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(bodies(&store, &rec, 1), vec![("stays".into(), false)]);
+    assert_eq!(bodies(&store, &rec, 2), vec![("dead m".into(), false)]);
+    assert_eq!(bodies(&store, &rec, 3), vec![("dead m".into(), false)]);
+    store.close();
+    // And it stays so: a second restart sees the same.
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(bodies(&store, &rec, 1), vec![("stays".into(), false)]);
+    assert_eq!(bodies(&store, &rec, 3), vec![("dead m".into(), false)]);
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_interrupted_move_is_undone_as_a_whole_chain_included() {
+    let dir = temp_dir("unmoved");
+    let (faults, opts) = faulty();
+    let (store, _) = open(&dir, opts);
+    store.save_definitions(&defs(&[1, 2, 3])).unwrap();
+    publish(&store, 1, 0, "m");
+    sync(&store);
+    // Every fsync fails from here: the copies are written to the files but never known to be
+    // on disk, so the source's removal (the move's commit) is never written.
+    faults.fail_syncs(u32::MAX);
+    move_to(&store, (1, 0), &[(2, 0)], "dead m");
+    // The copy is moved on again before anything committed: a chain.
+    move_to(&store, (2, 0), &[(3, 0)], "dead dead m");
+    sync(&store);
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(bodies(&store, &rec, 1), vec![("m".into(), false)], "the source keeps it");
+    assert!(bodies(&store, &rec, 2).is_empty(), "no duplicate");
+    assert!(bodies(&store, &rec, 3).is_empty(), "no duplicate down the chain");
+    // The undo is written by the first batch: it holds after another restart.
+    sync(&store);
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(bodies(&store, &rec, 1), vec![("m".into(), false)]);
+    assert!(bodies(&store, &rec, 2).is_empty());
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -3,7 +3,9 @@
 //!
 //! A queue's state sits behind one mutex with short, synchronous critical sections; nothing
 //! awaits while holding it. Deliveries leave through each consumer's connection inbox.
-//! Publishers that would bury lagging consumers are told to wait ([`flow`]).
+//! Publishers that would bury lagging consumers are told to wait ([`flow`]). Messages that die
+//! under the lock (expired, pushed out by a length limit) are collected and dead-lettered
+//! when the lock is released ([`crate::dead_letter`]), never while it is held.
 
 pub mod args;
 pub mod consumer;
@@ -11,12 +13,15 @@ pub mod flow;
 mod ttl;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use warren_wire::{FieldTable, ShortStr};
 
+use crate::dead_letter::{Dead, DeadLetterTo, Reason};
 use crate::error::{AmqpError, Result};
 use crate::message::Message;
+use crate::vhost::VHost;
 pub use args::{Overflow, QueueArgs};
 pub use consumer::{ChannelLimit, ConnectionId, Consumer, ConsumerSpec, Event, NO_ACK_WINDOW};
 use flow::{FLOW_HIGH, FLOW_LOW};
@@ -118,6 +123,10 @@ pub struct Queue {
     pub durable: Option<Durable>,
     /// The behaviour its arguments ask for (length limits, single active consumer).
     pub args: QueueArgs,
+    /// Where its dead messages go (`x-dead-letter-exchange`); `None`: they are dropped.
+    pub dead_letter: Option<DeadLetterTo>,
+    /// Its vhost, which routes what it dead-letters.
+    vhost: Weak<VHost>,
     state: Mutex<State>,
     /// Wakes publishers held back by flow control.
     flow: Notify,
@@ -143,6 +152,41 @@ struct State {
     expiry_watched: bool,
     /// A message TTL timer runs for this queue.
     ttl_timer: bool,
+    /// Messages that died under the lock, dead-lettered once it is released ([`Locked`]).
+    dead: Vec<Dead>,
+}
+
+/// The queue's locked state. Dropping it releases the lock first, then dead-letters what died
+/// meanwhile: a dead-letter publish takes other queues' locks, and must never do so under
+/// this one (two queues dead-lettering into each other would deadlock).
+struct Locked<'a> {
+    queue: &'a Queue,
+    guard: Option<MutexGuard<'a, State>>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else { return };
+        if guard.dead.is_empty() {
+            return;
+        }
+        let dead = std::mem::take(&mut guard.dead);
+        drop(guard);
+        self.queue.dead_letter_now(dead);
+    }
 }
 
 /// What removing a consumer left behind.
@@ -182,20 +226,28 @@ fn pick_consumer(st: &State, single_active: bool) -> Option<usize> {
 }
 
 impl Queue {
-    /// An empty queue.
+    /// An empty queue outside any vhost (it cannot dead-letter).
     pub fn new(name: ShortStr, options: QueueOptions) -> Self {
-        Self::with_store(name, options, None)
+        Self::with_store(name, options, None, Weak::new())
     }
 
-    /// An empty queue whose persistent messages go to the store.
-    pub fn with_store(name: ShortStr, options: QueueOptions, durable: Option<Durable>) -> Self {
+    /// An empty queue of `vhost` whose persistent messages go to the store.
+    pub fn with_store(
+        name: ShortStr,
+        options: QueueOptions,
+        durable: Option<Durable>,
+        vhost: Weak<VHost>,
+    ) -> Self {
         // Checked at declare (and so in the definitions): read leniently here.
         let args = QueueArgs::parse(&options.arguments, &name, "").unwrap_or_default();
+        let dead_letter = DeadLetterTo::parse(&options.arguments, &name, "").unwrap_or_default();
         Queue {
             name,
             options,
             durable,
             args,
+            dead_letter,
+            vhost,
             state: Mutex::new(State::default()),
             flow: Notify::new(),
         }
@@ -300,6 +352,61 @@ impl Queue {
         self.settle_seqs(entries.into_iter().map(|e| (e.seq, e.stored)));
     }
 
+    /// Removes one entry from the store (if it holds it).
+    pub(crate) fn settle_seq(&self, seq: u64, stored: bool) {
+        self.settle_seqs(std::iter::once((seq, stored)));
+    }
+
+    /// basic.reject / basic.nack without requeue: the entries are dead-lettered (reason
+    /// `rejected`), or dropped if the queue has no dead-letter exchange.
+    pub fn reject(&self, entries: impl IntoIterator<Item = Entry>) {
+        let dead = entries.into_iter().map(|e| Dead {
+            message: e.message,
+            reason: Reason::Rejected,
+            seq: e.seq,
+            stored: e.stored,
+        });
+        if self.dead_letter.is_some() {
+            self.dead_letter_now(dead.collect());
+        } else {
+            self.settle_seqs(dead.map(|d| (d.seq, d.stored)));
+        }
+    }
+
+    /// Dead-letters `dead` (no lock held), or settles it if the vhost is gone.
+    fn dead_letter_now(&self, dead: Vec<Dead>) {
+        match self.vhost.upgrade() {
+            Some(vhost) => vhost.dead_letter(self, dead),
+            None => self.settle_seqs(dead.iter().map(|d| (d.seq, d.stored))),
+        }
+    }
+
+    /// Removes the ready message at the head for good (expired, over a length limit):
+    /// dead-lettered if the queue has a dead-letter exchange (its body read back first if it
+    /// is paged out), else dropped. False if there was none, or its body could not be read.
+    fn discard_front(&self, st: &mut State, reason: Reason) -> bool {
+        if self.dead_letter.is_some()
+            && st.ready.front().is_some_and(|s| matches!(s.body, Body::Paged(_)))
+            && !self.load_front(st)
+        {
+            return false;
+        }
+        let Some(slot) = st.ready.pop_front() else { return false };
+        st.ready_bytes -= u64::from(slot.size);
+        self.discard(st, slot, reason);
+        true
+    }
+
+    /// Disposes of a ready message taken out of the queue for good (see `discard_front`).
+    fn discard(&self, st: &mut State, slot: Slot, reason: Reason) {
+        match (&self.dead_letter, slot.body) {
+            (Some(_), Body::Loaded(message)) => {
+                st.dead.push(Dead { message, reason, seq: slot.seq, stored: slot.stored });
+            }
+            _ => self.settle_seq(slot.seq, slot.stored),
+        }
+    }
+
     fn settle_seqs(&self, entries: impl Iterator<Item = (u64, bool)>) {
         if let Some(d) = &self.durable {
             for (seq, stored) in entries {
@@ -321,16 +428,28 @@ impl Queue {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> Locked<'_> {
         // A panic while holding the lock leaves consistent data (every section is short and
         // does its writes last), so a poisoned lock is taken over rather than spread.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Locked { queue: self, guard: Some(guard) }
     }
 
     /// Enqueues a message and delivers it at once if a consumer has room. `stored` is the
     /// store's id for the message when it was appended for this queue. Says whether the queue
     /// was deleted meanwhile (nothing enqueued), or is congested (see [`flow`]).
     pub fn publish(self: &Arc<Self>, message: Arc<Message>, stored: Option<Stored>) -> Publish {
+        self.publish_from(message, stored, None)
+    }
+
+    /// As [`Queue::publish`], for a message dead-lettered from the stored entry `origin`
+    /// (queue, position): a stored enqueue is then a move in the store.
+    pub fn publish_from(
+        self: &Arc<Self>,
+        message: Arc<Message>,
+        stored: Option<Stored>,
+        origin: Option<(QueueId, u64)>,
+    ) -> Publish {
         let mut st = self.state();
         if st.deleted {
             return Publish::Deleted;
@@ -341,6 +460,10 @@ impl Queue {
         if self.args.rejects()
             && self.args.over(st.ready.len() + 1, st.ready_bytes + u64::from(size))
         {
+            if self.args.overflow == Overflow::RejectPublishDlx && self.dead_letter.is_some() {
+                // reject-publish-dlx: the refused message is dead-lettered (maxlen).
+                st.dead.push(Dead { message, reason: Reason::MaxLen, seq: 0, stored: false });
+            }
             return Publish::Rejected;
         }
         let seq = st.next_seq;
@@ -351,8 +474,12 @@ impl Queue {
             (Some(s), Some(d)) => {
                 // Under the queue lock: the store sees this queue's positions in order, and
                 // before any ack of them.
-                d.store.enqueue(d.id, seq, s.id);
-                let body = if st.ready.len() >= KEEP_LOADED {
+                match origin {
+                    Some(from) => d.store.enqueue_moved(d.id, seq, s.id, from),
+                    None => d.store.enqueue(d.id, seq, s.id),
+                }
+                // A TTL-0 message stays loaded: if no consumer takes it, it is dead-lettered.
+                let body = if st.ready.len() >= KEEP_LOADED && !ttl_zero {
                     Body::Paged(s.loc)
                 } else {
                     Body::Loaded(message)
@@ -370,7 +497,7 @@ impl Queue {
             // TTL 0: delivered at once or not at all.
             if let Some(slot) = st.ready.pop_back() {
                 st.ready_bytes -= u64::from(slot.size);
-                self.settle_seqs(std::iter::once((slot.seq, slot.stored)));
+                self.discard(&mut st, slot, Reason::Expired);
             }
         }
         self.drop_head(&mut st);
@@ -415,16 +542,15 @@ impl Queue {
     }
 
     /// drop-head (the default overflow): while the queue is over its length limits, the
-    /// oldest ready messages are dropped (dead-lettering them comes with dead-letter
-    /// exchanges).
+    /// oldest ready messages are dropped or dead-lettered (maxlen).
     fn drop_head(&self, st: &mut State) {
         if self.args.overflow != Overflow::DropHead {
             return;
         }
         while self.args.over(st.ready.len(), st.ready_bytes) {
-            let Some(slot) = st.ready.pop_front() else { return };
-            st.ready_bytes -= u64::from(slot.size);
-            self.settle_seqs(std::iter::once((slot.seq, slot.stored)));
+            if !self.discard_front(st, Reason::MaxLen) {
+                return;
+            }
         }
     }
 

@@ -5,14 +5,17 @@
 //! queue drops them at the head when nothing else happens. With a TTL of 0 a message is
 //! delivered only if a consumer takes it at once.
 //!
+//! Expired messages are dead-lettered (reason `expired`) if the queue has a dead-letter
+//! exchange (a paged-out one is read back for that), else dropped.
+//!
 //! Deadlines are not stored: after a restart, a recovered message's deadline is counted again
-//! from the moment it is read back (RabbitMQ keeps the absolute time). Dead-lettering expired
-//! messages comes with dead-letter exchanges; for now they are dropped.
+//! from the moment it is read back (RabbitMQ keeps the absolute time).
 
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::{Body, Queue, State};
+use crate::dead_letter::Reason;
 
 /// A deadline that never comes.
 pub(super) const NEVER: u64 = u64::MAX;
@@ -54,9 +57,9 @@ impl Queue {
             if front.expires >= now {
                 return front.expires;
             }
-            if let Some(slot) = st.ready.pop_front() {
-                st.ready_bytes -= u64::from(slot.size);
-                self.settle_seqs(std::iter::once((slot.seq, slot.stored)));
+            if !self.discard_front(st, Reason::Expired) {
+                // Its body could not be read back to dead-letter it: try again in a second.
+                return now + 1000;
             }
         }
     }

@@ -34,20 +34,29 @@ pub(super) fn apply(settled: Vec<Unacked>, how: Settle, ctx: &mut Ctx<'_>) {
     if how == Settle::Requeue {
         return requeue_all(settled, ctx);
     }
-    // Dropped messages are not dead-lettered (not implemented).
     // Settled in runs from the same queue and consumer (an ack with `multiple` usually covers
     // one run): one window release and one redispatch per run, not per message (the window
     // counters are shared with the dispatching core).
-    let mut rest = &settled[..];
-    while let Some(first) = rest.first() {
-        let n = rest.iter().position(|u| !u.same_source(first)).unwrap_or(rest.len());
-        let (run, tail) = rest.split_at(n);
-        if let Some(c) = first.consumer() {
-            c.release(n as u32);
+    let mut run: Vec<Unacked> = Vec::new();
+    let mut settled = settled.into_iter().peekable();
+    while let Some(u) = settled.next() {
+        let ends = settled.peek().is_none_or(|next| !next.same_source(&u));
+        run.push(u);
+        if !ends {
+            continue;
         }
-        first.queue().settle(run.iter().map(|u| &u.entry));
-        ctx.redispatch(first.queue());
-        rest = tail;
+        let queue = run[0].queue().clone();
+        if let Some(c) = run[0].consumer() {
+            c.release(run.len() as u32);
+        }
+        if how == Settle::Drop {
+            // Dead-lettered (rejected), or dropped without a dead-letter exchange.
+            queue.reject(run.drain(..).map(|u| u.entry));
+        } else {
+            queue.settle(run.iter().map(|u| &u.entry));
+            run.clear();
+        }
+        ctx.redispatch(&queue);
     }
 }
 

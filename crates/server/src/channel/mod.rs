@@ -139,7 +139,7 @@ pub(crate) enum Settle {
     Ack,
     /// nack/reject with requeue: back to the queue.
     Requeue,
-    /// nack/reject without requeue: dropped.
+    /// nack/reject without requeue: dead-lettered, or dropped without a dead-letter exchange.
     Drop,
 }
 

@@ -34,7 +34,7 @@ use crate::message::Message;
 use crate::reader::Shared;
 use crate::{Location, QueueId, StoreError, paths};
 pub(crate) use queue::{
-    ACK_DELIVERED, ACK_REMOVED, LiveEntry, QueueFiles, decode_ack, decode_index,
+    ACK_DELIVERED, ACK_REMOVED, LiveEntry, Origin, QueueFiles, decode_ack, decode_index,
 };
 pub(crate) use segment::Segment;
 
@@ -50,8 +50,9 @@ pub(crate) enum Request {
     /// Write a message once at `loc` (reserved by the caller, in request order), its encoded
     /// head then its body; `enqueues` index entries will refer to it.
     Append { id: u64, head: bytes::Bytes, message: Arc<Message>, loc: Location, enqueues: u32 },
-    /// Queue `queue` holds message `id` at position `seq`.
-    Enqueue { queue: QueueId, seq: u64, id: u64 },
+    /// Queue `queue` holds message `id` at position `seq`; moved there from `origin`, if
+    /// set (which is removed once this entry is on disk: see [`crate::Store::enqueue_moved`]).
+    Enqueue { queue: QueueId, seq: u64, id: u64, origin: Origin },
     /// One promised enqueue of message `id` will not come (its queue went away).
     Skip { id: u64 },
     /// Position `seq` of `queue` is gone (acked, rejected, purged).
@@ -87,6 +88,9 @@ pub(crate) struct Writer {
     pub failed: bool,
     /// When the ack logs were last fsync'd (they are not on every confirm's sync).
     pub last_ack_sync: Instant,
+    /// Entries moved elsewhere (dead-lettered) whose removal waits until the index entries
+    /// that moved them are fsync'd: their removal is the move's commit.
+    pub moving: Vec<(QueueId, u64)>,
     /// Failures not logged yet (the log is kept to a line every few seconds).
     pub unlogged: u64,
     pub last_log: Option<Instant>,
@@ -198,6 +202,8 @@ impl Writer {
         if std::mem::take(&mut self.failed) {
             // Before any completion runs: what waited for this batch is nacked.
             self.shared.epoch.fetch_add(1, Ordering::Release);
+        } else if fsync && !self.moving.is_empty() {
+            self.commit_moves();
         }
         for done in self.done.drain(..) {
             done();
@@ -209,8 +215,11 @@ impl Writer {
             Request::Append { id, head, message, loc, enqueues } => {
                 self.append(id, &head, &message, loc, enqueues)
             }
-            Request::Enqueue { queue, seq, id } => {
-                self.enqueue(queue, seq, id);
+            Request::Enqueue { queue, seq, id, origin } => {
+                self.enqueue(queue, seq, id, origin);
+                if let Some(from) = origin {
+                    self.moving.push(from);
+                }
                 Ok(())
             }
             Request::Skip { id } => {
@@ -296,12 +305,40 @@ impl Writer {
         Some(loc)
     }
 
-    fn enqueue(&mut self, queue: QueueId, seq: u64, id: u64) {
+    /// Every index entry that moved a message is on disk now (the batch was fsync'd without a
+    /// failure): the entries they were moved from are removed, and that removal written at
+    /// once. Until it is, recovery sees the source entry still live and drops the moved
+    /// copies instead (see `recover`): a move is all or nothing.
+    fn commit_moves(&mut self) {
+        let mut moving = std::mem::take(&mut self.moving);
+        for (queue, seq) in moving.drain(..) {
+            self.remove(queue, seq);
+        }
+        self.moving = moving;
+        let mut failures = Vec::new();
+        for (id, q) in &mut self.queues {
+            // A failed one is rewritten from its live entries (without the moved ones) by the
+            // next batch.
+            if q.pending()
+                && let Err(e) = q.flush(&self.io, &self.dir, *id, false, false)
+            {
+                failures.push(e);
+            }
+        }
+        for e in &failures {
+            self.fail(e);
+        }
+        if std::mem::take(&mut self.failed) {
+            self.shared.epoch.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    fn enqueue(&mut self, queue: QueueId, seq: u64, id: u64, origin: Origin) {
         let Some(loc) = self.recent.get(&id).map(|e| e.0) else {
             error!(queue, seq, id, "enqueue of a message the store never saw");
             return;
         };
-        self.queues.entry(queue).or_insert_with(QueueFiles::new).enqueue(seq, loc);
+        self.queues.entry(queue).or_insert_with(QueueFiles::new).enqueue(seq, loc, origin);
         *self.refs.entry(loc.seg).or_insert(0) += 1;
         self.release_recent(id);
     }
