@@ -13,6 +13,7 @@ mod exchanges;
 mod flow;
 mod limits;
 mod persistence;
+mod priority;
 mod publish;
 mod queues;
 mod raw;

@@ -17,10 +17,6 @@ use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions, head
 use crate::persistence::Persistence;
 use crate::queue::{ConnectionId, Durable, Queue, QueueArgs, QueueOptions};
 
-/// Queue arguments that change behaviour warren does not implement yet: declaring with them
-/// is refused with 540 rather than silently ignored.
-const UNSUPPORTED_QUEUE_ARGS: &[&str] = &["x-max-priority"];
-
 /// Routes through one exchange; if its bindings give no destination at all, through its
 /// alternate exchange (the `alternate-exchange` argument), as RabbitMQ's `process_alternate`:
 /// the alternate joins the exchanges still to walk (each exchange is walked once, so a cycle
@@ -67,15 +63,18 @@ const CLASSIC_QUEUE_ARGS: &[&str] = &[
 /// RabbitMQ's equivalence check of a queue redeclare's arguments: each argument of the queue
 /// type must be absent in both or equal in both; `x-queue-type` absent equals `classic`.
 fn check_queue_args(current: &FieldTable, got: &FieldTable, name: &str, vhost: &str) -> Result<()> {
-    let show = |v: Option<&FieldValue>| match v {
-        None => "none".to_string(),
-        Some(v) => match v.as_str() {
-            Some(s) => format!("the value '{s}' of type 'longstr'"),
-            None => match v.as_i64() {
-                Some(n) => format!("the value '{n}'"),
-                None => format!("the value {v:?}"),
-            },
-        },
+    // rabbit_misc's texts: both present, the values ('6'); one absent, `none` against the
+    // value with its type (the value 'a' of type 'longstr').
+    let plain = |v: &FieldValue| match (v.as_str(), v.as_i64(), v.as_bool()) {
+        (Some(s), _, _) => s.to_string(),
+        (_, Some(n), _) => n.to_string(),
+        (_, _, Some(b)) => b.to_string(),
+        _ => format!("{v:?}"),
+    };
+    let show = |v: Option<&FieldValue>, other: Option<&FieldValue>| match (v, other) {
+        (None, _) => "none".to_string(),
+        (Some(v), Some(_)) => format!("'{}'", plain(v)),
+        (Some(v), None) => format!("the value '{}' of type '{}'", plain(v), v.rabbit_type()),
     };
     for arg in CLASSIC_QUEUE_ARGS {
         let (a, b) = (current.get(arg), got.get(arg));
@@ -89,8 +88,8 @@ fn check_queue_args(current: &FieldTable, got: &FieldTable, name: &str, vhost: &
         if !same {
             return Err(AmqpError::precondition_failed(format!(
                 "inequivalent arg '{arg}' for queue '{name}' in vhost '{vhost}': received {} but current is {}",
-                show(b),
-                show(a)
+                show(b, a),
+                show(a, b)
             )));
         }
     }
@@ -451,13 +450,6 @@ impl VHost {
         };
         if passive {
             return self.queue_for(name, connection).map(answer);
-        }
-        for arg in UNSUPPORTED_QUEUE_ARGS {
-            if options.arguments.get(arg).is_some() {
-                return Err(AmqpError::not_implemented(format!(
-                    "queue argument '{arg}' is not implemented by warren"
-                )));
-            }
         }
         if let Some(t) = options.arguments.get("x-queue-type")
             && t.as_str() != Some("classic")

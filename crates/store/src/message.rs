@@ -107,6 +107,17 @@ impl Message {
     }
 }
 
+/// The `priority` property of a segment record payload (0 without one), read without
+/// decoding the message.
+pub(crate) fn priority_in_record(payload: &[u8]) -> u8 {
+    let skip_short = |at: usize| payload.get(at).map(|n| at + 1 + usize::from(*n));
+    let props = skip_short(8).and_then(skip_short).and_then(|at| {
+        let len = u32::from_be_bytes(payload.get(at..at + 4)?.try_into().ok()?) as usize;
+        payload.get(at + 4..at + 4 + len)
+    });
+    props.and_then(BasicProperties::priority_of).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +142,12 @@ mod tests {
         let mut out = BytesMut::new();
         m.encode_head(42, &mut out);
         out.extend_from_slice(&m.body);
+        assert_eq!(priority_in_record(&out), 0);
         assert_eq!(Message::decode(&out.freeze()), Some((42, m)));
+        let p7 = BasicProperties { priority: Some(7), ..props };
+        let m = Message::new("".into(), "k".into(), &p7, Bytes::new(), Bytes::new());
+        let mut out = BytesMut::new();
+        m.encode_head(1, &mut out);
+        assert_eq!(priority_in_record(&out), 7);
     }
 }

@@ -30,6 +30,8 @@ pub struct RecoveredMessage {
     pub loc: Location,
     /// Whether it had been delivered (and not acknowledged) before the restart.
     pub redelivered: bool,
+    /// Its `priority` property (0 without one), for priority queues.
+    pub priority: u8,
 }
 
 /// A recovered durable queue.
@@ -188,9 +190,9 @@ fn undo_unfinished_moves(
 pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered, StoreError> {
     let started = Instant::now();
     let mut stats = RecoveryStats::default();
-    // Each segment is read and checked once, one at a time; what is kept is the offset, length
-    // and message id of every whole record, against which index entries are checked.
-    let mut segments: HashMap<u32, Vec<(u64, u32, u64)>> = HashMap::new();
+    // Each segment is read and checked once, one at a time; what is kept is the offset, length,
+    // message id and priority of every whole record, against which index entries are checked.
+    let mut segments: HashMap<u32, Vec<(u64, u32, u64, u8)>> = HashMap::new();
     let mut last_segment = 0u32;
     let mut next_message_id = 1u64;
     let files = list(&dir.join(paths::MESSAGES), "seg")?;
@@ -219,7 +221,8 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
                     .get(range.start..range.start + 8)
                     .and_then(|b| b.try_into().ok())
                     .map_or(0, u64::from_be_bytes);
-                valid.push((*at as u64, (range.end - *at) as u32, id));
+                let priority = crate::message::priority_in_record(&data[range.clone()]);
+                valid.push((*at as u64, (range.end - *at) as u32, id, priority));
             }
             segments.insert(seg, valid);
         }
@@ -294,7 +297,12 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
                 delivered: was_delivered,
                 origin,
             });
-            recovered.push(RecoveredMessage { seq, loc, redelivered: was_delivered });
+            recovered.push(RecoveredMessage {
+                seq,
+                loc,
+                redelivered: was_delivered,
+                priority: valid[k].3,
+            });
         }
         stats.messages += recovered.len() as u64;
         stats.queues += 1;

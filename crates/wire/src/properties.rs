@@ -106,6 +106,36 @@ impl BasicProperties {
         Ok(p)
     }
 
+    /// The `priority` property of encoded properties (as [`encode`](Self::encode) writes
+    /// them), read without decoding the rest: `None` if absent or malformed. Recovery reads
+    /// it for every stored message of a priority queue.
+    pub fn priority_of(encoded: &[u8]) -> Option<u8> {
+        let word = |at: usize| encoded.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        let f = word(0)?;
+        if f & flag::PRIORITY == 0 {
+            return None;
+        }
+        let mut at = 2;
+        let mut more = f & flag::CONTINUATION != 0;
+        while more {
+            more = word(at)? & flag::CONTINUATION != 0;
+            at += 2;
+        }
+        for (bit, len_bytes) in
+            [(flag::CONTENT_TYPE, 1), (flag::CONTENT_ENCODING, 1), (flag::HEADERS, 4)]
+        {
+            if f & bit != 0 {
+                let len = encoded.get(at..at + len_bytes)?;
+                let len = len.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b));
+                at += len_bytes + len;
+            }
+        }
+        if f & flag::DELIVERY_MODE != 0 {
+            at += 1;
+        }
+        encoded.get(at).copied()
+    }
+
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let f = r.short()?;
         if f & flag::UNUSED != 0 {

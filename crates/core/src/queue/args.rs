@@ -1,7 +1,7 @@
 //! The queue arguments that change how a queue behaves, read and checked at declare as
 //! RabbitMQ checks them (`rabbit_amqqueue:declare_args/0`): length limits (`x-max-length`,
 //! `x-max-length-bytes`, `x-overflow`), `x-single-active-consumer`, `x-expires` and
-//! `x-message-ttl`.
+//! `x-message-ttl`, `x-max-priority`.
 //!
 //! A refused value is 406 PRECONDITION_FAILED with RabbitMQ's text: `invalid arg
 //! 'x-max-length' for queue 'q' in vhost '/': {value_negative,-1}`.
@@ -42,6 +42,8 @@ pub struct QueueArgs {
     /// `x-consumer-timeout`: milliseconds a delivery may stay unacknowledged before its
     /// channel is closed (instead of the broker's `--consumer-timeout`).
     pub consumer_timeout: Option<u64>,
+    /// `x-max-priority`: a priority queue with levels 0 to this.
+    pub max_priority: Option<u8>,
 }
 
 impl QueueArgs {
@@ -123,7 +125,15 @@ impl QueueArgs {
                 }
             },
         };
+        let max_priority = match non_neg("x-max-priority")? {
+            // rabbit_priority_queue's ?MAX_SUPPORTED_PRIORITY.
+            Some(n) if n > 255 => {
+                return Err(invalid("x-max-priority", format!("{{max_value_exceeded,{n}}}")));
+            }
+            n => n.map(|n| n as u8),
+        };
         Ok(QueueArgs {
+            max_priority,
             expires,
             message_ttl,
             consumer_timeout: non_neg("x-consumer-timeout")?,
@@ -195,6 +205,13 @@ mod tests {
         assert!(sac.unwrap().single_active_consumer);
         let exp = parse(FieldTable::new().with("x-expires", FieldValue::I32(1000)));
         assert_eq!(exp.unwrap().expires, Some(1000));
+        let prio = parse(FieldTable::new().with("x-max-priority", FieldValue::U8(10)));
+        assert_eq!(prio.unwrap().max_priority, Some(10));
+        assert_eq!(
+            parse(FieldTable::new().with("x-max-priority", FieldValue::I32(256))).unwrap_err(),
+            "PRECONDITION_FAILED - invalid arg 'x-max-priority' for queue 'q' in vhost '/': \
+             {max_value_exceeded,256}"
+        );
         assert_eq!(
             parse(FieldTable::new().with("x-expires", FieldValue::I32(0))).unwrap_err(),
             "PRECONDITION_FAILED - invalid arg 'x-expires' for queue 'q' in vhost '/': {value_zero,0}"

@@ -10,13 +10,14 @@
 pub mod args;
 pub mod consumer;
 pub mod flow;
+mod ready;
 mod ttl;
 
-use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use warren_wire::{FieldTable, ShortStr};
+use ready::Ready;
+use warren_wire::{BasicProperties, FieldTable, ShortStr};
 
 use crate::dead_letter::{Dead, DeadLetterTo, Reason};
 use crate::error::{AmqpError, Result};
@@ -64,6 +65,8 @@ struct Slot {
     size: u32,
     /// Its TTL deadline (see `ttl`).
     expires: u64,
+    /// Its priority level (always 0 in a queue without `x-max-priority`).
+    level: u8,
 }
 
 /// A ready message's body: in memory, or only in the store.
@@ -73,11 +76,13 @@ enum Body {
     Paged(Location),
 }
 
-impl From<Entry> for Slot {
-    fn from(e: Entry) -> Slot {
+impl Slot {
+    /// A delivered entry coming back, to its priority level in `ready`.
+    fn back(e: Entry, ready: &Ready) -> Slot {
         Slot {
             seq: e.seq,
             size: body_size(&e.message),
+            level: ready.level(BasicProperties::priority_of(&e.message.properties)),
             body: Body::Loaded(e.message),
             redelivered: e.redelivered,
             stored: e.stored,
@@ -134,7 +139,7 @@ pub struct Queue {
 
 #[derive(Debug, Default)]
 struct State {
-    ready: VecDeque<Slot>,
+    ready: Ready,
     /// Body bytes of the ready messages.
     ready_bytes: u64,
     next_seq: u64,
@@ -248,7 +253,10 @@ impl Queue {
             args,
             dead_letter,
             vhost,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                ready: Ready::new(args.max_priority.unwrap_or(0)),
+                ..State::default()
+            }),
             flow: Notify::new(),
         }
     }
@@ -260,6 +268,7 @@ impl Queue {
         for m in recovered.messages {
             st.next_seq = st.next_seq.max(m.seq + 1);
             st.ready_bytes += u64::from(m.loc.len);
+            let level = st.ready.level(Some(m.priority));
             st.ready.push_back(Slot {
                 seq: m.seq,
                 body: Body::Paged(m.loc),
@@ -267,6 +276,7 @@ impl Queue {
                 stored: true,
                 size: m.loc.len,
                 expires: if self.args.message_ttl.is_some() { ttl::ON_LOAD } else { ttl::NEVER },
+                level,
             });
         }
     }
@@ -455,6 +465,10 @@ impl Queue {
             return Publish::Deleted;
         }
         let size = body_size(&message);
+        let level = match self.args.max_priority {
+            Some(_) => st.ready.level(BasicProperties::priority_of(&message.properties)),
+            None => 0,
+        };
         // reject-publish: refused if it would take the queue over its limits (RabbitMQ's
         // will_overflow, checked before any consumer could take it).
         if self.args.rejects()
@@ -489,13 +503,13 @@ impl Queue {
             _ => (Body::Loaded(message), false),
         };
         st.ready_bytes += u64::from(size);
-        st.ready.push_back(Slot { seq, body, redelivered: false, stored, size, expires });
+        st.ready.push_back(Slot { seq, body, redelivered: false, stored, size, expires, level });
         if !st.consumers.is_empty() {
             self.dispatch_locked(&mut st);
         }
-        if ttl_zero && st.ready.back().is_some_and(|s| s.seq == seq) {
+        if ttl_zero {
             // TTL 0: delivered at once or not at all.
-            if let Some(slot) = st.ready.pop_back() {
+            if let Some(slot) = st.ready.pop_back_if(level, |s| s.seq == seq) {
                 st.ready_bytes -= u64::from(slot.size);
                 self.discard(&mut st, slot, Reason::Expired);
             }
@@ -586,7 +600,7 @@ impl Queue {
                 // The consumer's connection is gone: drop the consumer, keep the message.
                 consumer.unsent();
                 st.consumers.remove(idx);
-                let slot = Slot::from(back);
+                let slot = Slot::back(back, &st.ready);
                 st.ready_bytes += u64::from(slot.size);
                 st.ready.push_front(slot);
             }
@@ -623,12 +637,10 @@ impl Queue {
         }
         let mut deadline = false;
         for e in entries {
-            // Usually the front (requeue of the oldest deliveries): search from there.
-            let pos = st.ready.partition_point(|r| r.seq < e.seq);
-            let slot = Slot::from(e);
+            let slot = Slot::back(e, &st.ready);
             deadline |= slot.expires != ttl::NEVER;
             st.ready_bytes += u64::from(slot.size);
-            st.ready.insert(pos, slot);
+            st.ready.insert_by_seq(slot);
         }
         if deadline {
             // Requeued messages keep their deadlines: some may be due now.

@@ -133,6 +133,18 @@ fn bits_pack_into_shared_octets() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(500))]
 
+    /// The priority read without decoding is the decoded one.
+    #[test]
+    fn priority_is_read_without_decoding(props in properties()) {
+        let mut buf = BytesMut::new();
+        props.encode(&mut buf).unwrap();
+        prop_assert_eq!(BasicProperties::priority_of(&buf), props.priority);
+        // Cut short: never a panic.
+        for n in 0..buf.len() {
+            let _ = BasicProperties::priority_of(&buf[..n]);
+        }
+    }
+
     /// Relaying a decoded header's raw property bytes gives the same frames as re-encoding
     /// its properties.
     #[test]
