@@ -3,8 +3,7 @@ by side (run it against RabbitMQ and against warren and diff the output):
 
     python parity_priority.py amqp://guest:guest@127.0.0.1:5672/%2F
 
-Against RabbitMQ 3.10.8 the output is identical, but for the last line (warren has no quorum
-queues yet: 540). Needs pika (the interop venv has it). Not part of CI: tests/e2e/priority.rs
+Against RabbitMQ 3.10.8 the output is identical. Needs pika (the interop venv has it). Not part of CI: tests/e2e/priority.rs
 asserts the same outcomes against warren (and, with WARREN_E2E_URL, against RabbitMQ).
 """
 import sys, time, pika

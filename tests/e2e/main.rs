@@ -16,6 +16,7 @@ mod persistence;
 mod priority;
 mod publish;
 mod queues;
+mod quorum;
 mod raw;
 mod routing;
 mod rpc;

@@ -15,7 +15,7 @@ use crate::dead_letter::DeadLetterTo;
 use crate::error::{AmqpError, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions, headers};
 use crate::persistence::Persistence;
-use crate::queue::{ConnectionId, Durable, Queue, QueueArgs, QueueOptions};
+use crate::queue::{ConnectionId, Durable, Queue, QueueArgs, QueueOptions, quorum};
 
 /// Routes through one exchange; if its bindings give no destination at all, through its
 /// alternate exchange (the `alternate-exchange` argument), as RabbitMQ's `process_alternate`:
@@ -60,6 +60,24 @@ const CLASSIC_QUEUE_ARGS: &[&str] = &[
     "x-queue-type",
 ];
 
+/// The arguments a quorum queue's redeclare must repeat exactly.
+const QUORUM_QUEUE_ARGS: &[&str] = &[
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-dead-letter-strategy",
+    "x-delivery-limit",
+    "x-expires",
+    "x-max-in-memory-bytes",
+    "x-max-in-memory-length",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-message-ttl",
+    "x-overflow",
+    "x-quorum-initial-group-size",
+    "x-single-active-consumer",
+    "x-queue-type",
+];
+
 /// RabbitMQ's equivalence check of a queue redeclare's arguments: each argument of the queue
 /// type must be absent in both or equal in both; `x-queue-type` absent equals `classic`.
 fn check_queue_args(current: &FieldTable, got: &FieldTable, name: &str, vhost: &str) -> Result<()> {
@@ -76,7 +94,8 @@ fn check_queue_args(current: &FieldTable, got: &FieldTable, name: &str, vhost: &
         (Some(v), Some(_)) => format!("'{}'", plain(v)),
         (Some(v), None) => format!("the value '{}' of type '{}'", plain(v), v.rabbit_type()),
     };
-    for arg in CLASSIC_QUEUE_ARGS {
+    let compared = if quorum::is_quorum(current) { QUORUM_QUEUE_ARGS } else { CLASSIC_QUEUE_ARGS };
+    for arg in compared {
         let (a, b) = (current.get(arg), got.get(arg));
         let same = match (a, b) {
             (None, None) => true,
@@ -451,14 +470,19 @@ impl VHost {
         if passive {
             return self.queue_for(name, connection).map(answer);
         }
+        let quorum = quorum::is_quorum(&options.arguments);
         if let Some(t) = options.arguments.get("x-queue-type")
             && t.as_str() != Some("classic")
+            && !quorum
         {
             let shown =
                 t.as_str().map_or_else(|| "(not a string)".to_string(), |s| format!("'{s}'"));
             return Err(AmqpError::not_implemented(format!(
-                "queue type {shown}: only classic queues are implemented by warren"
+                "queue type {shown}: only classic and quorum queues are implemented by warren"
             )));
+        }
+        if quorum {
+            quorum::check_args(&options.arguments, name, &self.name)?;
         }
         DeadLetterTo::parse(&options.arguments, name, &self.name)?;
         QueueArgs::parse(&options.arguments, name, &self.name)?;
@@ -496,6 +520,16 @@ impl VHost {
             }
             check_queue_args(&e.arguments, &options.arguments, &name, vh)?;
             return Ok(answer(existing));
+        }
+        if quorum {
+            let exclusive = options.exclusive.is_some();
+            quorum::check_properties(
+                options.durable,
+                exclusive,
+                options.auto_delete,
+                &name,
+                &self.name,
+            )?;
         }
         let durable = match (&self.persistence, options.durable && options.exclusive.is_none()) {
             (Some(p), true) => Some(Durable { store: p.store.clone(), id: p.queue_id() }),

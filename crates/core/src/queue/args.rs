@@ -44,6 +44,10 @@ pub struct QueueArgs {
     pub consumer_timeout: Option<u64>,
     /// `x-max-priority`: a priority queue with levels 0 to this.
     pub max_priority: Option<u8>,
+    /// `x-queue-type: quorum` (see [`super::quorum`]).
+    pub quorum: bool,
+    /// A quorum queue's `x-delivery-limit`: returns after which a message is dead-lettered.
+    pub delivery_limit: Option<u64>,
 }
 
 impl QueueArgs {
@@ -132,7 +136,11 @@ impl QueueArgs {
             }
             n => n.map(|n| n as u8),
         };
+        super::quorum::check_dead_letter_strategy(args, queue, vhost)?;
+        let quorum = super::quorum::is_quorum(args);
         Ok(QueueArgs {
+            quorum,
+            delivery_limit: if quorum { super::quorum::delivery_limit(args) } else { None },
             max_priority,
             expires,
             message_ttl,

@@ -10,6 +10,7 @@
 pub mod args;
 pub mod consumer;
 pub mod flow;
+pub mod quorum;
 mod ready;
 mod ttl;
 
@@ -45,6 +46,8 @@ pub struct Entry {
     pub stored: bool,
     /// When it expires (message TTL; kept when it is requeued).
     pub expires: u64,
+    /// How many times it was delivered and came back (quorum queues count them).
+    pub returns: u32,
 }
 
 /// Ready messages beyond this many keep only their place in the store in memory (when the
@@ -67,6 +70,8 @@ struct Slot {
     expires: u64,
     /// Its priority level (always 0 in a queue without `x-max-priority`).
     level: u8,
+    /// Deliveries that came back (quorum queues).
+    returns: u32,
 }
 
 /// A ready message's body: in memory, or only in the store.
@@ -87,6 +92,7 @@ impl Slot {
             redelivered: e.redelivered,
             stored: e.stored,
             expires: e.expires,
+            returns: e.returns,
         }
     }
 }
@@ -277,6 +283,8 @@ impl Queue {
                 size: m.loc.len,
                 expires: if self.args.message_ttl.is_some() { ttl::ON_LOAD } else { ttl::NEVER },
                 level,
+                // Delivery counts are not stored: one delivered before counts once.
+                returns: u32::from(m.redelivered),
             });
         }
     }
@@ -352,6 +360,7 @@ impl Queue {
                 redelivered: slot.redelivered,
                 stored: slot.stored,
                 expires: slot.expires,
+                returns: slot.returns,
             });
         }
     }
@@ -503,7 +512,8 @@ impl Queue {
             _ => (Body::Loaded(message), false),
         };
         st.ready_bytes += u64::from(size);
-        st.ready.push_back(Slot { seq, body, redelivered: false, stored, size, expires, level });
+        let slot = Slot { seq, body, redelivered: false, stored, size, expires, level, returns: 0 };
+        st.ready.push_back(slot);
         if !st.consumers.is_empty() {
             self.dispatch_locked(&mut st);
         }
@@ -617,26 +627,39 @@ impl Queue {
     }
 
     /// Puts messages back at their original positions, flagged redelivered, and dispatches.
+    /// A quorum queue counts the return, and dead-letters (or drops) a message returned more
+    /// often than its delivery limit.
     pub fn requeue(self: &Arc<Self>, entries: impl IntoIterator<Item = Entry>) {
-        self.put_back(entries.into_iter().map(|mut e| {
-            e.redelivered = true;
-            e
-        }));
+        self.put_back(
+            entries.into_iter().map(|mut e| {
+                e.redelivered = true;
+                e
+            }),
+            true,
+        );
     }
 
     /// Puts back messages that never reached their consumer (it went away while they were on
     /// their way), keeping their redelivered flag as it was.
     pub fn restore(self: &Arc<Self>, entries: impl IntoIterator<Item = Entry>) {
-        self.put_back(entries.into_iter());
+        self.put_back(entries.into_iter(), false);
     }
 
-    fn put_back(self: &Arc<Self>, entries: impl Iterator<Item = Entry>) {
+    fn put_back(self: &Arc<Self>, entries: impl Iterator<Item = Entry>, returned: bool) {
         let mut st = self.state();
         if st.deleted {
             return;
         }
         let mut deadline = false;
-        for e in entries {
+        for mut e in entries {
+            if returned && self.args.quorum {
+                e.returns = e.returns.saturating_add(1);
+                if self.args.delivery_limit.is_some_and(|l| u64::from(e.returns) > l) {
+                    let slot = Slot::back(e, &st.ready);
+                    self.discard(&mut st, slot, Reason::DeliveryLimit);
+                    continue;
+                }
+            }
             let slot = Slot::back(e, &st.ready);
             deadline |= slot.expires != ttl::NEVER;
             st.ready_bytes += u64::from(slot.size);
@@ -732,6 +755,14 @@ impl Queue {
     /// Marks the queue as watched for expiry; false if it already was.
     pub fn start_expiry_watch(&self) -> bool {
         !std::mem::replace(&mut self.state().expiry_watched, true)
+    }
+
+    /// The properties a delivery of `entry` carries, if not the message's own: a quorum
+    /// queue adds `x-delivery-count`.
+    pub fn delivery_properties(&self, entry: &Entry) -> Option<bytes::Bytes> {
+        self.args
+            .quorum
+            .then(|| quorum::delivery_properties(&entry.message.properties, entry.returns))
     }
 
     /// Ready messages.

@@ -138,6 +138,7 @@ mod tests {
             size: 0,
             expires: u64::MAX,
             level,
+            returns: 0,
         }
     }
 

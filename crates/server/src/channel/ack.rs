@@ -118,7 +118,9 @@ impl Channel {
             exchange: &msg.exchange,
             routing_key: &msg.routing_key,
         };
-        encode_deliver(ctx.out, self.id, d, &msg.properties, &msg.body, ctx.frame_max)
+        let quorum_props = consumer.queue.delivery_properties(&entry);
+        let props = quorum_props.as_ref().unwrap_or(&msg.properties);
+        encode_deliver(ctx.out, self.id, d, props, &msg.body, ctx.frame_max)
             .map_err(|e| AmqpError::internal(format!("encoding basic.deliver: {e}")))?;
         if consumer.no_ack {
             consumer.release(1);

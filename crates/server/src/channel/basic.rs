@@ -98,6 +98,12 @@ impl Channel {
         } else {
             ctx.vhost.queue_for(&queue_name, ctx.connection)?
         };
+        if queue.args.quorum && self.limit.prefetch.load(Ordering::Acquire) > 0 {
+            return Err(AmqpError::not_implemented(format!(
+                "queue '{queue_name}' in vhost '{}' does not support global qos",
+                ctx.vhost.name
+            )));
+        }
         let spec = ConsumerSpec {
             tag: tag.clone(),
             channel: self.id,
@@ -250,7 +256,9 @@ impl Channel {
             routing_key: msg.routing_key.clone(),
             message_count,
         });
-        encode_content_raw(ctx.out, self.id, &ok, &msg.properties, &msg.body, ctx.frame_max)
+        let quorum_props = queue.delivery_properties(&entry);
+        let props = quorum_props.as_ref().unwrap_or(&msg.properties);
+        encode_content_raw(ctx.out, self.id, &ok, props, &msg.body, ctx.frame_max)
             .map_err(|e| AmqpError::internal(format!("encoding basic.get-ok: {e}")))?;
         if m.no_ack {
             queue.settle([&entry]);
