@@ -7,6 +7,7 @@ mod broker;
 mod connection;
 mod consume;
 mod crash;
+mod delayed;
 mod disk;
 mod dlx;
 mod exchanges;

@@ -83,7 +83,10 @@ impl Broker {
         let next_queue_id = recovery
             .definitions
             .as_ref()
-            .and_then(|d| d.queues.iter().map(|q| q.id).max())
+            .and_then(|d| {
+                let exchanges = d.exchanges.iter().filter_map(|e| e.store_id);
+                d.queues.iter().map(|q| q.id).chain(exchanges).max()
+            })
             .map_or(1, |m| m + 1);
         let persistence = Persistence::new(store, next_queue_id);
         let broker =
@@ -110,7 +113,7 @@ impl Broker {
                 }
                 for e in &defs.exchanges {
                     if let Some(v) = broker.vhost(&e.vhost) {
-                        v.restore_exchange(e);
+                        v.restore_exchange(e, &mut messages);
                     }
                 }
                 for q in &defs.queues {

@@ -18,7 +18,10 @@
 //! Queues collect what they dead-letter under their lock and hand it over here after releasing
 //! it ([`crate::queue`]), so a publish to another queue never happens under a queue's lock.
 //! A persistent message moved from a durable queue to durable ones is an all-or-nothing move
-//! in the store ([`warren_store::Store::enqueue_moved`]): never lost, never duplicated.
+//! in the store ([`warren_store::Store::enqueue_moved`]): never lost, never duplicated. A
+//! dead-letter exchange of type `x-delayed-message` (with an `x-delay` header on the message)
+//! holds the copy; that step is not a move: the source entry is removed when the copy is
+//! handed over.
 
 use std::sync::Arc;
 
@@ -27,7 +30,7 @@ use warren_wire::{FieldTable, FieldValue, ShortStr};
 
 use crate::error::{AmqpError, Result};
 use crate::message::Message;
-use crate::publish::{Scratch, enqueue};
+use crate::publish::{Route, Scratch, enqueue};
 use crate::queue::Queue;
 use crate::vhost::VHost;
 
@@ -251,9 +254,15 @@ impl VHost {
     ) -> bool {
         let copy = dead_copy(&d.message, d.reason, &source.name, to);
         let headers = copy.decoded_properties().headers;
-        let Ok(mut queues) = self.route_message(&copy, headers.as_ref(), scratch) else {
+        let mut queues = match self.route_message(&copy, headers.as_ref(), scratch) {
+            Ok(Route::Queues(queues)) => queues,
+            Ok(Route::Delayed(d, delay)) => {
+                // Into a delayed exchange: held there (not a move; see the module docs).
+                d.hold(Arc::new(copy), delay);
+                return false;
+            }
             // A missing dead-letter exchange: dropped, as RabbitMQ.
-            return false;
+            Err(_) => return false,
         };
         if d.reason != Reason::Rejected
             && let Some(FieldValue::Array(deaths)) = headers.as_ref().and_then(|h| h.get("x-death"))

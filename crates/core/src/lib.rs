@@ -8,6 +8,7 @@
 //! - [`vhost`]: one vhost's exchanges and queues, declare/delete/bind rules and routing.
 //! - [`publish`]: publishing as one operation: route, store, enqueue, outcome.
 //! - [`dead_letter`]: dead-lettering: the `x-death` history, cycles, the move to other queues.
+//! - [`delayed`]: `x-delayed-message` exchanges: messages held until their `x-delay` is over.
 //! - [`expiry`]: `x-expires`, queues deleted once unused for a while.
 //! - [`exchange`]: exchange records and one router per exchange type.
 //! - [`queue`]: queues, consumers, prefetch windows and the events sent to connections.
@@ -18,6 +19,7 @@
 pub mod alarm;
 pub mod broker;
 pub mod dead_letter;
+pub mod delayed;
 pub mod error;
 pub mod exchange;
 pub mod expiry;

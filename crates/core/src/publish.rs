@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use warren_wire::FieldTable;
 
+use crate::delayed::Delayed;
 use crate::error::Result;
 use crate::exchange::Destination;
 use crate::message::Message;
@@ -40,11 +41,27 @@ pub struct Routed {
     pub rejected: bool,
 }
 
+/// Where a routed message goes: queues, or a delayed exchange that holds it for a while.
+#[derive(Debug)]
+pub enum Route {
+    /// These queues.
+    Queues(Vec<Arc<Queue>>),
+    /// Held by an `x-delayed-message` exchange for this many milliseconds.
+    Delayed(Arc<Delayed>, u64),
+}
+
+/// What a message held by a delayed exchange came to: as the plugin, unroutable for now
+/// (a mandatory publish is returned), confirmed once stored.
+fn held(delayed: &Arc<Delayed>, message: Arc<Message>, delay: u64) -> Routed {
+    let stored = delayed.hold(message, delay);
+    Routed { queues: 0, stored, rejected: false }
+}
+
 impl VHost {
     /// Routes `message` from its exchange with its routing key (and `headers`, for headers
     /// exchanges), stores it if it is persistent and goes to a durable queue (once, however
-    /// many), and enqueues it in every queue it goes to. Refused (nothing enqueued) for a
-    /// missing or internal exchange.
+    /// many), and enqueues it in every queue it goes to (or hands it to a delayed exchange).
+    /// Refused (nothing enqueued) for a missing or internal exchange.
     pub fn publish(
         &self,
         message: Arc<Message>,
@@ -52,33 +69,38 @@ impl VHost {
         scratch: &mut Scratch,
     ) -> Result<Routed> {
         let Scratch { dest, queues, congested } = scratch;
-        self.route(&message.exchange, &message.routing_key, headers, dest, queues)?;
+        if let Some((d, delay)) =
+            self.route(&message.exchange, &message.routing_key, headers, dest, queues)?
+        {
+            return Ok(held(&d, message, delay));
+        }
         Ok(enqueue(message, queues, congested, None).0)
     }
 
-    /// Only routes `message`: the queues it goes to, to [`VHost::deliver`] it to later (a
+    /// Only routes `message`: where it goes, to [`VHost::deliver`] it there later (a
     /// transaction routes at publish time and delivers at commit, as RabbitMQ does).
     pub fn route_message(
         &self,
         message: &Message,
         headers: Option<&FieldTable>,
         scratch: &mut Scratch,
-    ) -> Result<Vec<Arc<Queue>>> {
+    ) -> Result<Route> {
         let Scratch { dest, queues, .. } = scratch;
-        self.route(&message.exchange, &message.routing_key, headers, dest, queues)?;
-        Ok(std::mem::take(queues))
+        Ok(match self.route(&message.exchange, &message.routing_key, headers, dest, queues)? {
+            Some((d, delay)) => Route::Delayed(d, delay),
+            None => Route::Queues(std::mem::take(queues)),
+        })
     }
 
-    /// Stores and enqueues `message` in `queues` (routed earlier by
-    /// [`VHost::route_message`]; those deleted since are skipped).
-    pub fn deliver(
-        &self,
-        message: Arc<Message>,
-        queues: Vec<Arc<Queue>>,
-        scratch: &mut Scratch,
-    ) -> Routed {
-        let mut queues = queues;
-        enqueue(message, &mut queues, &mut scratch.congested, None).0
+    /// Stores and enqueues `message` where [`VHost::route_message`] said (queues deleted since
+    /// are skipped).
+    pub fn deliver(&self, message: Arc<Message>, route: Route, scratch: &mut Scratch) -> Routed {
+        match route {
+            Route::Queues(mut queues) => {
+                enqueue(message, &mut queues, &mut scratch.congested, None).0
+            }
+            Route::Delayed(d, delay) => held(&d, message, delay),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use warren_store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
 use warren_wire::{FieldTable, FieldValue, ShortStr};
 
 use crate::dead_letter::DeadLetterTo;
+use crate::delayed::{self, Delayed};
 use crate::error::{AmqpError, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions, headers};
 use crate::persistence::Persistence;
@@ -253,8 +254,17 @@ impl VHost {
         passive: bool,
         options: ExchangeOptions,
     ) -> Result<()> {
-        // As RabbitMQ: the type is checked first, then the default exchange.
-        let parsed = ExchangeKind::parse(kind);
+        // As RabbitMQ: the type is checked first, then the default exchange. A delayed
+        // exchange routes as its x-delayed-type.
+        let delayed = kind == delayed::TYPE;
+        let parsed = if delayed && !passive {
+            Some(
+                ExchangeKind::parse(delayed::delayed_type(&options.arguments)?)
+                    .unwrap_or(ExchangeKind::Direct),
+            )
+        } else {
+            ExchangeKind::parse(kind).or(delayed.then_some(ExchangeKind::Direct))
+        };
         if !passive && parsed.is_none() {
             return Err(AmqpError::command_invalid(format!("unknown exchange type '{kind}'")));
         }
@@ -275,8 +285,8 @@ impl VHost {
         if let Some(existing) = map.get(name) {
             let e = &existing.options;
             let vh = &self.name;
-            if e.kind != options.kind {
-                return Err(inequivalent("exchange", "type", name, vh, kind, e.kind.as_str()));
+            if existing.type_name() != kind {
+                return Err(inequivalent("exchange", "type", name, vh, kind, existing.type_name()));
             }
             for (arg, got, current) in [
                 ("durable", options.durable, e.durable),
@@ -309,7 +319,8 @@ impl VHost {
             )));
         }
         let durable = options.durable;
-        map.insert(name.into(), Arc::new(Exchange::new(name.into(), options)));
+        let held = delayed.then(|| self.delayed_store(name.into(), durable, None));
+        map.insert(name.into(), Arc::new(Exchange::with_delayed(name.into(), options, held)));
         drop(map);
         self.persisted(durable)?;
         Ok(())
@@ -348,6 +359,9 @@ impl VHost {
         map.remove(name);
         let sources: Vec<Arc<Exchange>> = map.values().cloned().collect();
         drop(map);
+        if let Some(d) = &ex.delayed {
+            d.delete();
+        }
         self.remove_destination_everywhere(&sources, &as_dest);
         self.persisted(ex.options.durable)?;
         Ok(())
@@ -379,6 +393,9 @@ impl VHost {
         map.remove(name);
         let sources: Vec<Arc<Exchange>> = map.values().cloned().collect();
         drop(map);
+        if let Some(d) = &e.delayed {
+            d.delete();
+        }
         self.remove_destination_everywhere(&sources, &Destination::Exchange(e.name.clone()));
         // A failed save is retried (the monitor, the next change); nobody waits on this one.
         let _ = self.persisted(e.options.durable);
@@ -667,9 +684,38 @@ impl VHost {
         }
     }
 
-    /// Adds a durable exchange from the definitions (at start-up).
-    pub(crate) fn restore_exchange(&self, def: &ExchangeDef) {
-        let Some(kind) = ExchangeKind::parse(&def.kind) else {
+    /// The delay store of a new (or recovered: `store_id`) delayed exchange: in the store if
+    /// the exchange is durable and the broker has one.
+    fn delayed_store(&self, name: ShortStr, durable: bool, store_id: Option<u64>) -> Arc<Delayed> {
+        let durable = match (&self.persistence, durable) {
+            (Some(p), true) => Some(Durable {
+                store: p.store.clone(),
+                id: store_id.unwrap_or_else(|| p.queue_id()),
+            }),
+            _ => None,
+        };
+        Arc::new(Delayed::new(name, self.me.clone(), durable))
+    }
+
+    /// The held messages of every delayed exchange.
+    pub fn delayed_exchanges(&self) -> Vec<Arc<Delayed>> {
+        read(&self.exchanges).values().filter_map(|e| e.delayed.clone()).collect()
+    }
+
+    /// Adds a durable exchange from the definitions (at start-up), a delayed one with the
+    /// messages it held.
+    pub(crate) fn restore_exchange(
+        &self,
+        def: &ExchangeDef,
+        recovered: &mut std::collections::HashMap<u64, warren_store::RecoveredQueue>,
+    ) {
+        let delayed = def.kind == delayed::TYPE;
+        let kind_name = if delayed {
+            def.arguments.get("x-delayed-type").and_then(FieldValue::as_str).unwrap_or_default()
+        } else {
+            &def.kind
+        };
+        let Some(kind) = ExchangeKind::parse(kind_name) else {
             tracing::warn!(exchange = %def.name, "skipping exchange of unknown type {}", def.kind);
             return;
         };
@@ -681,7 +727,15 @@ impl VHost {
             arguments: def.arguments.clone(),
         };
         let name: ShortStr = def.name.as_str().into();
-        write(&self.exchanges).insert(name.clone(), Arc::new(Exchange::new(name, options)));
+        let held = delayed.then(|| {
+            let d = self.delayed_store(name.clone(), true, def.store_id);
+            if let Some(id) = def.store_id {
+                d.recover(recovered.remove(&id).unwrap_or_default());
+            }
+            d
+        });
+        let ex = Exchange::with_delayed(name.clone(), options, held);
+        write(&self.exchanges).insert(name, Arc::new(ex));
     }
 
     /// Adds a durable queue and its recovered messages (at start-up).
@@ -723,7 +777,8 @@ impl VHost {
                 defs.exchanges.push(ExchangeDef {
                     vhost: self.name.clone(),
                     name: e.name.to_string(),
-                    kind: e.options.kind.as_str().to_string(),
+                    kind: e.type_name().to_string(),
+                    store_id: e.delayed.as_ref().and_then(|d| d.durable.as_ref()).map(|d| d.id),
                     auto_delete: e.options.auto_delete,
                     internal: e.options.internal,
                     arguments: e.options.arguments.clone(),
@@ -763,6 +818,8 @@ impl VHost {
 
     /// Routes a publish: appends to `out` each queue the message goes to (once each), following
     /// exchange-to-exchange bindings. `scratch` is reused between calls to avoid allocating.
+    /// A message an `x-delayed-message` exchange must hold is not routed: its delay store and
+    /// the delay are returned instead.
     pub fn route(
         &self,
         exchange: &str,
@@ -770,13 +827,13 @@ impl VHost {
         headers: Option<&FieldTable>,
         scratch: &mut Vec<Destination>,
         out: &mut Vec<Arc<Queue>>,
-    ) -> Result<()> {
+    ) -> Result<Option<(Arc<Delayed>, u64)>> {
         out.clear();
         if exchange.is_empty() {
             if let Some(q) = self.queue(routing_key) {
                 out.push(q);
             }
-            return Ok(());
+            return Ok(None);
         }
         scratch.clear();
         let exchanges = read(&self.exchanges);
@@ -786,6 +843,11 @@ impl VHost {
                 "cannot publish to internal exchange '{exchange}' in vhost '{}'",
                 self.name
             )));
+        }
+        if let Some(d) = &ex.delayed
+            && let Some(delay) = delayed::delay_of(headers)
+        {
+            return Ok(Some((d.clone(), delay)));
         }
         route_or_alternate(ex, routing_key, headers, scratch);
         let mut visited: Vec<&str> = Vec::new();
@@ -813,6 +875,6 @@ impl VHost {
                 out.push(q.clone());
             }
         }
-        Ok(())
+        Ok(None)
     }
 }

@@ -1,13 +1,17 @@
 //! `backlog`: fill a durable queue with N persistent messages (confirmed), report the broker's
-//! memory and disk, then drain it and report the drain rate. `ready` waits for a restarted
+//! memory and disk, then drain it and report the drain rate. With `--delay-ms`, the messages go
+//! through a durable `x-delayed-message` exchange and are held there until due: the report is
+//! then of the broker holding N delayed messages, and the drain waits for them to arrive. `ready` waits for a restarted
 //! broker to serve a queue with the expected count, for restart timing.
 
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
-use warren_wire::method::{BasicAck, BasicConsume, BasicQos, ConfirmSelect};
-use warren_wire::{BasicProperties, Frame, Method};
+use warren_wire::method::{
+    BasicAck, BasicConsume, BasicQos, ConfirmSelect, ExchangeDeclare, QueueBind,
+};
+use warren_wire::{BasicProperties, FieldTable, FieldValue, Frame, Method};
 
 use crate::client::{Target, connect, declare_queue, publish_confirmed, rpc};
 use crate::stats::{dir_bytes, rss_bytes};
@@ -42,7 +46,13 @@ pub struct Opts {
     /// Drain only.
     #[arg(long)]
     pub drain_only: bool,
+    /// Publish through a delayed-message exchange (`perf-delayed`) with this `x-delay`.
+    #[arg(long)]
+    pub delay_ms: Option<u32>,
 }
+
+/// The delayed-message exchange `--delay-ms` publishes through.
+const DELAYED: &str = "perf-delayed";
 
 fn mem_disk(o: &Opts) -> String {
     let rss = o.pid.and_then(rss_bytes).map_or("null".into(), |b| b.to_string());
@@ -56,28 +66,51 @@ async fn fill(o: &Opts, t: &Target) -> anyhow::Result<f64> {
     let Method::ConfirmSelectOk(_) = rpc(&mut r, &mut w, ConfirmSelect::default()).await? else {
         bail!("no confirms")
     };
-    let props = BasicProperties { delivery_mode: Some(2), ..Default::default() };
+    let mut props = BasicProperties { delivery_mode: Some(2), ..Default::default() };
+    let mut exchange = "";
+    if let Some(ms) = o.delay_ms {
+        let declare = ExchangeDeclare {
+            exchange: DELAYED.into(),
+            kind: "x-delayed-message".into(),
+            durable: true,
+            arguments: FieldTable::new().with("x-delayed-type", "direct"),
+            ..Default::default()
+        };
+        rpc(&mut r, &mut w, declare).await?;
+        let bind = QueueBind {
+            queue: o.queue.as_str().into(),
+            exchange: DELAYED.into(),
+            routing_key: o.queue.as_str().into(),
+            ..Default::default()
+        };
+        rpc(&mut r, &mut w, bind).await?;
+        props.headers = Some(FieldTable::new().with("x-delay", FieldValue::I64(ms.into())));
+        exchange = DELAYED;
+    }
     let body = vec![0x42u8; o.size];
     let started = Instant::now();
     let report = |n: u64| {
         let secs = started.elapsed().as_secs_f64();
         eprintln!("filled {n} in {secs:.1} s ({:.0} msg/s)", n as f64 / secs);
     };
-    publish_confirmed(&mut r, &mut w, "", &o.queue, &props, &body, o.count, o.window, report)
+    publish_confirmed(&mut r, &mut w, exchange, &o.queue, &props, &body, o.count, o.window, report)
         .await?;
     Ok(started.elapsed().as_secs_f64())
 }
 
 async fn drain(o: &Opts, t: &Target) -> anyhow::Result<(u64, f64)> {
     let (mut r, mut w) = connect(t).await?;
-    let n = u64::from(declare_queue(&mut r, &mut w, &o.queue, true).await?);
+    let declared = u64::from(declare_queue(&mut r, &mut w, &o.queue, true).await?);
+    // Delayed messages are not in the queue yet: wait for all of them.
+    let n = if o.delay_ms.is_some() { o.count } else { declared };
+    let patience = Duration::from_secs(30) + Duration::from_millis(o.delay_ms.unwrap_or(0).into());
     rpc(&mut r, &mut w, BasicQos { prefetch_count: 2000, ..Default::default() }).await?;
     rpc(&mut r, &mut w, BasicConsume { queue: o.queue.as_str().into(), ..Default::default() })
         .await?;
     let started = Instant::now();
     let (mut got, mut unacked) = (0u64, 0u64);
     while got < n {
-        let f = tokio::time::timeout(Duration::from_secs(30), r.frame()).await??;
+        let f = tokio::time::timeout(patience, r.frame()).await??;
         if let Frame::Method { method: Method::BasicDeliver(d), .. } = f {
             got += 1;
             unacked += 1;

@@ -28,6 +28,7 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
     tokio::spawn(alarm::monitor(broker.clone(), config.clone(), limits, shutdown.clone()));
     // Recovered queues with x-expires: their period starts now, as with RabbitMQ.
     broker.watch_expiring_queues();
+    broker.start_delayed_exchanges();
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {

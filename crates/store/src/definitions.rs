@@ -49,6 +49,9 @@ pub struct ExchangeDef {
     pub internal: bool,
     /// Declare arguments.
     pub arguments: FieldTable,
+    /// Where a delayed-message exchange keeps its delayed messages in the store (named like a
+    /// queue's files).
+    pub store_id: Option<u64>,
 }
 
 /// A durable queue.
@@ -158,16 +161,18 @@ impl Definitions {
             );
         }
         for e in &self.exchanges {
-            out.push(
-                FieldTable::new()
-                    .with("kind", s("exchange"))
-                    .with("vhost", s(&e.vhost))
-                    .with("name", s(&e.name))
-                    .with("type", s(&e.kind))
-                    .with("auto_delete", e.auto_delete)
-                    .with("internal", e.internal)
-                    .with("arguments", e.arguments.clone()),
-            );
+            let mut t = FieldTable::new()
+                .with("kind", s("exchange"))
+                .with("vhost", s(&e.vhost))
+                .with("name", s(&e.name))
+                .with("type", s(&e.kind))
+                .with("auto_delete", e.auto_delete)
+                .with("internal", e.internal)
+                .with("arguments", e.arguments.clone());
+            if let Some(id) = e.store_id {
+                t.insert("id", FieldValue::I64(id as i64));
+            }
+            out.push(t);
         }
         for q in &self.queues {
             out.push(
@@ -251,6 +256,7 @@ impl Definitions {
                     auto_delete: f.bool("auto_delete")?,
                     internal: f.bool("internal")?,
                     arguments: f.table("arguments")?,
+                    store_id: table.get("id").and_then(FieldValue::as_i64).map(|id| id as u64),
                 }),
                 "queue" => defs.queues.push(QueueDef {
                     vhost: f.str("vhost")?,
@@ -299,14 +305,26 @@ mod tests {
                 vhosts: vec!["/".into()],
                 loopback_only: true,
             }],
-            exchanges: vec![ExchangeDef {
-                vhost: "/".into(),
-                name: "logs".into(),
-                kind: "topic".into(),
-                auto_delete: false,
-                internal: true,
-                arguments: FieldTable::new().with("alternate-exchange", "ae"),
-            }],
+            exchanges: vec![
+                ExchangeDef {
+                    vhost: "/".into(),
+                    name: "logs".into(),
+                    kind: "topic".into(),
+                    auto_delete: false,
+                    internal: true,
+                    arguments: FieldTable::new().with("alternate-exchange", "ae"),
+                    store_id: None,
+                },
+                ExchangeDef {
+                    vhost: "/".into(),
+                    name: "later".into(),
+                    kind: "x-delayed-message".into(),
+                    auto_delete: false,
+                    internal: false,
+                    arguments: FieldTable::new().with("x-delayed-type", "direct"),
+                    store_id: Some(9),
+                },
+            ],
             queues: vec![QueueDef {
                 vhost: "/".into(),
                 name: "jobs".into(),

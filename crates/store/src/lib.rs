@@ -169,8 +169,13 @@ impl Store {
             std::fs::create_dir_all(&p).map_err(StoreError::io("creating", &p))?;
         }
         let definitions = Definitions::load(dir)?;
-        let known: HashSet<QueueId> =
-            definitions.iter().flat_map(|d| d.queues.iter().map(|q| q.id)).collect();
+        let known: HashSet<QueueId> = definitions
+            .iter()
+            .flat_map(|d| {
+                let queues = d.queues.iter().map(|q| q.id);
+                queues.chain(d.exchanges.iter().filter_map(|e| e.store_id))
+            })
+            .collect();
         let rec = recover::recover(dir, &known)?;
         let shared = Arc::new(reader::Shared::new(dir.to_path_buf()));
         let writer = Writer {
@@ -270,7 +275,7 @@ impl Store {
     /// Queue `queue` holds message `id` at position `seq`. Positions of one queue must be
     /// enqueued in increasing order.
     pub fn enqueue(&self, queue: QueueId, seq: u64, id: u64) {
-        self.send(Request::Enqueue { queue, seq, id, origin: None });
+        self.send(Request::Enqueue { queue, seq, id, extra: writer::Extra::None });
     }
 
     /// As [`Store::enqueue`], for a message moved from position `from.1` of queue `from.0`
@@ -279,7 +284,18 @@ impl Store {
     /// drops every moved copy at start-up; after it, only the copies remain. A move to several
     /// queues is so all or nothing, never lost, never duplicated.
     pub fn enqueue_moved(&self, queue: QueueId, seq: u64, id: u64, from: (QueueId, u64)) {
-        self.send(Request::Enqueue { queue, seq, id, origin: Some(from) });
+        self.send(Request::Enqueue {
+            queue,
+            seq,
+            id,
+            extra: writer::Extra::Origin(from.0, from.1),
+        });
+    }
+
+    /// As [`Store::enqueue`], for a delayed message due at `due` (milliseconds since the Unix
+    /// epoch): recovery gives the time back ([`RecoveredMessage::due`]).
+    pub fn enqueue_due(&self, queue: QueueId, seq: u64, id: u64, due: u64) {
+        self.send(Request::Enqueue { queue, seq, id, extra: writer::Extra::Due(due) });
     }
 
     /// One promised enqueue of message `id` will not come.

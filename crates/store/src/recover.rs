@@ -17,7 +17,9 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use crate::record::Records;
-use crate::writer::{ACK_DELIVERED, ACK_REMOVED, LiveEntry, QueueFiles, decode_ack, decode_index};
+use crate::writer::{
+    ACK_DELIVERED, ACK_REMOVED, Extra, LiveEntry, QueueFiles, decode_ack, decode_index,
+};
 use crate::{Location, QueueId, StoreError, paths};
 
 /// One message of a recovered queue: where it is, not what it is (queues read bodies back
@@ -32,6 +34,8 @@ pub struct RecoveredMessage {
     pub redelivered: bool,
     /// Its `priority` property (0 without one), for priority queues.
     pub priority: u8,
+    /// When a delayed message is due (milliseconds since the Unix epoch).
+    pub due: Option<u64>,
 }
 
 /// A recovered durable queue.
@@ -272,7 +276,7 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         let mut idx_records = 0u64;
         for (_, r) in records {
             idx_records += 1;
-            let Some((seq, loc, origin)) = decode_index(&idx[r]) else { continue };
+            let Some((seq, loc, extra)) = decode_index(&idx[r]) else { continue };
             next_seq = next_seq.max(seq.saturating_add(1));
             if removed.contains(&seq) {
                 continue;
@@ -287,21 +291,19 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
             next_message_id = next_message_id.max(valid[k].2.saturating_add(1));
             let was_delivered = delivered.contains(&seq);
             *refs.entry(loc.seg).or_insert(0) += 1;
-            if let Some(from) = origin {
-                moved.push((id, seq, from));
+            if let Extra::Origin(from, at) = extra {
+                moved.push((id, seq, (from, at)));
             }
-            live.push_back(LiveEntry {
-                seq,
-                loc,
-                removed: false,
-                delivered: was_delivered,
-                origin,
-            });
+            live.push_back(LiveEntry { seq, loc, removed: false, delivered: was_delivered, extra });
             recovered.push(RecoveredMessage {
                 seq,
                 loc,
                 redelivered: was_delivered,
                 priority: valid[k].3,
+                due: match extra {
+                    Extra::Due(due) => Some(due),
+                    _ => None,
+                },
             });
         }
         stats.messages += recovered.len() as u64;

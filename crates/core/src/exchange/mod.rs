@@ -176,16 +176,35 @@ impl Routes {
 pub struct Exchange {
     /// Name, unique in its vhost.
     pub name: ShortStr,
-    /// Declared options.
+    /// Declared options (for an `x-delayed-message` exchange, `kind` is its `x-delayed-type`).
     pub options: ExchangeOptions,
+    /// The held messages of an `x-delayed-message` exchange.
+    pub delayed: Option<std::sync::Arc<crate::delayed::Delayed>>,
     routes: std::sync::RwLock<Routes>,
 }
 
 impl Exchange {
     /// An exchange with no bindings.
     pub fn new(name: ShortStr, options: ExchangeOptions) -> Self {
+        Self::with_delayed(name, options, None)
+    }
+
+    /// An exchange with no bindings, holding delayed messages if `delayed` is set.
+    pub fn with_delayed(
+        name: ShortStr,
+        options: ExchangeOptions,
+        delayed: Option<std::sync::Arc<crate::delayed::Delayed>>,
+    ) -> Self {
         let routes = Routes { router: options.kind.router(), list: Vec::new() };
-        Exchange { name, options, routes: std::sync::RwLock::new(routes) }
+        Exchange { name, options, delayed, routes: std::sync::RwLock::new(routes) }
+    }
+
+    /// Its type as declared: `x-delayed-message` or its routing type.
+    pub fn type_name(&self) -> &'static str {
+        match self.delayed {
+            Some(_) => crate::delayed::TYPE,
+            None => self.options.kind.as_str(),
+        }
     }
 
     /// Whether it is one of the exchanges every vhost has (`""` and `amq.*`).

@@ -167,9 +167,9 @@ impl Channel {
         let headers = header.properties.headers.as_ref();
         if self.tx.is_some() {
             // Routed now (an unknown exchange is refused now), delivered at commit.
-            let queues = ctx.vhost.route_message(&message, headers, &mut self.scratch)?;
+            let route = ctx.vhost.route_message(&message, headers, &mut self.scratch)?;
             if let Some(tx) = &mut self.tx {
-                tx.publishes.push(TxPublish { message, queues, mandatory });
+                tx.publishes.push(TxPublish { message, route, mandatory });
             }
             return Ok(());
         }

@@ -148,7 +148,7 @@ pub(crate) enum Settle {
 #[derive(Debug)]
 pub(crate) struct TxPublish {
     pub message: Arc<warren_core::Message>,
-    pub queues: Vec<Arc<Queue>>,
+    pub route: warren_core::publish::Route,
     pub mandatory: bool,
 }
 

@@ -77,7 +77,7 @@ impl Channel {
         let mut stored: Option<u64> = None;
         let mut failed = None;
         for p in tx.publishes {
-            let routed = ctx.vhost.deliver(p.message.clone(), p.queues, &mut self.scratch);
+            let routed = ctx.vhost.deliver(p.message.clone(), p.route, &mut self.scratch);
             if let Some(epoch) = routed.stored {
                 stored = Some(stored.map_or(epoch, |s| s.min(epoch)));
             }

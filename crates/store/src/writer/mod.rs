@@ -34,7 +34,7 @@ use crate::message::Message;
 use crate::reader::Shared;
 use crate::{Location, QueueId, StoreError, paths};
 pub(crate) use queue::{
-    ACK_DELIVERED, ACK_REMOVED, LiveEntry, Origin, QueueFiles, decode_ack, decode_index,
+    ACK_DELIVERED, ACK_REMOVED, Extra, LiveEntry, QueueFiles, decode_ack, decode_index,
 };
 pub(crate) use segment::Segment;
 
@@ -50,9 +50,10 @@ pub(crate) enum Request {
     /// Write a message once at `loc` (reserved by the caller, in request order), its encoded
     /// head then its body; `enqueues` index entries will refer to it.
     Append { id: u64, head: bytes::Bytes, message: Arc<Message>, loc: Location, enqueues: u32 },
-    /// Queue `queue` holds message `id` at position `seq`; moved there from `origin`, if
-    /// set (which is removed once this entry is on disk: see [`crate::Store::enqueue_moved`]).
-    Enqueue { queue: QueueId, seq: u64, id: u64, origin: Origin },
+    /// Queue `queue` holds message `id` at position `seq`; moved there from an origin, if
+    /// `extra` names one (which is removed once this entry is on disk: see
+    /// [`crate::Store::enqueue_moved`]), or due at a time.
+    Enqueue { queue: QueueId, seq: u64, id: u64, extra: Extra },
     /// One promised enqueue of message `id` will not come (its queue went away).
     Skip { id: u64 },
     /// Position `seq` of `queue` is gone (acked, rejected, purged).
@@ -215,10 +216,10 @@ impl Writer {
             Request::Append { id, head, message, loc, enqueues } => {
                 self.append(id, &head, &message, loc, enqueues)
             }
-            Request::Enqueue { queue, seq, id, origin } => {
-                self.enqueue(queue, seq, id, origin);
-                if let Some(from) = origin {
-                    self.moving.push(from);
+            Request::Enqueue { queue, seq, id, extra } => {
+                self.enqueue(queue, seq, id, extra);
+                if let Extra::Origin(from, at) = extra {
+                    self.moving.push((from, at));
                 }
                 Ok(())
             }
@@ -333,12 +334,12 @@ impl Writer {
         }
     }
 
-    fn enqueue(&mut self, queue: QueueId, seq: u64, id: u64, origin: Origin) {
+    fn enqueue(&mut self, queue: QueueId, seq: u64, id: u64, extra: Extra) {
         let Some(loc) = self.recent.get(&id).map(|e| e.0) else {
             error!(queue, seq, id, "enqueue of a message the store never saw");
             return;
         };
-        self.queues.entry(queue).or_insert_with(QueueFiles::new).enqueue(seq, loc, origin);
+        self.queues.entry(queue).or_insert_with(QueueFiles::new).enqueue(seq, loc, extra);
         *self.refs.entry(loc.seg).or_insert(0) += 1;
         self.release_recent(id);
     }

@@ -19,8 +19,18 @@ use crate::{Location, QueueId, StoreError, paths};
 pub(crate) const ACK_REMOVED: u8 = 1;
 pub(crate) const ACK_DELIVERED: u8 = 2;
 
-/// Where a moved entry came from: (queue, position). See [`crate::Store::enqueue_moved`].
-pub(crate) type Origin = Option<(QueueId, u64)>;
+/// What an index entry may carry besides its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Extra {
+    /// Nothing.
+    #[default]
+    None,
+    /// A moved entry's origin: (queue, position). See [`crate::Store::enqueue_moved`].
+    Origin(QueueId, u64),
+    /// A delayed message's due time (milliseconds since the Unix epoch). See
+    /// [`crate::Store::enqueue_due`].
+    Due(u64),
+}
 
 /// A live index entry as the writer tracks it.
 #[derive(Debug, Clone, Copy)]
@@ -29,39 +39,45 @@ pub(crate) struct LiveEntry {
     pub loc: Location,
     pub removed: bool,
     pub delivered: bool,
-    /// The entry it was moved from (dead-lettering), kept while the entry lives.
-    pub origin: Origin,
+    /// The entry it was moved from, or when it is due; kept while the entry lives.
+    pub extra: Extra,
 }
 
 /// An index record's payload: `[u64 position][u32 segment][u64 offset][u32 record length]`,
-/// then for a moved entry `[u64 origin queue][u64 origin position]`.
-pub(crate) fn index_payload(seq: u64, loc: Location, origin: Origin) -> ([u8; 40], usize) {
+/// then for a moved entry `[u64 origin queue][u64 origin position]` (40 bytes in all), for a
+/// delayed one `[u64 due]` (32 bytes).
+pub(crate) fn index_payload(seq: u64, loc: Location, extra: Extra) -> ([u8; 40], usize) {
     let mut p = [0u8; 40];
     p[..8].copy_from_slice(&seq.to_be_bytes());
     p[8..12].copy_from_slice(&loc.seg.to_be_bytes());
     p[12..20].copy_from_slice(&loc.offset.to_be_bytes());
     p[20..24].copy_from_slice(&loc.len.to_be_bytes());
-    match origin {
-        Some((queue, at)) => {
+    match extra {
+        Extra::Origin(queue, at) => {
             p[24..32].copy_from_slice(&queue.to_be_bytes());
             p[32..40].copy_from_slice(&at.to_be_bytes());
             (p, 40)
         }
-        None => (p, 24),
+        Extra::Due(due) => {
+            p[24..32].copy_from_slice(&due.to_be_bytes());
+            (p, 32)
+        }
+        Extra::None => (p, 24),
     }
 }
 
 /// Decodes an index record's payload.
-pub(crate) fn decode_index(p: &[u8]) -> Option<(u64, Location, Origin)> {
+pub(crate) fn decode_index(p: &[u8]) -> Option<(u64, Location, Extra)> {
     let u64_at = |i: usize| p.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
     let u32_at = |i: usize| p.get(i..i + 4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes);
-    let origin = match p.len() {
-        24 => None,
-        40 => Some((u64_at(24)?, u64_at(32)?)),
+    let extra = match p.len() {
+        24 => Extra::None,
+        32 => Extra::Due(u64_at(24)?),
+        40 => Extra::Origin(u64_at(24)?, u64_at(32)?),
         _ => return None,
     };
     let loc = Location { seg: u32_at(8)?, offset: u64_at(12)?, len: u32_at(20)? };
-    Some((u64_at(0)?, loc, origin))
+    Some((u64_at(0)?, loc, extra))
 }
 
 /// An ack log record's payload: `[u8 kind][u64 position]`.
@@ -133,11 +149,11 @@ impl QueueFiles {
     }
 
     /// Buffers an index record and tracks the entry.
-    pub(crate) fn enqueue(&mut self, seq: u64, loc: Location, origin: Origin) {
-        let (payload, len) = index_payload(seq, loc, origin);
+    pub(crate) fn enqueue(&mut self, seq: u64, loc: Location, extra: Extra) {
+        let (payload, len) = index_payload(seq, loc, extra);
         record::frame(&mut self.idx_buf, &payload[..len]);
         self.idx_records += 1;
-        self.live.push_back(LiveEntry { seq, loc, removed: false, delivered: false, origin });
+        self.live.push_back(LiveEntry { seq, loc, removed: false, delivered: false, extra });
     }
 
     /// Buffers an ack log record.
@@ -218,7 +234,7 @@ impl QueueFiles {
         let mut idx = paths::INDEX_MAGIC.to_vec();
         let mut ack = paths::ACKS_MAGIC.to_vec();
         for e in &self.live {
-            let (payload, len) = index_payload(e.seq, e.loc, e.origin);
+            let (payload, len) = index_payload(e.seq, e.loc, e.extra);
             record::frame(&mut idx, &payload[..len]);
             if e.delivered {
                 record::frame(&mut ack, &ack_payload(ACK_DELIVERED, e.seq));
@@ -270,17 +286,20 @@ mod tests {
     #[test]
     fn record_payloads_have_their_documented_layout() {
         let loc = Location { seg: 7, offset: 0x0102, len: 0x33 };
-        let (p, n) = index_payload(5, loc, None);
+        let (p, n) = index_payload(5, loc, Extra::None);
         assert_eq!(
             p[..n],
             [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0x33]
         );
-        assert_eq!(decode_index(&p[..n]), Some((5, loc, None)));
+        assert_eq!(decode_index(&p[..n]), Some((5, loc, Extra::None)));
         assert_eq!(decode_index(&p[1..n]), None);
-        let (p, n) = index_payload(5, loc, Some((9, 0x0104)));
+        let (p, n) = index_payload(5, loc, Extra::Origin(9, 0x0104));
         assert_eq!(n, 40);
         assert_eq!(p[24..], [0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 1, 4]);
-        assert_eq!(decode_index(&p), Some((5, loc, Some((9, 0x0104)))));
+        assert_eq!(decode_index(&p), Some((5, loc, Extra::Origin(9, 0x0104))));
+        let (p, n) = index_payload(5, loc, Extra::Due(0x0105));
+        assert_eq!((n, &p[24..32]), (32, &[0, 0, 0, 0, 0, 0, 1, 5][..]));
+        assert_eq!(decode_index(&p[..n]), Some((5, loc, Extra::Due(0x0105))));
         let a = ack_payload(ACK_REMOVED, 0x0203);
         assert_eq!(a, [1, 0, 0, 0, 0, 0, 0, 2, 3]);
         assert_eq!(decode_ack(&a), Some((ACK_REMOVED, 0x0203)));
