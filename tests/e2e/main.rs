@@ -14,6 +14,7 @@ mod exchanges;
 mod flow;
 mod limits;
 mod persistence;
+mod policy;
 mod priority;
 mod publish;
 mod queues;

@@ -111,6 +111,11 @@ impl Broker {
                         loopback_only: u.loopback_only,
                     });
                 }
+                for p in &defs.policies {
+                    if let Some(v) = broker.vhost(&p.vhost) {
+                        v.restore_policy(p);
+                    }
+                }
                 for e in &defs.exchanges {
                     if let Some(v) = broker.vhost(&e.vhost) {
                         v.restore_exchange(e, &mut messages);

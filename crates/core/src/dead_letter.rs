@@ -232,8 +232,9 @@ impl VHost {
     /// nowhere (no dead-letter exchange, a missing one, no binding, only cycles) is dropped.
     pub(crate) fn dead_letter(&self, source: &Queue, dead: Vec<Dead>) {
         let mut scratch = Scratch::default();
+        let (_, target) = source.settings();
         for d in dead {
-            let moved = match &source.dead_letter {
+            let moved = match &target {
                 Some(to) => self.dead_letter_one(source, to, &d, &mut scratch),
                 None => false,
             };

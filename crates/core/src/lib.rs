@@ -13,6 +13,7 @@
 //! - [`exchange`]: exchange records and one router per exchange type.
 //! - [`queue`]: queues, consumers, prefetch windows and the events sent to connections.
 //! - [`message`]: the shared message.
+//! - [`policy`]: policies: matching, validation, and their precedence over arguments.
 //! - [`persistence`]: queue ids and definitions snapshots for a broker with a data dir.
 //! - [`error`]: [`AmqpError`], a reply code and text.
 
@@ -25,6 +26,7 @@ pub mod exchange;
 pub mod expiry;
 pub mod message;
 pub mod persistence;
+pub mod policy;
 pub mod publish;
 pub mod queue;
 pub mod vhost;

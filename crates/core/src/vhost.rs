@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
-use warren_store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
+use warren_store::definitions::{BindingDef, Definitions, ExchangeDef, PolicyDef, QueueDef};
 use warren_wire::{FieldTable, FieldValue, ShortStr};
 
 use crate::dead_letter::DeadLetterTo;
@@ -16,6 +16,7 @@ use crate::delayed::{self, Delayed};
 use crate::error::{AmqpError, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions, headers};
 use crate::persistence::Persistence;
+use crate::policy::{self, Policy};
 use crate::queue::{ConnectionId, Durable, Queue, QueueArgs, QueueOptions, quorum};
 
 /// Routes through one exchange; if its bindings give no destination at all, through its
@@ -31,10 +32,9 @@ fn route_or_alternate(
     let before = scratch.len();
     ex.router().route(routing_key, headers, scratch);
     if scratch.len() == before
-        && let Some(ae) =
-            ex.options.arguments.get("alternate-exchange").and_then(FieldValue::as_str)
+        && let Some(ae) = ex.alternate()
     {
-        scratch.push(Destination::Exchange(ShortStr::from(ae)));
+        scratch.push(Destination::Exchange(ae));
     }
 }
 
@@ -128,6 +128,8 @@ pub struct VHost {
     persistence: Option<Arc<Persistence>>,
     /// This vhost, for its queues (they dead-letter through it).
     me: Weak<VHost>,
+    /// Its policies, sorted by name.
+    policies: RwLock<Vec<Policy>>,
 }
 
 /// What queue.declare answers.
@@ -181,6 +183,7 @@ impl VHost {
             generated: AtomicU64::new(0),
             persistence,
             me,
+            policies: RwLock::default(),
         };
         {
             let mut ex = write(&v.exchanges);
@@ -320,7 +323,9 @@ impl VHost {
         }
         let durable = options.durable;
         let held = delayed.then(|| self.delayed_store(name.into(), durable, None));
-        map.insert(name.into(), Arc::new(Exchange::with_delayed(name.into(), options, held)));
+        let ex = Exchange::with_delayed(name.into(), options, held);
+        ex.apply_policy(policy::applying(&read(&self.policies), name, None));
+        map.insert(name.into(), Arc::new(ex));
         drop(map);
         self.persisted(durable)?;
         Ok(())
@@ -554,6 +559,7 @@ impl VHost {
         };
         let is_durable = durable.is_some();
         let q = Arc::new(Queue::with_store(name.clone(), options, durable, self.me.clone()));
+        q.apply_policy(policy::applying(&read(&self.policies), &name, Some(q.args.quorum)));
         map.insert(name, q.clone());
         drop(map);
         self.persisted(is_durable)?;
@@ -735,7 +741,71 @@ impl VHost {
             d
         });
         let ex = Exchange::with_delayed(name.clone(), options, held);
+        ex.apply_policy(policy::applying(&read(&self.policies), &name, None));
         write(&self.exchanges).insert(name, Arc::new(ex));
+    }
+
+    /// Adds a policy from the definitions (at start-up, before exchanges and queues).
+    pub(crate) fn restore_policy(&self, def: &PolicyDef) {
+        let made = policy::ApplyTo::parse(&def.apply_to).and_then(|apply_to| {
+            Policy::new(&def.name, &def.pattern, apply_to, def.priority, def.definition.clone())
+        });
+        match made {
+            Ok(p) => self.insert_policy(p),
+            Err(e) => tracing::warn!(policy = %def.name, "skipping policy: {}", e.text),
+        }
+    }
+
+    fn insert_policy(&self, p: Policy) {
+        let mut ps = write(&self.policies);
+        match ps.binary_search_by(|x| x.name.as_str().cmp(&p.name)) {
+            Ok(i) => ps[i] = p,
+            Err(i) => ps.insert(i, p),
+        }
+    }
+
+    /// Sets (adds or replaces) a policy: it applies at once to every queue and exchange of the
+    /// vhost, and is durable.
+    pub fn set_policy(&self, p: Policy) -> Result<()> {
+        self.insert_policy(p);
+        self.reapply_policies();
+        self.persisted(true)
+    }
+
+    /// Clears a policy; 404 if there is none of that name.
+    pub fn clear_policy(&self, name: &str) -> Result<()> {
+        {
+            let mut ps = write(&self.policies);
+            let Ok(i) = ps.binary_search_by(|x| x.name.as_str().cmp(name)) else {
+                return Err(AmqpError::not_found(format!(
+                    "Parameter does not exist: policy '{name}' in vhost '{}'",
+                    self.name
+                )));
+            };
+            ps.remove(i);
+        }
+        self.reapply_policies();
+        self.persisted(true)
+    }
+
+    /// The policies, by name.
+    pub fn policies(&self) -> Vec<Policy> {
+        read(&self.policies).clone()
+    }
+
+    /// Applies to every queue and exchange the policy that now applies to it.
+    fn reapply_policies(&self) {
+        let policies = self.policies();
+        for q in self.queue_list() {
+            q.apply_policy(policy::applying(&policies, &q.name, Some(q.args.quorum)));
+            if let Some(me) = self.me.upgrade() {
+                me.watch_expiry(&q);
+            }
+        }
+        let exchanges: Vec<Arc<Exchange>> = read(&self.exchanges).values().cloned().collect();
+        for e in exchanges {
+            e.apply_policy(policy::applying(&policies, &e.name, None));
+        }
     }
 
     /// Adds a durable queue and its recovered messages (at start-up).
@@ -749,9 +819,10 @@ impl VHost {
         };
         let durable = Durable { store: p.store.clone(), id: def.id };
         let name: ShortStr = def.name.as_str().into();
-        let q = Queue::with_store(name.clone(), options, Some(durable), self.me.clone());
+        let q = Arc::new(Queue::with_store(name.clone(), options, Some(durable), self.me.clone()));
+        q.apply_policy(policy::applying(&read(&self.policies), &name, Some(q.args.quorum)));
         q.recover(messages);
-        write(&self.queues).insert(name, Arc::new(q));
+        write(&self.queues).insert(name, q);
     }
 
     /// Adds a durable binding (at start-up).
@@ -802,6 +873,16 @@ impl VHost {
                     arguments: args.clone(),
                 });
             }
+        }
+        for p in read(&self.policies).iter() {
+            defs.policies.push(PolicyDef {
+                vhost: self.name.clone(),
+                name: p.name.clone(),
+                pattern: p.pattern.clone(),
+                apply_to: p.apply_to.as_str().to_string(),
+                priority: p.priority,
+                definition: p.definition.clone(),
+            });
         }
         for q in queues.values() {
             if let Some(d) = &q.durable {

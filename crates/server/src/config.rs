@@ -17,7 +17,7 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Directory for durable data (created if missing).
-    #[arg(long, env = "WARREN_DATA_DIR", default_value = "./warren-data")]
+    #[arg(long, env = "WARREN_DATA_DIR", default_value = "./warren-data", global = true)]
     pub data_dir: PathBuf,
 
     /// User a new data dir starts with (as RabbitMQ's docker images read it).
@@ -74,6 +74,17 @@ pub struct Config {
     /// such as 1GiB.
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4", value_parser = parse_watermark)]
     pub memory_high_watermark: Watermark,
+
+    /// Without a command, warren runs the broker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What else the binary does.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Commands for the broker running on the same data dir (policies), as `rabbitmqctl`'s.
+    Ctl(crate::control::Ctl),
 }
 
 impl Config {

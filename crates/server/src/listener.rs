@@ -21,11 +21,15 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let control_socket = crate::control::bind(&config.data_dir);
     info!("listening on {local}");
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     tokio::spawn(alarm::monitor(broker.clone(), config.clone(), limits, shutdown.clone()));
+    let control = control_socket.map(|socket| {
+        tokio::spawn(crate::control::serve(broker.clone(), socket, shutdown.clone()))
+    });
     // Recovered queues with x-expires: their period starts now, as with RabbitMQ.
     broker.watch_expiring_queues();
     broker.start_delayed_exchanges();
@@ -53,6 +57,9 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
         warn!("some connections did not close within 5 s");
+    }
+    if let Some(control) = control {
+        let _ = control.await;
     }
     info!("stopped");
     Ok(())

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables.
+//! - [`control`]: the control socket and `warren ctl` (policies).
 //! - [`alarm`]: the memory and disk monitor that sets the broker's alarms.
 //! - [`listener`]: the accept loop and graceful shutdown.
 //! - [`connection`]: one task per client connection: handshake, frame dispatch, heartbeats,
@@ -13,6 +14,7 @@ mod alarm;
 mod channel;
 mod config;
 mod connection;
+mod control;
 mod listener;
 
 use anyhow::Context;
@@ -22,6 +24,9 @@ use warren_core::{Broker, Defaults};
 
 fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
+    if let Some(config::Command::Ctl(ctl)) = &config.command {
+        return control::run_ctl(&config.data_dir, ctl);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

@@ -54,6 +54,23 @@ pub struct ExchangeDef {
     pub store_id: Option<u64>,
 }
 
+/// A policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyDef {
+    /// Vhost.
+    pub vhost: String,
+    /// Name.
+    pub name: String,
+    /// Regular expression matched against names.
+    pub pattern: String,
+    /// `queues`, `exchanges`, `all`, ...
+    pub apply_to: String,
+    /// Higher wins.
+    pub priority: i64,
+    /// The settings.
+    pub definition: FieldTable,
+}
+
 /// A durable queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueDef {
@@ -95,6 +112,8 @@ pub struct Definitions {
     pub users: Vec<UserDef>,
     /// Durable exchanges (the built-in ones are not stored).
     pub exchanges: Vec<ExchangeDef>,
+    /// Policies.
+    pub policies: Vec<PolicyDef>,
     /// Durable queues.
     pub queues: Vec<QueueDef>,
     /// Bindings between durable things.
@@ -173,6 +192,18 @@ impl Definitions {
                 t.insert("id", FieldValue::I64(id as i64));
             }
             out.push(t);
+        }
+        for p in &self.policies {
+            out.push(
+                FieldTable::new()
+                    .with("kind", s("policy"))
+                    .with("vhost", s(&p.vhost))
+                    .with("name", s(&p.name))
+                    .with("pattern", s(&p.pattern))
+                    .with("apply_to", s(&p.apply_to))
+                    .with("priority", FieldValue::I64(p.priority))
+                    .with("definition", p.definition.clone()),
+            );
         }
         for q in &self.queues {
             out.push(
@@ -258,6 +289,14 @@ impl Definitions {
                     arguments: f.table("arguments")?,
                     store_id: table.get("id").and_then(FieldValue::as_i64).map(|id| id as u64),
                 }),
+                "policy" => defs.policies.push(PolicyDef {
+                    vhost: f.str("vhost")?,
+                    name: f.str("name")?,
+                    pattern: f.str("pattern")?,
+                    apply_to: f.str("apply_to")?,
+                    priority: table.get("priority").and_then(FieldValue::as_i64).unwrap_or(0),
+                    definition: f.table("definition")?,
+                }),
                 "queue" => defs.queues.push(QueueDef {
                     vhost: f.str("vhost")?,
                     name: f.str("name")?,
@@ -304,6 +343,14 @@ mod tests {
                 password: "guest".into(),
                 vhosts: vec!["/".into()],
                 loopback_only: true,
+            }],
+            policies: vec![PolicyDef {
+                vhost: "/".into(),
+                name: "limits".into(),
+                pattern: "^jobs$".into(),
+                apply_to: "queues".into(),
+                priority: -3,
+                definition: FieldTable::new().with("max-length", FieldValue::I64(10)),
             }],
             exchanges: vec![
                 ExchangeDef {

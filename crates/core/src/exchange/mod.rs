@@ -180,6 +180,8 @@ pub struct Exchange {
     pub options: ExchangeOptions,
     /// The held messages of an `x-delayed-message` exchange.
     pub delayed: Option<std::sync::Arc<crate::delayed::Delayed>>,
+    /// Its alternate exchange: the argument, else the applying policy's.
+    alternate: std::sync::RwLock<Option<ShortStr>>,
     routes: std::sync::RwLock<Routes>,
 }
 
@@ -196,7 +198,26 @@ impl Exchange {
         delayed: Option<std::sync::Arc<crate::delayed::Delayed>>,
     ) -> Self {
         let routes = Routes { router: options.kind.router(), list: Vec::new() };
-        Exchange { name, options, delayed, routes: std::sync::RwLock::new(routes) }
+        let alternate = crate::policy::alternate_exchange(&options.arguments, None);
+        Exchange {
+            name,
+            options,
+            delayed,
+            alternate: std::sync::RwLock::new(alternate),
+            routes: std::sync::RwLock::new(routes),
+        }
+    }
+
+    /// Where what its bindings route nowhere goes (the `alternate-exchange` argument, else
+    /// the applying policy's).
+    pub fn alternate(&self) -> Option<ShortStr> {
+        self.alternate.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies `policy` (or none).
+    pub fn apply_policy(&self, policy: Option<&crate::policy::Policy>) {
+        let ae = crate::policy::alternate_exchange(&self.options.arguments, policy);
+        *self.alternate.write().unwrap_or_else(|p| p.into_inner()) = ae;
     }
 
     /// Its type as declared: `x-delayed-message` or its routing type.

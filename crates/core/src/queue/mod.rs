@@ -132,10 +132,9 @@ pub struct Queue {
     pub options: QueueOptions,
     /// Where its persistent messages are kept, for a durable queue with a store.
     pub durable: Option<Durable>,
-    /// The behaviour its arguments ask for (length limits, single active consumer).
+    /// The behaviour its arguments ask for (length limits, single active consumer), as
+    /// declared; a policy may change some (see [`Queue::settings`]).
     pub args: QueueArgs,
-    /// Where its dead messages go (`x-dead-letter-exchange`); `None`: they are dropped.
-    pub dead_letter: Option<DeadLetterTo>,
     /// Its vhost, which routes what it dead-letters.
     vhost: Weak<VHost>,
     state: Mutex<State>,
@@ -165,6 +164,13 @@ struct State {
     ttl_timer: bool,
     /// Messages that died under the lock, dead-lettered once it is released ([`Locked`]).
     dead: Vec<Dead>,
+    /// The settings in force: the declared arguments with the applying policy's
+    /// ([`crate::policy`]): length limits, overflow, TTL, expiry, delivery limit.
+    args: QueueArgs,
+    /// Where dead messages go (`x-dead-letter-exchange`, or the policy's); `None`: dropped.
+    dead_letter: Option<DeadLetterTo>,
+    /// The applying policy's name.
+    policy: Option<String>,
 }
 
 /// The queue's locked state. Dropping it releases the lock first, then dead-letters what died
@@ -257,10 +263,11 @@ impl Queue {
             options,
             durable,
             args,
-            dead_letter,
             vhost,
             state: Mutex::new(State {
                 ready: Ready::new(args.max_priority.unwrap_or(0)),
+                args,
+                dead_letter,
                 ..State::default()
             }),
             flow: Notify::new(),
@@ -271,6 +278,7 @@ impl Queue {
     pub fn recover(&self, recovered: RecoveredQueue) {
         let mut st = self.state();
         st.next_seq = st.next_seq.max(recovered.next_seq);
+        let ttl = st.args.message_ttl;
         for m in recovered.messages {
             st.next_seq = st.next_seq.max(m.seq + 1);
             st.ready_bytes += u64::from(m.loc.len);
@@ -281,7 +289,7 @@ impl Queue {
                 redelivered: m.redelivered,
                 stored: true,
                 size: m.loc.len,
-                expires: if self.args.message_ttl.is_some() { ttl::ON_LOAD } else { ttl::NEVER },
+                expires: if ttl.is_some() { ttl::ON_LOAD } else { ttl::NEVER },
                 level,
                 // Delivery counts are not stored: one delivered before counts once.
                 returns: u32::from(m.redelivered),
@@ -315,12 +323,13 @@ impl Queue {
             }
         };
         let mut lost = Vec::new();
+        let queue_ttl = st.args.message_ttl;
         for (slot, m) in st.ready.iter_mut().zip(read) {
             match m {
                 Some(m) => {
                     if slot.expires == ttl::ON_LOAD || (slot.expires == ttl::NEVER && slot.stored) {
                         // Recovered: its TTL counts again from now.
-                        slot.expires = ttl::deadline(self.args.message_ttl, m.expiration);
+                        slot.expires = ttl::deadline(queue_ttl, m.expiration);
                     }
                     slot.body = Body::Loaded(Arc::new(m));
                 }
@@ -385,10 +394,35 @@ impl Queue {
             seq: e.seq,
             stored: e.stored,
         });
-        if self.dead_letter.is_some() {
-            self.dead_letter_now(dead.collect());
-        } else {
-            self.settle_seqs(dead.map(|d| (d.seq, d.stored)));
+        self.dead_letter_now(dead.collect());
+    }
+
+    /// The settings in force (the declared arguments with the applying policy) and where dead
+    /// messages go.
+    pub fn settings(&self) -> (QueueArgs, Option<DeadLetterTo>) {
+        let st = self.state();
+        (st.args, st.dead_letter.clone())
+    }
+
+    /// The name of the policy that applies, if one does.
+    pub fn policy(&self) -> Option<String> {
+        self.state().policy.clone()
+    }
+
+    /// Applies `policy` (or none): the settings change at once; a lower length limit or TTL
+    /// drops (or dead-letters) what it must now.
+    pub fn apply_policy(self: &Arc<Self>, policy: Option<&crate::policy::Policy>) {
+        let (args, dead_letter) =
+            crate::policy::queue_settings(&self.options.arguments, self.args, policy);
+        let mut st = self.state();
+        st.args = args;
+        st.dead_letter = dead_letter;
+        st.policy = policy.map(|p| p.name.clone());
+        self.drop_head(&mut st);
+        if args.message_ttl.is_some() {
+            // Messages already queued keep their deadlines (as RabbitMQ); new ones get the TTL.
+            let head = self.drop_expired(&mut st);
+            self.arm_ttl_timer(&mut st, head);
         }
     }
 
@@ -404,7 +438,7 @@ impl Queue {
     /// dead-lettered if the queue has a dead-letter exchange (its body read back first if it
     /// is paged out), else dropped. False if there was none, or its body could not be read.
     fn discard_front(&self, st: &mut State, reason: Reason) -> bool {
-        if self.dead_letter.is_some()
+        if st.dead_letter.is_some()
             && st.ready.front().is_some_and(|s| matches!(s.body, Body::Paged(_)))
             && !self.load_front(st)
         {
@@ -418,8 +452,8 @@ impl Queue {
 
     /// Disposes of a ready message taken out of the queue for good (see `discard_front`).
     fn discard(&self, st: &mut State, slot: Slot, reason: Reason) {
-        match (&self.dead_letter, slot.body) {
-            (Some(_), Body::Loaded(message)) => {
+        match (st.dead_letter.is_some(), slot.body) {
+            (true, Body::Loaded(message)) => {
                 st.dead.push(Dead { message, reason, seq: slot.seq, stored: slot.stored });
             }
             _ => self.settle_seq(slot.seq, slot.stored),
@@ -480,10 +514,8 @@ impl Queue {
         };
         // reject-publish: refused if it would take the queue over its limits (RabbitMQ's
         // will_overflow, checked before any consumer could take it).
-        if self.args.rejects()
-            && self.args.over(st.ready.len() + 1, st.ready_bytes + u64::from(size))
-        {
-            if self.args.overflow == Overflow::RejectPublishDlx && self.dead_letter.is_some() {
+        if st.args.rejects() && st.args.over(st.ready.len() + 1, st.ready_bytes + u64::from(size)) {
+            if st.args.overflow == Overflow::RejectPublishDlx && st.dead_letter.is_some() {
                 // reject-publish-dlx: the refused message is dead-lettered (maxlen).
                 st.dead.push(Dead { message, reason: Reason::MaxLen, seq: 0, stored: false });
             }
@@ -491,8 +523,8 @@ impl Queue {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        let expires = ttl::deadline(self.args.message_ttl, message.expiration);
-        let ttl_zero = self.args.message_ttl == Some(0) || message.expiration == Some(0);
+        let expires = ttl::deadline(st.args.message_ttl, message.expiration);
+        let ttl_zero = st.args.message_ttl == Some(0) || message.expiration == Some(0);
         let (body, stored) = match (stored, &self.durable) {
             (Some(s), Some(d)) => {
                 // Under the queue lock: the store sees this queue's positions in order, and
@@ -568,10 +600,10 @@ impl Queue {
     /// drop-head (the default overflow): while the queue is over its length limits, the
     /// oldest ready messages are dropped or dead-lettered (maxlen).
     fn drop_head(&self, st: &mut State) {
-        if self.args.overflow != Overflow::DropHead {
+        if st.args.overflow != Overflow::DropHead {
             return;
         }
-        while self.args.over(st.ready.len(), st.ready_bytes) {
+        while st.args.over(st.ready.len(), st.ready_bytes) {
             if !self.discard_front(st, Reason::MaxLen) {
                 return;
             }
@@ -654,7 +686,7 @@ impl Queue {
         for mut e in entries {
             if returned && self.args.quorum {
                 e.returns = e.returns.saturating_add(1);
-                if self.args.delivery_limit.is_some_and(|l| u64::from(e.returns) > l) {
+                if st.args.delivery_limit.is_some_and(|l| u64::from(e.returns) > l) {
                     let slot = Slot::back(e, &st.ready);
                     self.discard(&mut st, slot, Reason::DeliveryLimit);
                     continue;
@@ -737,11 +769,12 @@ impl Queue {
         self.state().last_used = Some(std::time::Instant::now());
     }
 
-    /// For `x-expires`: `None` if the queue was deleted; else how long until it may expire
-    /// (zero: unused for the whole period now). A queue with consumers is not unused: it
-    /// is looked at again a period later.
-    pub fn unused_for(&self, period: std::time::Duration) -> Option<std::time::Duration> {
+    /// For `x-expires` (or a policy's `expires`): `None` if the queue was deleted or has no
+    /// expiry (any more); else how long until it may expire (zero: unused for the whole period
+    /// now). A queue with consumers is not unused: it is looked at again a period later.
+    pub fn unused_for(&self) -> Option<std::time::Duration> {
         let mut st = self.state();
+        let period = std::time::Duration::from_millis(st.args.expires?);
         if st.deleted {
             return None;
         }
@@ -755,6 +788,11 @@ impl Queue {
     /// Marks the queue as watched for expiry; false if it already was.
     pub fn start_expiry_watch(&self) -> bool {
         !std::mem::replace(&mut self.state().expiry_watched, true)
+    }
+
+    /// Its expiry watch ended (no expiry any more).
+    pub fn stop_expiry_watch(&self) {
+        self.state().expiry_watched = false;
     }
 
     /// The properties a delivery of `entry` carries, if not the message's own: a quorum

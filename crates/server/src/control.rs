@@ -1,0 +1,288 @@
+//! The control socket and the `warren ctl` commands that use it: what `rabbitmqctl` does for a
+//! RabbitMQ node, for the running broker on the same machine (policies, for now).
+//!
+//! The broker listens on the Unix socket `warren.sock` in its data dir (mode 0600: only the
+//! user the broker runs as may use it, as only that user may read the data dir). A request is
+//! one line of tab-separated fields, the command first; the answer is the command's output
+//! lines, then `ok` or `error: CODE TEXT` (newlines in the text escaped as `\n`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use warren_core::policy::{ApplyTo, Policy};
+use warren_core::{AmqpError, Broker};
+use warren_wire::{FieldTable, FieldValue};
+
+/// The socket's name in the data dir.
+pub const SOCKET: &str = "warren.sock";
+
+/// `warren ctl`: commands for the running broker (as `rabbitmqctl`'s).
+#[derive(Debug, Clone, Args)]
+pub struct Ctl {
+    /// Vhost (before or after the command, as with rabbitmqctl).
+    #[arg(short = 'p', long = "vhost", default_value = "/", global = true)]
+    pub vhost: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// The commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CtlCommand {
+    /// Sets a policy (as `rabbitmqctl set_policy`): NAME PATTERN DEFINITION (JSON).
+    #[command(name = "set_policy", alias = "set-policy")]
+    SetPolicy {
+        /// Priority: of the policies matching a name, the highest applies.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i64,
+        /// queues, exchanges, all, classic_queues or quorum_queues.
+        #[arg(long = "apply-to", default_value = "all")]
+        apply_to: String,
+        /// Policy name.
+        name: String,
+        /// Regular expression matched against queue / exchange names.
+        pattern: String,
+        /// Settings, as a JSON object, e.g. '{"max-length":1000}'.
+        definition: String,
+    },
+    /// Clears a policy (as `rabbitmqctl clear_policy`).
+    #[command(name = "clear_policy", alias = "clear-policy")]
+    ClearPolicy {
+        /// Policy name.
+        name: String,
+    },
+    /// Lists the policies (as `rabbitmqctl list_policies`): vhost, name, pattern, apply-to,
+    /// definition, priority, tab-separated.
+    #[command(name = "list_policies", alias = "list-policies")]
+    ListPolicies,
+}
+
+impl Ctl {
+    fn request(&self) -> Vec<String> {
+        let vhost = &self.vhost;
+        match &self.command {
+            CtlCommand::SetPolicy { priority, apply_to, name, pattern, definition } => {
+                let fields = [vhost, name, pattern, definition, &priority.to_string(), apply_to];
+                std::iter::once("set_policy")
+                    .chain(fields.map(String::as_str))
+                    .map(Into::into)
+                    .collect()
+            }
+            CtlCommand::ClearPolicy { name } => {
+                vec!["clear_policy".into(), vhost.clone(), name.clone()]
+            }
+            CtlCommand::ListPolicies => vec!["list_policies".into(), vhost.clone()],
+        }
+    }
+}
+
+/// Runs a `warren ctl` command against the broker whose data dir is `data_dir`; prints its
+/// output. An error (with the broker's reply code) if it failed.
+pub fn run_ctl(data_dir: &Path, ctl: &Ctl) -> anyhow::Result<()> {
+    let path = data_dir.join(SOCKET);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+        format!("connecting to the broker at {} (is it running on this data dir?)", path.display())
+    })?;
+    let request = ctl.request();
+    if request.iter().any(|f| f.contains(['\t', '\n'])) {
+        bail!("arguments cannot hold tabs or newlines");
+    }
+    stream.write_all(format!("{}\n", request.join("\t")).as_bytes())?;
+    for line in BufReader::new(stream).lines() {
+        let line = line?;
+        if line == "ok" {
+            return Ok(());
+        }
+        if let Some(err) = line.strip_prefix("error: ") {
+            bail!("{}", err.replace("\\n", "\n"));
+        }
+        println!("{line}");
+    }
+    bail!("the broker closed the connection without an answer")
+}
+
+/// Binds the control socket in `data_dir` (before the broker says it is listening, so that
+/// `warren ctl` works as soon as it is ready); `None` if it cannot (logged: the broker runs
+/// without it).
+pub fn bind(data_dir: &Path) -> Option<(UnixListener, PathBuf)> {
+    let path = data_dir.join(SOCKET);
+    // A socket file left by a broker that did not stop cleanly.
+    let _ = std::fs::remove_file(&path);
+    let listener = match UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(
+                "control socket {} not available ({e}): warren ctl will not work",
+                path.display()
+            );
+            return None;
+        }
+    };
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+        warn!("restricting {}: {e}", path.display());
+    }
+    info!("control socket on {}", path.display());
+    Some((listener, path))
+}
+
+/// Answers on the control socket until `shutdown`, then removes it.
+pub async fn serve(
+    broker: Arc<Broker>,
+    (listener, path): (UnixListener, PathBuf),
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                tokio::spawn(answer(broker.clone(), stream));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn answer(broker: Arc<Broker>, stream: tokio::net::UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read);
+    if reader.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let fields: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
+    let reply = match execute(&broker, &fields) {
+        Ok(mut out) => {
+            out.push_str("ok\n");
+            out
+        }
+        Err(e) => format!("error: {} {}\n", e.code, e.text.replace('\n', "\\n")),
+    };
+    let _ = write.write_all(reply.as_bytes()).await;
+}
+
+fn execute(broker: &Broker, fields: &[&str]) -> Result<String, AmqpError> {
+    let vhost = |name: &str| {
+        broker
+            .vhost(name)
+            .ok_or_else(|| AmqpError::not_found(format!("vhost '{name}' does not exist")))
+    };
+    match fields {
+        ["set_policy", v, name, pattern, definition, priority, apply_to] => {
+            let priority = priority
+                .parse()
+                .map_err(|_| AmqpError::precondition_failed(format!("priority '{priority}'")))?;
+            let definition = json_table(definition)?;
+            let policy =
+                Policy::new(name, pattern, ApplyTo::parse(apply_to)?, priority, definition)?;
+            vhost(v)?.set_policy(policy)?;
+            Ok(format!(
+                "Setting policy \"{name}\" for pattern \"{pattern}\" to \"{}\" with priority \"{priority}\" for vhost \"{v}\" ...\n",
+                fields[4]
+            ))
+        }
+        ["clear_policy", v, name] => {
+            vhost(v)?.clear_policy(name)?;
+            Ok(format!("Clearing policy \"{name}\" on vhost \"{v}\" ...\n"))
+        }
+        ["list_policies", v] => {
+            let mut out = String::from("vhost\tname\tpattern\tapply-to\tdefinition\tpriority\n");
+            for p in vhost(v)?.policies() {
+                out.push_str(&format!(
+                    "{v}\t{}\t{}\t{}\t{}\t{}\n",
+                    p.name,
+                    p.pattern,
+                    p.apply_to.as_str(),
+                    table_json(&p.definition),
+                    p.priority
+                ));
+            }
+            Ok(out)
+        }
+        _ => {
+            Err(AmqpError::command_invalid(format!("unknown control request {:?}", fields.first())))
+        }
+    }
+}
+
+/// A JSON object as a field table (numbers as signed 64-bit integers or doubles).
+fn json_table(text: &str) -> Result<FieldTable, AmqpError> {
+    let bad = |e: String| AmqpError::precondition_failed(format!("Validation failed\n\n{e}"));
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON definition: {e}")))?;
+    match json_value(value) {
+        FieldValue::Table(t) => Ok(t),
+        _ => Err(bad("the definition must be a JSON object".into())),
+    }
+}
+
+fn json_value(v: serde_json::Value) -> FieldValue {
+    use serde_json::Value;
+    match v {
+        Value::Null => FieldValue::Void,
+        Value::Bool(b) => FieldValue::Bool(b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => FieldValue::I64(i),
+            None => FieldValue::F64(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => FieldValue::from(s.as_str()),
+        Value::Array(a) => FieldValue::Array(a.into_iter().map(json_value).collect()),
+        Value::Object(o) => {
+            let mut t = FieldTable::new();
+            for (k, v) in o {
+                t.insert(k.as_str(), json_value(v));
+            }
+            FieldValue::Table(t)
+        }
+    }
+}
+
+/// A field table as JSON (for listings).
+fn table_json(t: &FieldTable) -> String {
+    fn value(v: &FieldValue) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            FieldValue::Bool(b) => Value::Bool(*b),
+            FieldValue::F32(f) => serde_json::json!(f),
+            FieldValue::F64(f) => serde_json::json!(f),
+            FieldValue::Array(a) => Value::Array(a.iter().map(value).collect()),
+            FieldValue::Table(t) => {
+                Value::Object(t.iter().map(|(k, v)| (k.to_string(), value(v))).collect())
+            }
+            FieldValue::Void => Value::Null,
+            other => match (other.as_i64(), other.as_str()) {
+                (Some(n), _) => serde_json::json!(n),
+                (_, Some(s)) => Value::String(s.to_string()),
+                _ => Value::String(format!("{other:?}")),
+            },
+        }
+    }
+    value(&FieldValue::Table(t.clone())).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_definitions_become_tables_and_back() {
+        let t =
+            json_table(r#"{"max-length":10,"dead-letter-exchange":"dlx","x":[1.5,true]}"#).unwrap();
+        assert_eq!(t.get("max-length"), Some(&FieldValue::I64(10)));
+        assert_eq!(t.get("dead-letter-exchange").and_then(FieldValue::as_str), Some("dlx"));
+        let back: serde_json::Value = serde_json::from_str(&table_json(&t)).unwrap();
+        assert_eq!(back["max-length"], 10);
+        assert_eq!(back["x"][1], true);
+        assert!(json_table("[1]").is_err());
+        assert!(json_table("{").is_err());
+    }
+}
