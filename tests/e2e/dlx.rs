@@ -436,3 +436,44 @@ async fn a_kill_during_dead_lettering_loses_and_duplicates_nothing() {
         src.len()
     );
 }
+
+#[tokio::test]
+async fn a_kill_while_messages_expire_into_a_dead_letter_queue_loses_and_duplicates_nothing() {
+    let mut broker = TestBroker::start();
+    let n = 2000;
+    {
+        let (_conn, ch) = open(&broker).await;
+        dead_letter_queue(&ch, "dlx-t", true).await;
+        let ttl = [("x-message-ttl", AMQPValue::LongInt(1000))];
+        queue(&ch, "dlx-t-src", true, dlx("dlx-t", None, &ttl)).await;
+        // Published in one burst (confirms awaited together), so that they expire in one.
+        let mut confirms = Vec::new();
+        for i in 0..n {
+            let p = BasicProperties::default().with_delivery_mode(2);
+            let body = format!("m{i}");
+            let c = ch.basic_publish(
+                "".into(),
+                "dlx-t-src".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                p,
+            );
+            confirms.push(within(c).await.expect("publish"));
+        }
+        for c in confirms {
+            assert!(within(c).await.expect("confirm").is_ack());
+        }
+        // Killed while the TTL timer moves them to the dead-letter queue.
+        while count(&ch, "dlx-t").await == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    broker.crash_and_restart();
+    let (_conn, ch) = open(&broker).await;
+    // Those left in the source expire again after the restart (their TTL counts from there).
+    assert_eq!(wait_count(&ch, "dlx-t", n as u32).await, n as u32);
+    let dead = drain(&ch, "dlx-t").await;
+    let unique: BTreeSet<&String> = dead.iter().collect();
+    assert_eq!((dead.len(), unique.len()), (n, n), "each message once");
+    assert_eq!(count(&ch, "dlx-t-src").await, 0);
+}

@@ -30,12 +30,13 @@ impl VHost {
 }
 
 impl Broker {
-    /// Starts the expiry watchers of every queue with `x-expires` (recovered at start-up,
-    /// before the runtime ran).
+    /// Starts the expiry watchers of every queue with `x-expires`, and the message TTL timers
+    /// of queues that recovered messages (at start-up, before the runtime ran).
     pub fn watch_expiring_queues(&self) {
         for vhost in self.vhost_list() {
             for queue in vhost.queue_list() {
                 vhost.watch_expiry(&queue);
+                queue.start_ttl();
             }
         }
     }

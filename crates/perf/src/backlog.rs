@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use clap::Args;
 use warren_wire::method::{
-    BasicAck, BasicConsume, BasicQos, ConfirmSelect, ExchangeDeclare, QueueBind,
+    BasicAck, BasicConsume, BasicQos, ConfirmSelect, ExchangeDeclare, QueueBind, QueueDeclare,
 };
 use warren_wire::{BasicProperties, FieldTable, FieldValue, Frame, Method};
 
 use crate::client::{Target, connect, declare_queue, publish_confirmed, rpc};
-use crate::stats::{dir_bytes, rss_bytes};
+use crate::stats::{cpu_seconds, dir_bytes, rss_bytes};
 
 /// Options of `backlog`.
 #[derive(Debug, Clone, Args)]
@@ -49,6 +49,47 @@ pub struct Opts {
     /// Publish through a delayed-message exchange (`perf-delayed`) with this `x-delay`.
     #[arg(long)]
     pub delay_ms: Option<u32>,
+    /// Declare the queue with this `x-message-ttl`; after the fill, wait until every message
+    /// expired and report how long that took, the broker's CPU seconds meanwhile, and its RSS.
+    #[arg(long)]
+    pub ttl_ms: Option<u32>,
+}
+
+/// The queue's declare arguments.
+fn queue_args(o: &Opts) -> FieldTable {
+    match o.ttl_ms {
+        Some(ms) => FieldTable::new().with("x-message-ttl", FieldValue::I64(ms.into())),
+        None => FieldTable::new(),
+    }
+}
+
+async fn declare(
+    o: &Opts,
+    r: &mut crate::client::Reader,
+    w: &mut crate::client::Writer,
+) -> anyhow::Result<u32> {
+    let declare = QueueDeclare {
+        queue: o.queue.as_str().into(),
+        durable: true,
+        arguments: queue_args(o),
+        ..Default::default()
+    };
+    match rpc(r, w, declare).await? {
+        Method::QueueDeclareOk(ok) => Ok(ok.message_count),
+        other => bail!("queue.declare answered {}", other.name()),
+    }
+}
+
+/// Waits until the queue is empty (its messages expired); (seconds, broker CPU seconds).
+async fn expire(o: &Opts, t: &Target) -> anyhow::Result<(f64, Option<f64>)> {
+    let (mut r, mut w) = connect(t).await?;
+    let cpu = cpu_seconds(o.pid);
+    let started = Instant::now();
+    while declare(o, &mut r, &mut w).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let used = cpu_seconds(o.pid).zip(cpu).map(|(a, b)| a - b);
+    Ok((started.elapsed().as_secs_f64(), used))
 }
 
 /// The delayed-message exchange `--delay-ms` publishes through.
@@ -62,7 +103,7 @@ fn mem_disk(o: &Opts) -> String {
 
 async fn fill(o: &Opts, t: &Target) -> anyhow::Result<f64> {
     let (mut r, mut w) = connect(t).await?;
-    declare_queue(&mut r, &mut w, &o.queue, true).await?;
+    declare(o, &mut r, &mut w).await?;
     let Method::ConfirmSelectOk(_) = rpc(&mut r, &mut w, ConfirmSelect::default()).await? else {
         bail!("no confirms")
     };
@@ -100,7 +141,7 @@ async fn fill(o: &Opts, t: &Target) -> anyhow::Result<f64> {
 
 async fn drain(o: &Opts, t: &Target) -> anyhow::Result<(u64, f64)> {
     let (mut r, mut w) = connect(t).await?;
-    let declared = u64::from(declare_queue(&mut r, &mut w, &o.queue, true).await?);
+    let declared = u64::from(declare(o, &mut r, &mut w).await?);
     // Delayed messages are not in the queue yet: wait for all of them.
     let n = if o.delay_ms.is_some() { o.count } else { declared };
     let patience = Duration::from_secs(30) + Duration::from_millis(o.delay_ms.unwrap_or(0).into());
@@ -136,6 +177,14 @@ pub async fn run(o: Opts) -> anyhow::Result<()> {
         // Let the broker settle (page out, sync) before reading its memory.
         tokio::time::sleep(Duration::from_secs(2)).await;
         out.push(format!("\"filled\":{{{}}}", mem_disk(&o)));
+        if o.ttl_ms.is_some() {
+            let (secs, cpu) = expire(&o, &t).await?;
+            out.push(format!(
+                "\"expired_seconds\":{secs:.2},\"expiry_cpu_seconds\":{},\"expired\":{{{}}}",
+                crate::stats::json_num(cpu, 2),
+                mem_disk(&o)
+            ));
+        }
     }
     if !o.fill_only {
         let (n, secs) = drain(&o, &t).await?;

@@ -289,7 +289,9 @@ impl Queue {
                 redelivered: m.redelivered,
                 stored: true,
                 size: m.loc.len,
-                expires: if ttl.is_some() { ttl::ON_LOAD } else { ttl::NEVER },
+                // The queue's TTL counts again from the restart (RabbitMQ keeps the absolute
+                // time); a message's own expiration from when it is read back.
+                expires: ttl::deadline(ttl, None),
                 level,
                 // Delivery counts are not stored: one delivered before counts once.
                 returns: u32::from(m.redelivered),
@@ -323,13 +325,13 @@ impl Queue {
             }
         };
         let mut lost = Vec::new();
-        let queue_ttl = st.args.message_ttl;
         for (slot, m) in st.ready.iter_mut().zip(read) {
             match m {
                 Some(m) => {
-                    if slot.expires == ttl::ON_LOAD || (slot.expires == ttl::NEVER && slot.stored) {
-                        // Recovered: its TTL counts again from now.
-                        slot.expires = ttl::deadline(queue_ttl, m.expiration);
+                    if slot.stored && m.expiration.is_some() {
+                        // A recovered message's own expiration counts from now (for one
+                        // paged out before, its deadline from the publish is the earlier).
+                        slot.expires = slot.expires.min(ttl::deadline(None, m.expiration));
                     }
                     slot.body = Body::Loaded(Arc::new(m));
                 }

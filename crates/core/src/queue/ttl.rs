@@ -8,20 +8,18 @@
 //! Expired messages are dead-lettered (reason `expired`) if the queue has a dead-letter
 //! exchange (a paged-out one is read back for that), else dropped.
 //!
-//! Deadlines are not stored: after a restart, a recovered message's deadline is counted again
-//! from the moment it is read back (RabbitMQ keeps the absolute time).
+//! Deadlines are not stored: after a restart, a recovered message's queue TTL counts again from
+//! the restart (the queue's timer starts with the listener, see [`Queue::start_ttl`]), its own
+//! `expiration` from when it is read back (RabbitMQ keeps the absolute time).
 
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::{Body, Queue, State};
+use super::{Queue, State};
 use crate::dead_letter::Reason;
 
 /// A deadline that never comes.
 pub(super) const NEVER: u64 = u64::MAX;
-
-/// A recovered message's deadline, set when it is read back.
-pub(super) const ON_LOAD: u64 = u64::MAX - 1;
 
 fn start() -> Instant {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -48,12 +46,6 @@ impl Queue {
         let now = now_ms();
         loop {
             let Some(front) = st.ready.front() else { return NEVER };
-            if front.expires == ON_LOAD {
-                if matches!(front.body, Body::Paged(_)) && self.load_front(st) {
-                    continue;
-                }
-                return NEVER;
-            }
             if front.expires >= now {
                 return front.expires;
             }
@@ -64,9 +56,21 @@ impl Queue {
         }
     }
 
+    /// Starts the TTL timer of a queue recovered with messages (at start-up, once the runtime
+    /// runs): its head is read back (its TTL counting from now) and expires on time, without
+    /// waiting for a client to touch the queue.
+    pub fn start_ttl(self: &Arc<Self>) {
+        let mut st = self.state();
+        if st.args.message_ttl.is_none() || st.ready.is_empty() {
+            return;
+        }
+        let head = self.drop_expired(&mut st);
+        self.arm_ttl_timer(&mut st, head);
+    }
+
     /// Makes sure a timer will drop the head when it expires at `head` (a deadline).
     pub(super) fn arm_ttl_timer(self: &Arc<Self>, st: &mut State, head: u64) {
-        if head >= ON_LOAD || st.ttl_timer {
+        if head == NEVER || st.ttl_timer {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
@@ -79,7 +83,7 @@ impl Queue {
     fn expire_head(&self) -> Option<u64> {
         let mut st = self.state();
         let head = self.drop_expired(&mut st);
-        if head >= ON_LOAD {
+        if head == NEVER {
             st.ttl_timer = false;
             return None;
         }
