@@ -16,7 +16,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
 use crate::TestBroker;
-use crate::support::{channel, publish_props, refused, table, text, within};
+use crate::support::{channel, message_count, publish_props, refused, table, text, within};
 
 fn delayed_type(kind: &str) -> FieldTable {
     table(&[("x-delayed-type", text(kind))])
@@ -46,21 +46,13 @@ fn delay(ms: i32, persistent: bool) -> BasicProperties {
     if persistent { p.with_delivery_mode(2) } else { p }
 }
 
-async fn count(ch: &Channel, queue: &str) -> u32 {
-    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-    within(ch.queue_declare(queue.into(), passive, FieldTable::default()))
-        .await
-        .expect("passive declare")
-        .message_count()
-}
-
 /// Waits (up to `limit`) until `queue` holds `n` messages.
 async fn wait_for(ch: &Channel, queue: &str, n: u32, limit: Duration) -> u32 {
     let start = Instant::now();
-    while count(ch, queue).await < n && start.elapsed() < limit {
+    while message_count(ch, queue).await < n && start.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    count(ch, queue).await
+    message_count(ch, queue).await
 }
 
 async fn drain(ch: &Channel, queue: &str) -> Vec<(String, BasicProperties)> {
@@ -86,7 +78,7 @@ async fn delayed_messages_arrive_after_their_delay_earliest_first() {
     publish_props(&ch, "later", "k", "now", BasicProperties::default()).await;
     publish_props(&ch, "later", "k", "zero", delay(0, false)).await;
     publish_props(&ch, "later", "other-key", "unbound", delay(100, false)).await;
-    assert_eq!(count(&ch, "later").await, 2, "only the undelayed ones so far");
+    assert_eq!(message_count(&ch, "later").await, 2, "only the undelayed ones so far");
     assert_eq!(wait_for(&ch, "later", 4, Duration::from_secs(5)).await, 4);
     let got = drain(&ch, "later").await;
     let bodies: Vec<&str> = got.iter().map(|(b, _)| b.as_str()).collect();
@@ -177,14 +169,14 @@ async fn persistent_delayed_messages_survive_a_restart_with_their_due_time() {
     assert_eq!(drain(&ch, "kept").await[0].0, "due-after");
     // The transient one was in memory only (as a transient message in a durable queue).
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(count(&ch, "kept").await, 0);
+    assert_eq!(message_count(&ch, "kept").await, 0);
     // Nothing comes back after another restart.
     drop((ch, conn));
     broker.restart();
     let conn = broker.connect().await;
     let ch = channel(&conn).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count(&ch, "kept").await, 0);
+    assert_eq!(message_count(&ch, "kept").await, 0);
 }
 
 #[tokio::test]
@@ -201,7 +193,7 @@ async fn a_kill_while_delayed_messages_fall_due_loses_and_duplicates_nothing() {
             publish_props(&ch, "crashy", "k", &format!("m{i}"), delay(ms, true)).await;
         }
         // Killed while some are due and moving to the queue, others still held.
-        while count(&ch, "crashy").await < (n / 3) as u32 {
+        while message_count(&ch, "crashy").await < (n / 3) as u32 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

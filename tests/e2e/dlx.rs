@@ -21,7 +21,7 @@ use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
 use crate::TestBroker;
 use crate::broker::external;
-use crate::support::{channel, publish_props, refused, table, text, within};
+use crate::support::{channel, message_count, publish_props, refused, table, text, within};
 
 async fn queue(ch: &Channel, name: &str, durable: bool, args: FieldTable) {
     let _ = within(ch.queue_delete(name.into(), QueueDeleteOptions::default())).await;
@@ -55,23 +55,15 @@ fn dlx(exchange: &str, key: Option<&str>, more: &[(&str, AMQPValue)]) -> FieldTa
     t
 }
 
-async fn count(ch: &Channel, queue: &str) -> u32 {
-    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-    within(ch.queue_declare(queue.into(), passive, FieldTable::default()))
-        .await
-        .expect("passive declare")
-        .message_count()
-}
-
 /// Waits (up to 5 s) for `queue` to hold `n` messages: dead-lettering is asynchronous.
 async fn wait_count(ch: &Channel, queue: &str, n: u32) -> u32 {
     for _ in 0..100 {
-        if count(ch, queue).await == n {
+        if message_count(ch, queue).await == n {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    count(ch, queue).await
+    message_count(ch, queue).await
 }
 
 type Got = (String, String, BasicProperties, String);
@@ -183,7 +175,7 @@ async fn rabbit_rejected_messages_carry_their_death() {
     queue(&ch, "dlx-r-none", false, FieldTable::default()).await;
     publish_props(&ch, "", "dlx-r-none", "x", BasicProperties::default()).await;
     get_and_reject(&ch, "dlx-r-none").await;
-    assert_eq!(count(&ch, "dlx-r-none").await, 0);
+    assert_eq!(message_count(&ch, "dlx-r-none").await, 0);
     for q in ["dlx-r", "dlx-r-src", "dlx-r-none"] {
         let _ = ch.queue_delete(q.into(), QueueDeleteOptions::default()).await;
     }
@@ -278,7 +270,7 @@ async fn rabbit_expired_and_overflowing_messages_are_dead_lettered() {
     let (_, _, p, body) = get(&ch, "dlx-e").await.expect("refused copy");
     assert_eq!(body, "p2");
     assert_eq!(field(&deaths(&p)[0], "reason").as_deref(), Some("maxlen"));
-    assert_eq!(count(&ch, "dlx-e-rpd").await, 1);
+    assert_eq!(message_count(&ch, "dlx-e-rpd").await, 1);
     for q in ["dlx-e", "dlx-e-ttl", "dlx-e-max", "dlx-e-rpd"] {
         let _ = ch.queue_delete(q.into(), QueueDeleteOptions::default()).await;
     }
@@ -309,12 +301,12 @@ async fn rabbit_repeated_deaths_count_and_automatic_cycles_are_dropped() {
     queue(&ch, "dlx-cyc", false, dlx("", None, &ttl)).await;
     publish_props(&ch, "", "dlx-cyc", "c", BasicProperties::default()).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(count(&ch, "dlx-cyc").await, 0);
+    assert_eq!(message_count(&ch, "dlx-cyc").await, 0);
     // A missing dead-letter exchange: dropped, no error.
     queue(&ch, "dlx-gone", false, dlx("no-such-exchange", None, &[])).await;
     publish_props(&ch, "", "dlx-gone", "g", BasicProperties::default()).await;
     get_and_reject(&ch, "dlx-gone").await;
-    assert_eq!(count(&ch, "dlx-gone").await, 0);
+    assert_eq!(message_count(&ch, "dlx-gone").await, 0);
     for q in ["dlx-c1", "dlx-c2", "dlx-cyc", "dlx-gone"] {
         let _ = ch.queue_delete(q.into(), QueueDeleteOptions::default()).await;
     }
@@ -376,7 +368,7 @@ async fn dead_lettered_persistent_messages_survive_a_restart_once() {
     drop(ch);
     broker.restart();
     let (_conn, ch) = open(&broker).await;
-    assert_eq!(count(&ch, "dlx-p-src").await + count(&ch, "dlx-p").await, 0);
+    assert_eq!(message_count(&ch, "dlx-p-src").await + message_count(&ch, "dlx-p").await, 0);
 }
 
 #[tokio::test]
@@ -415,7 +407,7 @@ async fn a_kill_during_dead_lettering_loses_and_duplicates_nothing() {
         rejected
     });
     let (_probe, pch) = open(&broker).await;
-    while count(&pch, "dlx-k").await < (n / 3) as u32 {
+    while message_count(&pch, "dlx-k").await < (n / 3) as u32 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Past the store's sync period: the first moves are on disk, later ones not yet.
@@ -464,7 +456,7 @@ async fn a_kill_while_messages_expire_into_a_dead_letter_queue_loses_and_duplica
             assert!(within(c).await.expect("confirm").is_ack());
         }
         // Killed while the TTL timer moves them to the dead-letter queue.
-        while count(&ch, "dlx-t").await == 0 {
+        while message_count(&ch, "dlx-t").await == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -475,5 +467,5 @@ async fn a_kill_while_messages_expire_into_a_dead_letter_queue_loses_and_duplica
     let dead = drain(&ch, "dlx-t").await;
     let unique: BTreeSet<&String> = dead.iter().collect();
     assert_eq!((dead.len(), unique.len()), (n, n), "each message once");
-    assert_eq!(count(&ch, "dlx-t-src").await, 0);
+    assert_eq!(message_count(&ch, "dlx-t-src").await, 0);
 }

@@ -14,7 +14,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
 use crate::TestBroker;
-use crate::support::{channel, publish_props, table, text, within};
+use crate::support::{channel, message_count, publish_props, table, text, within};
 
 /// Runs `warren ctl ARGS` against `broker`; (success, stdout, stderr).
 fn ctl(broker: &TestBroker, args: &[&str]) -> (bool, String, String) {
@@ -40,14 +40,6 @@ async fn declare(ch: &Channel, name: &str, args: FieldTable) {
         .expect("queue.declare");
 }
 
-async fn count(ch: &Channel, queue: &str) -> u32 {
-    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-    within(ch.queue_declare(queue.into(), passive, FieldTable::default()))
-        .await
-        .expect("passive declare")
-        .message_count()
-}
-
 async fn fill(ch: &Channel, queue: &str, n: usize) {
     for i in 0..n {
         publish_props(ch, "", queue, &format!("m{i}"), BasicProperties::default()).await;
@@ -63,23 +55,23 @@ async fn a_policy_applies_to_matching_queues_at_once_and_goes_when_cleared() {
     declare(&ch, "other", FieldTable::default()).await;
     fill(&ch, "pol.old", 5).await;
     set_policy(&broker, &["--apply-to", "queues", "limit", "^pol\\.", r#"{"max-length":2}"#]);
-    assert_eq!(count(&ch, "pol.old").await, 2, "an existing queue is cut to the new limit");
+    assert_eq!(message_count(&ch, "pol.old").await, 2, "an existing queue is cut to the new limit");
     declare(&ch, "pol.new", FieldTable::default()).await;
     fill(&ch, "pol.new", 5).await;
     fill(&ch, "other", 5).await;
-    assert_eq!((count(&ch, "pol.new").await, count(&ch, "other").await), (2, 5));
+    assert_eq!((message_count(&ch, "pol.new").await, message_count(&ch, "other").await), (2, 5));
     let (ok, listed, _) = ctl(&broker, &["list_policies"]);
     assert!(ok && listed.contains("limit\t^pol\\.\tqueues\t{\"max-length\":2}\t0"), "{listed}");
     // A higher priority one wins.
     set_policy(&broker, &["--priority", "5", "bigger", "^pol\\.new$", r#"{"max-length":4}"#]);
     fill(&ch, "pol.new", 5).await;
-    assert_eq!(count(&ch, "pol.new").await, 4);
+    assert_eq!(message_count(&ch, "pol.new").await, 4);
     assert!(ctl(&broker, &["clear_policy", "bigger"]).0);
-    assert_eq!(count(&ch, "pol.new").await, 2, "the lower-priority policy applies again");
+    assert_eq!(message_count(&ch, "pol.new").await, 2, "the lower-priority policy applies again");
     assert!(ctl(&broker, &["clear_policy", "limit"]).0);
     // Back to the lower policy when the higher goes (cut to 2), then no limit at all.
     fill(&ch, "pol.new", 3).await;
-    assert_eq!(count(&ch, "pol.new").await, 5, "no limit any more");
+    assert_eq!(message_count(&ch, "pol.new").await, 5, "no limit any more");
     let (ok, _, err) = ctl(&broker, &["clear_policy", "limit"]);
     assert!(!ok && err.contains("404"), "{err}");
 }
@@ -107,9 +99,9 @@ async fn limits_take_the_lower_value_and_arguments_win_the_rest() {
     ]);
     declare(&ch, "prec.arg", args).await;
     fill(&ch, "prec.arg", 6).await;
-    assert_eq!(count(&ch, "prec.arg").await, 3, "the argument's lower limit");
+    assert_eq!(message_count(&ch, "prec.arg").await, 3, "the argument's lower limit");
     // The argument's dead-letter target wins: the three pushed out went there.
-    assert_eq!(count(&ch, "dead-arg").await, 3);
+    assert_eq!(message_count(&ch, "dead-arg").await, 3);
     declare(&ch, "prec.none", FieldTable::default()).await;
     fill(&ch, "prec.none", 1).await;
     let m = within(ch.basic_get("prec.none".into(), BasicGetOptions::default()))
@@ -121,7 +113,7 @@ async fn limits_take_the_lower_value_and_arguments_win_the_rest() {
         .expect("reject");
     let mut dead = 0;
     for _ in 0..100 {
-        dead = count(&ch, "dead-policy").await;
+        dead = message_count(&ch, "dead-policy").await;
         if dead == 1 {
             break;
         }
@@ -147,7 +139,7 @@ async fn ttl_and_alternate_exchange_by_policy_and_policies_survive_a_restart() {
             .expect("declare");
         fill(&ch, "short", 2).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(count(&ch, "short").await, 0, "expired by the policy's TTL");
+        assert_eq!(message_count(&ch, "short").await, 0, "expired by the policy's TTL");
     }
     broker.restart();
     let (ok, listed, _) = ctl(&broker, &["list_policies"]);
@@ -156,7 +148,7 @@ async fn ttl_and_alternate_exchange_by_policy_and_policies_survive_a_restart() {
     let ch = channel(&conn).await;
     fill(&ch, "short", 1).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(count(&ch, "short").await, 0, "the policy still applies after the restart");
+    assert_eq!(message_count(&ch, "short").await, 0, "the policy still applies after the restart");
     for (name, kind) in [("routed", ExchangeKind::Direct), ("catch", ExchangeKind::Fanout)] {
         within(ch.exchange_declare(
             name.into(),
@@ -186,7 +178,7 @@ async fn ttl_and_alternate_exchange_by_policy_and_policies_survive_a_restart() {
     .await
     .expect("publish");
     assert!(within(confirm).await.expect("confirm").is_ack());
-    assert_eq!(count(&ch, "caught").await, 1, "unroutable went to the policy's alternate");
+    assert_eq!(message_count(&ch, "caught").await, 1, "unroutable went to the policy's alternate");
 }
 
 #[tokio::test]

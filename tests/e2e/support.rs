@@ -81,3 +81,12 @@ pub fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
 pub fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(s.into())
 }
+
+/// A queue's ready messages, by a passive declare.
+pub async fn message_count(ch: &Channel, queue: &str) -> u32 {
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    within(ch.queue_declare(queue.into(), passive, FieldTable::default()))
+        .await
+        .expect("passive declare")
+        .message_count()
+}

@@ -14,7 +14,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 
 use crate::TestBroker;
-use crate::support::{channel, code, table, within};
+use crate::support::{channel, code, message_count, table, within};
 
 async fn declare(ch: &Channel, name: &str, durable: bool, args: FieldTable) {
     let o = QueueDeclareOptions { durable, ..Default::default() };
@@ -32,14 +32,6 @@ async fn publish(ch: &Channel, queue: &str, body: &str, props: BasicProperties) 
     .await
     .expect("publish");
     assert!(within(c).await.expect("confirm").is_ack());
-}
-
-async fn count(ch: &Channel, queue: &str) -> u32 {
-    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-    within(ch.queue_declare(queue.into(), passive, FieldTable::default()))
-        .await
-        .expect("passive declare")
-        .message_count()
 }
 
 async fn get(ch: &Channel, queue: &str) -> Option<String> {
@@ -67,9 +59,9 @@ async fn expired_messages_are_dropped_and_never_delivered() {
     for i in 0..3 {
         publish(&ch, "qttl", &format!("m{i}"), BasicProperties::default()).await;
     }
-    assert_eq!(count(&ch, "qttl").await, 3);
+    assert_eq!(message_count(&ch, "qttl").await, 3);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(count(&ch, "qttl").await, 0, "dropped by the timer, untouched");
+    assert_eq!(message_count(&ch, "qttl").await, 0, "dropped by the timer, untouched");
     // Per message, and the lower of the two wins; the one without expiration stays.
     declare(&ch, "mttl", false, ttl(60_000)).await;
     publish(&ch, "mttl", "short", expiring("100")).await;
@@ -86,7 +78,7 @@ async fn ttl_zero_goes_only_to_a_consumer_that_takes_it_at_once() {
     let ch = channel(&conn).await;
     declare(&ch, "zero", false, ttl(0)).await;
     publish(&ch, "zero", "nobody", BasicProperties::default()).await;
-    assert_eq!(count(&ch, "zero").await, 0, "no consumer: dropped");
+    assert_eq!(message_count(&ch, "zero").await, 0, "no consumer: dropped");
     let cch = within(conn.create_channel()).await.expect("channel");
     let mut consumer = within(cch.basic_consume(
         "zero".into(),
@@ -117,7 +109,11 @@ async fn requeued_messages_keep_their_deadline() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     m.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.expect("nack");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(count(&ch, "requeue").await, 0, "expired while unacked: dropped once requeued");
+    assert_eq!(
+        message_count(&ch, "requeue").await,
+        0,
+        "expired while unacked: dropped once requeued"
+    );
 }
 
 #[tokio::test]
@@ -145,7 +141,7 @@ async fn a_paged_out_backlog_expires_without_being_read() {
         assert!(c.await.expect("confirm").is_ack());
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(count(&ch, "paged").await, 0);
+    assert_eq!(message_count(&ch, "paged").await, 0);
     assert_eq!(get(&ch, "paged").await, None);
 }
 

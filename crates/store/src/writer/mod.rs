@@ -183,17 +183,7 @@ impl Writer {
         if fsync && let Err(e) = self.seg.sync(&self.io, &self.dir) {
             self.fail(&e);
         }
-        let mut failures = Vec::new();
-        for (id, q) in &mut self.queues {
-            if q.pending()
-                && let Err(e) = q.flush(&self.io, &self.dir, *id, fsync, acks)
-            {
-                failures.push(e);
-            }
-        }
-        for e in &failures {
-            self.fail(e);
-        }
+        self.flush_queues(fsync, acks);
         if fsync {
             self.last_sync = Instant::now();
         }
@@ -316,21 +306,27 @@ impl Writer {
             self.remove(queue, seq);
         }
         self.moving = moving;
+        // A queue whose write fails is rewritten from its live entries (without the moved
+        // ones) by the next batch.
+        self.flush_queues(false, false);
+        if std::mem::take(&mut self.failed) {
+            self.shared.epoch.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Writes every queue's pending index and ack records (fsyncing as asked); failures are
+    /// noted for the epoch.
+    fn flush_queues(&mut self, fsync: bool, acks: bool) {
         let mut failures = Vec::new();
         for (id, q) in &mut self.queues {
-            // A failed one is rewritten from its live entries (without the moved ones) by the
-            // next batch.
             if q.pending()
-                && let Err(e) = q.flush(&self.io, &self.dir, *id, false, false)
+                && let Err(e) = q.flush(&self.io, &self.dir, *id, fsync, acks)
             {
                 failures.push(e);
             }
         }
         for e in &failures {
             self.fail(e);
-        }
-        if std::mem::take(&mut self.failed) {
-            self.shared.epoch.fetch_add(1, Ordering::Release);
         }
     }
 
