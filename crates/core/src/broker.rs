@@ -87,7 +87,8 @@ impl Broker {
                 let exchanges = d.exchanges.iter().filter_map(|e| e.store_id);
                 d.queues.iter().map(|q| q.id).chain(exchanges).max()
             })
-            .map_or(1, |m| m + 1);
+            .map_or(1, |m| m + 1)
+            .max(recovery.definitions.as_ref().map_or(0, |d| d.next_queue_id));
         let persistence = Persistence::new(store, next_queue_id);
         let broker =
             Arc::new(Broker { persistence: Some(persistence.clone()), ..Broker::default() });
@@ -183,6 +184,7 @@ impl Broker {
             defs.vhosts.push(v.name.clone());
             v.durable_definitions(&mut defs);
         }
+        defs.next_queue_id = self.persistence.as_ref().map_or(0, |p| p.next_queue_id());
         defs
     }
 

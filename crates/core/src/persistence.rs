@@ -37,6 +37,12 @@ impl Persistence {
         self.next_queue_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The next id [`Persistence::queue_id`] gives (saved with the definitions: ids are never
+    /// reused).
+    pub(crate) fn next_queue_id(&self) -> QueueId {
+        self.next_queue_id.load(Ordering::Relaxed)
+    }
+
     /// Writes the definitions snapshot (synchronously: a declare is answered after its
     /// definition is on disk). The snapshot is taken under the store's definitions lock, so
     /// that of two concurrent changes the one saved last is the newer state: a snapshot taken

@@ -140,11 +140,6 @@ impl Policy {
         if definition.is_empty() {
             return Err(fail("no policy settings given".into()));
         }
-        if definition.get("dead-letter-routing-key").is_some()
-            && definition.get("dead-letter-exchange").is_none()
-        {
-            return Err(fail("dead-letter-routing-key requires dead-letter-exchange".into()));
-        }
         for (k, v) in definition.iter() {
             check_key(k, v).map_err(fail)?;
         }
@@ -213,12 +208,15 @@ pub fn queue_settings(
             _ => declared.overflow,
         };
     }
-    let dlx = declared_dlx.or_else(|| {
-        let exchange = def.get("dead-letter-exchange").and_then(FieldValue::as_str)?;
-        let routing_key =
-            def.get("dead-letter-routing-key").and_then(FieldValue::as_str).map(ShortStr::from);
-        Some(DeadLetterTo { exchange: exchange.into(), routing_key })
-    });
+    // Each resolved on its own, the argument winning (RabbitMQ looks them up separately).
+    let pol = |k: &str| def.get(k).and_then(FieldValue::as_str).map(ShortStr::from);
+    let exchange =
+        declared_dlx.as_ref().map(|d| d.exchange.clone()).or_else(|| pol("dead-letter-exchange"));
+    let routing_key = declared_dlx
+        .as_ref()
+        .and_then(|d| d.routing_key.clone())
+        .or_else(|| pol("dead-letter-routing-key"));
+    let dlx = exchange.map(|exchange| DeadLetterTo { exchange, routing_key });
     (args, dlx)
 }
 
@@ -257,7 +255,6 @@ mod tests {
         assert!(bad(FieldTable::new().with("nonsense", "x")).contains("not recognised"));
         assert!(bad(FieldTable::new().with("max-length", "ten")).contains("max-length"));
         assert!(bad(FieldTable::new().with("overflow", "drop-tail")).contains("overflow"));
-        assert!(bad(FieldTable::new().with("dead-letter-routing-key", "k")).contains("requires"));
         assert!(
             Policy::new(
                 "p",
@@ -298,5 +295,10 @@ mod tests {
         let none = FieldTable::new();
         let (_, dlx) = queue_settings(&none, QueueArgs::default(), Some(&p));
         assert_eq!(&*dlx.unwrap().exchange, "from-policy");
+        // The exchange from the argument, the routing key from the policy.
+        let keyed = policy("k", ".*", 0, FieldTable::new().with("dead-letter-routing-key", "pk"));
+        let (_, dlx) = queue_settings(&args, declared, Some(&keyed));
+        let dlx = dlx.unwrap();
+        assert_eq!((&*dlx.exchange, dlx.routing_key.as_deref()), ("from-arg", Some("pk")));
     }
 }

@@ -130,6 +130,9 @@ pub struct VHost {
     me: Weak<VHost>,
     /// Its policies, sorted by name.
     policies: RwLock<Vec<Policy>>,
+    /// Serializes policy changes, each with its re-application (the last change applied is
+    /// the last made).
+    policy_change: std::sync::Mutex<()>,
 }
 
 /// What queue.declare answers.
@@ -184,6 +187,7 @@ impl VHost {
             persistence,
             me,
             policies: RwLock::default(),
+            policy_change: std::sync::Mutex::default(),
         };
         {
             let mut ex = write(&v.exchanges);
@@ -767,6 +771,7 @@ impl VHost {
     /// Sets (adds or replaces) a policy: it applies at once to every queue and exchange of the
     /// vhost, and is durable.
     pub fn set_policy(&self, p: Policy) -> Result<()> {
+        let _one_at_a_time = self.policy_change.lock().unwrap_or_else(|p| p.into_inner());
         self.insert_policy(p);
         self.reapply_policies();
         self.persisted(true)
@@ -774,6 +779,7 @@ impl VHost {
 
     /// Clears a policy; 404 if there is none of that name.
     pub fn clear_policy(&self, name: &str) -> Result<()> {
+        let _one_at_a_time = self.policy_change.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut ps = write(&self.policies);
             let Ok(i) = ps.binary_search_by(|x| x.name.as_str().cmp(name)) else {

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -152,21 +154,30 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
 }
 
+/// The longest request line read (a definition is small).
+const MAX_REQUEST: u64 = 64 * 1024;
+
 async fn answer(broker: Arc<Broker>, stream: tokio::net::UnixStream) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(read);
-    if reader.read_line(&mut line).await.is_err() {
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
+    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await;
+    if !matches!(read, Ok(Ok(_))) {
         return;
     }
-    let fields: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
-    let reply = match execute(&broker, &fields) {
-        Ok(mut out) => {
-            out.push_str("ok\n");
-            out
+    // Re-applying policies and saving the definitions (an fsync) are blocking work.
+    let reply = tokio::task::spawn_blocking(move || {
+        let fields: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
+        match execute(&broker, &fields) {
+            Ok(mut out) => {
+                out.push_str("ok\n");
+                out
+            }
+            Err(e) => format!("error: {} {}\n", e.code, e.text.replace('\n', "\\n")),
         }
-        Err(e) => format!("error: {} {}\n", e.code, e.text.replace('\n', "\\n")),
-    };
+    })
+    .await
+    .unwrap_or_else(|e| format!("error: 541 {e}\n"));
     let _ = write.write_all(reply.as_bytes()).await;
 }
 

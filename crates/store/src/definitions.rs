@@ -118,6 +118,9 @@ pub struct Definitions {
     pub queues: Vec<QueueDef>,
     /// Bindings between durable things.
     pub bindings: Vec<BindingDef>,
+    /// The next id for a queue's (or delayed exchange's) files: ids are never reused, so that
+    /// a moved entry's origin never names a later queue.
+    pub next_queue_id: u64,
 }
 
 fn s(v: &str) -> FieldValue {
@@ -166,6 +169,10 @@ impl Fields<'_> {
 impl Definitions {
     fn records(&self) -> Vec<FieldTable> {
         let mut out = Vec::new();
+        if self.next_queue_id > 0 {
+            let id = FieldValue::I64(self.next_queue_id as i64);
+            out.push(FieldTable::new().with("kind", s("ids")).with("next_queue_id", id));
+        }
         for v in &self.vhosts {
             out.push(FieldTable::new().with("kind", s("vhost")).with("name", s(v)));
         }
@@ -289,6 +296,9 @@ impl Definitions {
                     arguments: f.table("arguments")?,
                     store_id: table.get("id").and_then(FieldValue::as_i64).map(|id| id as u64),
                 }),
+                "ids" => {
+                    defs.next_queue_id = f.u64("next_queue_id")?;
+                }
                 "policy" => defs.policies.push(PolicyDef {
                     vhost: f.str("vhost")?,
                     name: f.str("name")?,
@@ -337,6 +347,7 @@ mod tests {
         let dir = crate::tests::temp_dir("defs");
         assert_eq!(Definitions::load(&dir).unwrap(), None);
         let defs = Definitions {
+            next_queue_id: 12,
             vhosts: vec!["/".into(), "dev".into()],
             users: vec![UserDef {
                 name: "guest".into(),

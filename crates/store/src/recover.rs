@@ -311,6 +311,7 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         let mut files = QueueFiles::recovered(dir, id);
         files.live = live;
         files.idx_records = idx_records;
+        files.next_seq = next_seq;
         queues.insert(id, files);
         messages.insert(id, RecoveredQueue { messages: recovered, next_seq });
     }

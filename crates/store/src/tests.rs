@@ -460,3 +460,51 @@ fn an_interrupted_move_is_undone_as_a_whole_chain_included() {
     store.close();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_move_in_a_failed_batch_is_never_committed() {
+    let dir = temp_dir("movefail");
+    let (faults, opts) = faulty();
+    let (store, _) = open(&dir, opts);
+    store.save_definitions(&defs(&[1, 2])).unwrap();
+    publish(&store, 1, 0, "m");
+    sync(&store);
+    // The copy's segment write tears: the copy is lost, so the move must not commit, even
+    // when the next batch succeeds.
+    faults.fail_writes(0, 1, true);
+    move_to(&store, (1, 0), &[(2, 0)], &"dead".repeat(100));
+    sync(&store);
+    publish(&store, 2, 1, "later");
+    sync(&store);
+    sync(&store);
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert_eq!(bodies(&store, &rec, 1), vec![("m".into(), false)], "the source keeps it");
+    assert_eq!(bodies(&store, &rec, 2), vec![("later".into(), false)]);
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn positions_are_never_reused_after_a_compaction() {
+    let dir = temp_dir("highwater");
+    let (store, _) = open(&dir, StoreOptions::default());
+    store.save_definitions(&defs(&[1])).unwrap();
+    for seq in 0..5000 {
+        let s = store.append(msg("x"), 1);
+        store.enqueue(1, seq, s.id);
+    }
+    sync(&store);
+    for seq in 0..5000 {
+        store.remove(1, seq);
+    }
+    // Emptied with thousands of records: the index is rewritten empty.
+    sync(&store);
+    sync(&store);
+    store.close();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    assert!(bodies(&store, &rec, 1).is_empty());
+    assert_eq!(rec.queues.get(&1).map(|q| q.next_seq), Some(5000), "the high-water mark survives");
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

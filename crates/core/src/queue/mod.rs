@@ -416,15 +416,33 @@ impl Queue {
     pub fn apply_policy(self: &Arc<Self>, policy: Option<&crate::policy::Policy>) {
         let (args, dead_letter) =
             crate::policy::queue_settings(&self.options.arguments, self.args, policy);
-        let mut st = self.state();
-        st.args = args;
-        st.dead_letter = dead_letter;
-        st.policy = policy.map(|p| p.name.clone());
-        self.drop_head(&mut st);
-        if args.message_ttl.is_some() {
-            // Messages already queued keep their deadlines (as RabbitMQ); new ones get the TTL.
-            let head = self.drop_expired(&mut st);
-            self.arm_ttl_timer(&mut st, head);
+        {
+            let mut st = self.state();
+            st.args = args;
+            st.dead_letter = dead_letter;
+            st.policy = policy.map(|p| p.name.clone());
+            if args.message_ttl.is_some() {
+                // Messages already queued keep their deadlines (as RabbitMQ); new ones get
+                // the TTL.
+                let head = self.drop_expired(&mut st);
+                self.arm_ttl_timer(&mut st, head);
+            }
+        }
+        // A lower limit cuts the queue: in chunks, the lock released (and what was cut
+        // dead-lettered) between them, so a large backlog is never read back all at once.
+        loop {
+            let mut st = self.state();
+            if st.args.overflow != Overflow::DropHead {
+                return;
+            }
+            for _ in 0..READ_AHEAD * 16 {
+                if !st.args.over(st.ready.len(), st.ready_bytes) {
+                    return;
+                }
+                if !self.discard_front(&mut st, Reason::MaxLen) {
+                    return;
+                }
+            }
         }
     }
 

@@ -77,7 +77,8 @@ pub(crate) struct Writer {
     /// Live index entries per segment; a segment at zero (other than the current) is deleted.
     pub refs: HashMap<u32, u64>,
     /// Appended messages still waiting for some of their index entries.
-    pub recent: HashMap<u64, (Location, u32)>,
+    /// (where, enqueues still to come, the failure epoch when it was written).
+    pub recent: HashMap<u64, (Location, u32, u64)>,
     pub queues: HashMap<QueueId, QueueFiles>,
     pub done: Vec<Done>,
     pub last_sync: Instant,
@@ -90,8 +91,9 @@ pub(crate) struct Writer {
     /// When the ack logs were last fsync'd (they are not on every confirm's sync).
     pub last_ack_sync: Instant,
     /// Entries moved elsewhere (dead-lettered) whose removal waits until the index entries
-    /// that moved them are fsync'd: their removal is the move's commit.
-    pub moving: Vec<(QueueId, u64)>,
+    /// that moved them are fsync'd: their removal is the move's commit. With the failure epoch
+    /// when the copy's record was written: a move is committed only if no write failed since.
+    pub moving: Vec<(QueueId, u64, u64)>,
     /// Failures not logged yet (the log is kept to a line every few seconds).
     pub unlogged: u64,
     pub last_log: Option<Instant>,
@@ -207,9 +209,10 @@ impl Writer {
                 self.append(id, &head, &message, loc, enqueues)
             }
             Request::Enqueue { queue, seq, id, extra } => {
+                let written = self.recent.get(&id).map(|e| e.2);
                 self.enqueue(queue, seq, id, extra);
-                if let Extra::Origin(from, at) = extra {
-                    self.moving.push((from, at));
+                if let (Extra::Origin(from, at), Some(epoch)) = (extra, written) {
+                    self.moving.push((from, at, epoch));
                 }
                 Ok(())
             }
@@ -242,7 +245,7 @@ impl Writer {
         enqueues: u32,
     ) -> Result<(), StoreError> {
         // Tracked first: whatever happens to the write, the enqueues that follow find it.
-        self.recent.insert(id, (loc, enqueues));
+        self.recent.insert(id, (loc, enqueues, self.shared.epoch.load(Ordering::Acquire)));
         self.written.push((loc.seg, loc.offset));
         if loc.seg != self.seg.n {
             self.roll_to(loc.seg)?;
@@ -265,7 +268,7 @@ impl Writer {
             old.write_out(&self.io, &self.dir).and_then(|()| old.sync(&self.io, &self.dir));
         let old = old.n;
         if self.refs.get(&old).copied().unwrap_or(0) == 0
-            && !self.recent.values().any(|(l, _)| l.seg == old)
+            && !self.recent.values().any(|(l, _, _)| l.seg == old)
         {
             self.delete_segment(old);
         }
@@ -302,8 +305,20 @@ impl Writer {
     /// copies instead (see `recover`): a move is all or nothing.
     fn commit_moves(&mut self) {
         let mut moving = std::mem::take(&mut self.moving);
-        for (queue, seq) in moving.drain(..) {
-            self.remove(queue, seq);
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        let mut abandoned = 0;
+        for (queue, seq, written) in moving.drain(..) {
+            if written == epoch {
+                self.remove(queue, seq);
+            } else {
+                // A write failed since the copy's record was written: it may be lost. The
+                // move is never committed: the source keeps the message, and recovery drops
+                // the copy (at-least-once after a disk failure).
+                abandoned += 1;
+            }
+        }
+        if abandoned > 0 {
+            warn!("{abandoned} dead-letter move(s) not committed after a failed write");
         }
         self.moving = moving;
         // A queue whose write fails is rewritten from its live entries (without the moved
@@ -359,7 +374,7 @@ impl Writer {
         }
         let refs = self.refs.entry(seg).or_insert(1);
         *refs = refs.saturating_sub(1);
-        if *refs == 0 && seg != self.seg.n && !self.recent.values().any(|(l, _)| l.seg == seg) {
+        if *refs == 0 && seg != self.seg.n && !self.recent.values().any(|(l, _, _)| l.seg == seg) {
             self.delete_segment(seg);
         }
     }
@@ -395,7 +410,7 @@ impl Writer {
             .map(|(seg, _)| *seg)
             .collect();
         for seg in empty {
-            if !self.recent.values().any(|(l, _)| l.seg == seg) {
+            if !self.recent.values().any(|(l, _, _)| l.seg == seg) {
                 self.delete_segment(seg);
             }
         }

@@ -104,6 +104,10 @@ pub(crate) struct QueueFiles {
     pub removed: usize,
     /// Records in the index file (live or not).
     pub idx_records: u64,
+    /// The first position never used: kept across rewrites (a removal mark for the position
+    /// before it), so that positions are never reused and a moved entry's origin never names
+    /// a later message.
+    pub next_seq: u64,
     /// The index was written since its last fsync.
     idx_dirty: bool,
     /// The ack log was written since its last fsync.
@@ -122,6 +126,7 @@ impl QueueFiles {
             live: VecDeque::new(),
             removed: 0,
             idx_records: 0,
+            next_seq: 0,
             idx_dirty: false,
             ack_dirty: false,
             rewrite: true,
@@ -153,6 +158,7 @@ impl QueueFiles {
         let (payload, len) = index_payload(seq, loc, extra);
         record::frame(&mut self.idx_buf, &payload[..len]);
         self.idx_records += 1;
+        self.next_seq = self.next_seq.max(seq + 1);
         self.live.push_back(LiveEntry { seq, loc, removed: false, delivered: false, extra });
     }
 
@@ -239,6 +245,10 @@ impl QueueFiles {
             if e.delivered {
                 record::frame(&mut ack, &ack_payload(ACK_DELIVERED, e.seq));
             }
+        }
+        // The high-water mark of positions survives the rewrite (recovery reads it back).
+        if self.next_seq > 0 && self.live.back().is_none_or(|e| e.seq + 1 < self.next_seq) {
+            record::frame(&mut ack, &ack_payload(ACK_REMOVED, self.next_seq - 1));
         }
         // The old files are closed first (nothing more goes to them).
         self.files = None;
