@@ -25,5 +25,6 @@ mod rpc;
 mod scale;
 mod support;
 mod ttl;
+mod vhost_limits;
 
 pub use broker::TestBroker;

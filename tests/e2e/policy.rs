@@ -3,7 +3,6 @@
 //! limits and TTLs take the lower of policy and argument, arguments win the rest; policies are
 //! durable and validated.
 
-use std::process::Command;
 use std::time::Duration;
 
 use lapin::options::{
@@ -14,20 +13,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
 use crate::TestBroker;
-use crate::support::{channel, message_count, publish_props, table, text, within};
-
-/// Runs `warren ctl ARGS` against `broker`; (success, stdout, stderr).
-fn ctl(broker: &TestBroker, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .arg("--data-dir")
-        .arg(&broker.data_dir)
-        .arg("ctl")
-        .args(args)
-        .output()
-        .expect("run warren ctl");
-    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-    (out.status.success(), text(out.stdout), text(out.stderr))
-}
+use crate::support::{channel, ctl, message_count, publish_props, table, text, within};
 
 fn set_policy(broker: &TestBroker, args: &[&str]) {
     let (ok, out, err) = ctl(broker, &[&["set_policy"], args].concat());

@@ -90,3 +90,16 @@ pub async fn message_count(ch: &Channel, queue: &str) -> u32 {
         .expect("passive declare")
         .message_count()
 }
+
+/// Runs `warren ctl ARGS` against `broker`; (success, stdout, stderr).
+pub fn ctl(broker: &crate::TestBroker, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .arg("--data-dir")
+        .arg(&broker.data_dir)
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("run warren ctl");
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}

@@ -112,6 +112,15 @@ impl Broker {
                         loopback_only: u.loopback_only,
                     });
                 }
+                for (v, limits) in &defs.vhost_limits {
+                    match (broker.vhost(v), crate::limits::VhostLimits::parse(limits)) {
+                        (Some(v), Ok(l)) => v.restore_limits(l),
+                        (_, Err(e)) => {
+                            tracing::warn!(vhost = %v, "skipping vhost limits: {}", e.text)
+                        }
+                        _ => {}
+                    }
+                }
                 for p in &defs.policies {
                     if let Some(v) = broker.vhost(&p.vhost) {
                         v.restore_policy(p);

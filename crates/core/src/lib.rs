@@ -10,6 +10,7 @@
 //! - [`dead_letter`]: dead-lettering: the `x-death` history, cycles, the move to other queues.
 //! - [`delayed`]: `x-delayed-message` exchanges: messages held until their `x-delay` is over.
 //! - [`expiry`]: `x-expires`, queues deleted once unused for a while.
+//! - [`limits`]: vhost limits (`max-connections`, `max-queues`).
 //! - [`exchange`]: exchange records and one router per exchange type.
 //! - [`queue`]: queues, consumers, prefetch windows and the events sent to connections.
 //! - [`message`]: the shared message.
@@ -24,6 +25,7 @@ pub mod delayed;
 pub mod error;
 pub mod exchange;
 pub mod expiry;
+pub mod limits;
 pub mod message;
 pub mod persistence;
 pub mod policy;

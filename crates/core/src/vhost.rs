@@ -15,6 +15,7 @@ use crate::dead_letter::DeadLetterTo;
 use crate::delayed::{self, Delayed};
 use crate::error::{AmqpError, Result};
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions, headers};
+use crate::limits::VhostLimits;
 use crate::persistence::Persistence;
 use crate::policy::{self, Policy};
 use crate::queue::{ConnectionId, Durable, Queue, QueueArgs, QueueOptions, quorum};
@@ -133,6 +134,10 @@ pub struct VHost {
     /// Serializes policy changes, each with its re-application (the last change applied is
     /// the last made).
     policy_change: std::sync::Mutex<()>,
+    /// Its limits (`set_vhost_limits`).
+    limits: RwLock<VhostLimits>,
+    /// Client connections open on it (counted against `max-connections`).
+    pub(crate) connections: AtomicU64,
 }
 
 /// What queue.declare answers.
@@ -188,6 +193,8 @@ impl VHost {
             me,
             policies: RwLock::default(),
             policy_change: std::sync::Mutex::default(),
+            limits: RwLock::default(),
+            connections: AtomicU64::new(0),
         };
         {
             let mut ex = write(&v.exchanges);
@@ -557,6 +564,13 @@ impl VHost {
                 &self.name,
             )?;
         }
+        let replies = |m: &HashMap<ShortStr, Arc<Queue>>| {
+            m.keys().filter(|k| k.starts_with(REPLY_TO)).count()
+        };
+        if self.limits().max_queues.is_some() {
+            // Direct reply-to pseudo-queues do not count (RabbitMQ has no queue for them).
+            self.check_queue_limit(&name, map.len() - replies(&map))?;
+        }
         let durable = match (&self.persistence, options.durable && options.exclusive.is_none()) {
             (Some(p), true) => Some(Durable { store: p.store.clone(), id: p.queue_id() }),
             _ => None,
@@ -794,6 +808,23 @@ impl VHost {
         self.persisted(true)
     }
 
+    /// Its limits.
+    pub fn limits(&self) -> VhostLimits {
+        *read(&self.limits)
+    }
+
+    /// Sets its limits (durable); existing connections and queues beyond them stay, as with
+    /// RabbitMQ.
+    pub fn set_limits(&self, limits: VhostLimits) -> Result<()> {
+        *write(&self.limits) = limits;
+        self.persisted(true)
+    }
+
+    /// Sets limits from the definitions (at start-up).
+    pub(crate) fn restore_limits(&self, limits: VhostLimits) {
+        *write(&self.limits) = limits;
+    }
+
     /// The policies, by name.
     pub fn policies(&self) -> Vec<Policy> {
         read(&self.policies).clone()
@@ -879,6 +910,10 @@ impl VHost {
                     arguments: args.clone(),
                 });
             }
+        }
+        let limits = self.limits();
+        if limits != VhostLimits::default() {
+            defs.vhost_limits.push((self.name.clone(), limits.to_table()));
         }
         for p in read(&self.policies).iter() {
             defs.policies.push(PolicyDef {

@@ -1,5 +1,5 @@
 //! The control socket and the `warren ctl` commands that use it: what `rabbitmqctl` does for a
-//! RabbitMQ node, for the running broker on the same machine (policies, for now).
+//! RabbitMQ node, for the running broker on the same machine (policies and vhost limits, for now).
 //!
 //! The broker listens on the Unix socket `warren.sock` in its data dir (mode 0600: only the
 //! user the broker runs as may use it, as only that user may read the data dir). A request is
@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use warren_core::limits::VhostLimits;
 use warren_core::policy::{ApplyTo, Policy};
 use warren_core::{AmqpError, Broker};
 use warren_wire::{FieldTable, FieldValue};
@@ -61,6 +62,19 @@ pub enum CtlCommand {
         /// Policy name.
         name: String,
     },
+    /// Sets a vhost's limits (as `rabbitmqctl set_vhost_limits`): a JSON object with
+    /// `max-connections` and / or `max-queues` (negative: no limit).
+    #[command(name = "set_vhost_limits", alias = "set-vhost-limits")]
+    SetVhostLimits {
+        /// The limits, e.g. '{"max-connections": 100}'.
+        definition: String,
+    },
+    /// Clears a vhost's limits (as `rabbitmqctl clear_vhost_limits`).
+    #[command(name = "clear_vhost_limits", alias = "clear-vhost-limits")]
+    ClearVhostLimits,
+    /// Lists a vhost's limits (as `rabbitmqctl list_vhost_limits`).
+    #[command(name = "list_vhost_limits", alias = "list-vhost-limits")]
+    ListVhostLimits,
     /// Lists the policies (as `rabbitmqctl list_policies`): vhost, name, pattern, apply-to,
     /// definition, priority, tab-separated.
     #[command(name = "list_policies", alias = "list-policies")]
@@ -82,6 +96,11 @@ impl Ctl {
                 vec!["clear_policy".into(), vhost.clone(), name.clone()]
             }
             CtlCommand::ListPolicies => vec!["list_policies".into(), vhost.clone()],
+            CtlCommand::SetVhostLimits { definition } => {
+                vec!["set_vhost_limits".into(), vhost.clone(), definition.clone()]
+            }
+            CtlCommand::ClearVhostLimits => vec!["clear_vhost_limits".into(), vhost.clone()],
+            CtlCommand::ListVhostLimits => vec!["list_vhost_limits".into(), vhost.clone()],
         }
     }
 }
@@ -204,6 +223,19 @@ fn execute(broker: &Broker, fields: &[&str]) -> Result<String, AmqpError> {
         ["clear_policy", v, name] => {
             vhost(v)?.clear_policy(name)?;
             Ok(format!("Clearing policy \"{name}\" on vhost \"{v}\" ...\n"))
+        }
+        ["set_vhost_limits", v, definition] => {
+            let limits = VhostLimits::parse(&json_table(definition)?)?;
+            vhost(v)?.set_limits(limits)?;
+            Ok(format!("Setting vhost limits to \"{definition}\" for vhost \"{v}\" ...\n"))
+        }
+        ["clear_vhost_limits", v] => {
+            vhost(v)?.set_limits(VhostLimits::default())?;
+            Ok(format!("Clearing vhost \"{v}\" limits ...\n"))
+        }
+        ["list_vhost_limits", v] => {
+            let limits = vhost(v)?.limits().to_table();
+            Ok(format!("Listing limits for vhost \"{v}\" ...\n{}\n", table_json(&limits)))
         }
         ["list_policies", v] => {
             let mut out = String::from("vhost\tname\tpattern\tapply-to\tdefinition\tpriority\n");

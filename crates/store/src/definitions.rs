@@ -118,6 +118,8 @@ pub struct Definitions {
     pub queues: Vec<QueueDef>,
     /// Bindings between durable things.
     pub bindings: Vec<BindingDef>,
+    /// Vhost limits: (vhost, limits as `set_vhost_limits` takes them).
+    pub vhost_limits: Vec<(String, FieldTable)>,
     /// The next id for a queue's (or delayed exchange's) files: ids are never reused, so that
     /// a moved entry's origin never names a later queue.
     pub next_queue_id: u64,
@@ -175,6 +177,14 @@ impl Definitions {
         }
         for v in &self.vhosts {
             out.push(FieldTable::new().with("kind", s("vhost")).with("name", s(v)));
+        }
+        for (v, limits) in &self.vhost_limits {
+            out.push(
+                FieldTable::new()
+                    .with("kind", s("vhost_limits"))
+                    .with("vhost", s(v))
+                    .with("limits", limits.clone()),
+            );
         }
         for u in &self.users {
             out.push(
@@ -296,6 +306,7 @@ impl Definitions {
                     arguments: f.table("arguments")?,
                     store_id: table.get("id").and_then(FieldValue::as_i64).map(|id| id as u64),
                 }),
+                "vhost_limits" => defs.vhost_limits.push((f.str("vhost")?, f.table("limits")?)),
                 "ids" => {
                     defs.next_queue_id = f.u64("next_queue_id")?;
                 }
@@ -347,6 +358,10 @@ mod tests {
         let dir = crate::tests::temp_dir("defs");
         assert_eq!(Definitions::load(&dir).unwrap(), None);
         let defs = Definitions {
+            vhost_limits: vec![(
+                "/".into(),
+                FieldTable::new().with("max-queues", FieldValue::I64(5)),
+            )],
             next_queue_id: 12,
             vhosts: vec!["/".into(), "dev".into()],
             users: vec![UserDef {

@@ -156,6 +156,8 @@ impl Connection {
                 40,
             ));
         }
+        let counted = vhost.open_connection(&user.name).map_err(|e| ConnError::Amqp(e, 10, 40))?;
+        self.vhost_connection = Some(counted);
         self.vhost = Some(vhost);
         self.user = user.name;
         self.send(0, ConnectionOpenOk { known_hosts: "".into() })?;

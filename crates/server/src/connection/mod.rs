@@ -212,6 +212,8 @@ pub(crate) struct Connection {
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     vhost: Option<Arc<VHost>>,
+    /// Counts this connection against its vhost's `max-connections` while it lives.
+    vhost_connection: Option<warren_core::limits::VhostConnection>,
     user: String,
     /// Boxed: a channel is several hundred bytes, and the map's spare slots would be too.
     channels: HashMap<u16, Box<Channel>>,
@@ -269,6 +271,7 @@ impl Connection {
             events_tx,
             events_rx,
             vhost: None,
+            vhost_connection: None,
             user: String::new(),
             channels: HashMap::new(),
             channel_max: 0,
