@@ -13,6 +13,7 @@ mod dlx;
 mod exchanges;
 mod flow;
 mod limits;
+mod paging;
 mod persistence;
 mod policy;
 mod priority;

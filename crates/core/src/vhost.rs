@@ -576,7 +576,8 @@ impl VHost {
             _ => None,
         };
         let is_durable = durable.is_some();
-        let q = Arc::new(Queue::with_store(name.clone(), options, durable, self.me.clone()));
+        let pager = self.persistence.as_ref().map(|p| p.store.clone());
+        let q = Arc::new(Queue::with_store(name.clone(), options, durable, pager, self.me.clone()));
         q.apply_policy(policy::applying(&read(&self.policies), &name, Some(q.args.quorum)));
         map.insert(name, q.clone());
         drop(map);
@@ -856,7 +857,13 @@ impl VHost {
         };
         let durable = Durable { store: p.store.clone(), id: def.id };
         let name: ShortStr = def.name.as_str().into();
-        let q = Arc::new(Queue::with_store(name.clone(), options, Some(durable), self.me.clone()));
+        let q = Arc::new(Queue::with_store(
+            name.clone(),
+            options,
+            Some(durable),
+            None,
+            self.me.clone(),
+        ));
         q.apply_policy(policy::applying(&read(&self.policies), &name, Some(q.args.quorum)));
         q.recover(messages);
         write(&self.queues).insert(name, q);

@@ -14,7 +14,7 @@ use warren_wire::method::{
 use warren_wire::{BasicProperties, FieldTable, FieldValue, Frame, Method};
 
 use crate::client::{Target, connect, declare_queue, publish_confirmed, rpc};
-use crate::stats::{cpu_seconds, dir_bytes, rss_bytes};
+use crate::stats::{cpu_seconds, dir_bytes, rss_bytes, rss_peak_bytes};
 
 /// Options of `backlog`.
 #[derive(Debug, Clone, Args)]
@@ -53,6 +53,9 @@ pub struct Opts {
     /// expired and report how long that took, the broker's CPU seconds meanwhile, and its RSS.
     #[arg(long)]
     pub ttl_ms: Option<u32>,
+    /// Publish transient messages (delivery mode 1) instead of persistent ones.
+    #[arg(long)]
+    pub transient: bool,
 }
 
 /// The queue's declare arguments.
@@ -97,8 +100,9 @@ const DELAYED: &str = "perf-delayed";
 
 fn mem_disk(o: &Opts) -> String {
     let rss = o.pid.and_then(rss_bytes).map_or("null".into(), |b| b.to_string());
+    let peak = o.pid.and_then(rss_peak_bytes).map_or("null".into(), |b| b.to_string());
     let disk = o.data_dir.as_deref().map_or("null".into(), |d| dir_bytes(d).to_string());
-    format!("\"rss_bytes\":{rss},\"disk_bytes\":{disk}")
+    format!("\"rss_bytes\":{rss},\"rss_peak_bytes\":{peak},\"disk_bytes\":{disk}")
 }
 
 async fn fill(o: &Opts, t: &Target) -> anyhow::Result<f64> {
@@ -107,7 +111,8 @@ async fn fill(o: &Opts, t: &Target) -> anyhow::Result<f64> {
     let Method::ConfirmSelectOk(_) = rpc(&mut r, &mut w, ConfirmSelect::default()).await? else {
         bail!("no confirms")
     };
-    let mut props = BasicProperties { delivery_mode: Some(2), ..Default::default() };
+    let mode = if o.transient { 1 } else { 2 };
+    let mut props = BasicProperties { delivery_mode: Some(mode), ..Default::default() };
     let mut exchange = "";
     if let Some(ms) = o.delay_ms {
         let declare = ExchangeDeclare {

@@ -59,10 +59,18 @@ pub fn progress(c: Arc<Counters>, started: Instant) -> tokio::task::JoinHandle<(
 
 /// Resident memory of a process in bytes, from /proc (None if unknown).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_kb(pid, "VmRSS:").map(|kb| kb * 1024)
+}
+
+/// The highest resident memory a process had so far (its high-water mark), in bytes.
+pub fn rss_peak_bytes(pid: u32) -> Option<u64> {
+    status_kb(pid, "VmHWM:").map(|kb| kb * 1024)
+}
+
+fn status_kb(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Bytes used by the files under a directory.

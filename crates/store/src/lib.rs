@@ -189,6 +189,7 @@ impl Store {
             last_sync: Instant::now(),
             shared: shared.clone(),
             written: Vec::new(),
+            pages: Vec::new(),
             failed: false,
             last_ack_sync: Instant::now(),
             moving: Vec::new(),
@@ -239,10 +240,52 @@ impl Store {
     /// [`Store::skip`]) must follow. The message can be read back at once from the returned
     /// location (before the writer has written it, from memory).
     pub fn append(&self, message: Arc<Message>, enqueues: u32) -> Stored {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Read before the request is sent: a failure of the batch that will hold it comes
         // after, and shows as a newer epoch.
         let epoch = self.epoch();
+        let (id, loc) = self.reserve(message, |id, head, message, loc| Request::Append {
+            id,
+            head,
+            message,
+            loc,
+            enqueues,
+        });
+        Stored { id, loc, epoch }
+    }
+
+    /// Pages a message out that the store does not otherwise keep (a transient message, or
+    /// one in a non-durable queue, deep in a long queue): its record is written like a stored
+    /// one but no index names it, so it is gone after a restart. Read it back with
+    /// [`Store::read_many`], then give it up with [`Store::unpage`] (also when it is dropped
+    /// unread). Until its record is fsync'd, and for good if writing it failed, the store
+    /// serves it from memory: a failing disk costs memory, never the message.
+    pub fn page_out(&self, message: Arc<Message>) -> Location {
+        self.shared.paging.fetch_add(reader::paged_cost(&message), Ordering::Relaxed);
+        self.reserve(message, |_, head, message, loc| Request::Page { head, message, loc }).1
+    }
+
+    /// Memory held by paged-out messages the writer has not written yet (their body bytes and
+    /// a fixed cost each):
+    /// while it is large, whoever pages out should slow down, or a disk slower than the
+    /// publishers would make paging cost memory instead of saving it.
+    pub fn paging_backlog(&self) -> u64 {
+        self.shared.paging.load(Ordering::Relaxed)
+    }
+
+    /// The paged-out message at `loc` is no longer needed (read back, or dropped).
+    pub fn unpage(&self, loc: Location) {
+        self.send(Request::Unpage { loc });
+    }
+
+    /// Reserves the next place in the segments for `message`'s record, makes it readable from
+    /// memory until the writer has written it, and sends the writer `request` for it, under
+    /// one lock so that the writer receives records in the order of their offsets.
+    fn reserve(
+        &self,
+        message: Arc<Message>,
+        request: impl FnOnce(u64, bytes::Bytes, Arc<Message>, Location) -> Request,
+    ) -> (u64, Location) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut head = BytesMut::with_capacity(64);
         message.encode_head(id, &mut head);
         let len = (record::RECORD_HEADER + head.len() + message.body.len()) as u32;
@@ -260,9 +303,9 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .insert((loc.seg, loc.offset), message.clone());
         if let Some(tx) = inner.tx.as_ref() {
-            let _ = tx.send(Request::Append { id, head: head.freeze(), message, loc, enqueues });
+            let _ = tx.send(request(id, head.freeze(), message, loc));
         }
-        Stored { id, loc, epoch }
+        (id, loc)
     }
 
     /// Reads messages back (adjacent records in one read). `None` where a record is missing

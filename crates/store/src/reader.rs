@@ -28,11 +28,25 @@ pub(crate) struct Shared {
     pub files: Mutex<HashMap<u32, Arc<File>>>,
     /// The failure epoch (see the writer's "Faults").
     pub epoch: AtomicU64,
+    /// Memory held by paged-out records the writer has not taken yet ([`paged_cost`]).
+    pub paging: AtomicU64,
+}
+
+/// What a paged-out message costs in memory until it is written: its body and about as much
+/// again as its headers, request and map entry take.
+pub(crate) fn paged_cost(m: &Message) -> u64 {
+    m.body.len() as u64 + 256
 }
 
 impl Shared {
     pub(crate) fn new(dir: PathBuf) -> Self {
-        Shared { dir, pending: Mutex::default(), files: Mutex::default(), epoch: AtomicU64::new(0) }
+        Shared {
+            dir,
+            pending: Mutex::default(),
+            files: Mutex::default(),
+            epoch: AtomicU64::new(0),
+            paging: AtomicU64::new(0),
+        }
     }
 
     /// Segment `seg` for reading; `None` if it does not exist.

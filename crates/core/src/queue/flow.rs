@@ -19,6 +19,10 @@
 //!   until the queue is below [`FLOW_LOW`] or none of its consumers lags. The queue wakes such
 //!   publishers when it drains below [`FLOW_LOW`]; they also look again every few
 //!   milliseconds, as the lag can clear without the queue noticing.
+//! - A queue that pages messages out (a long transient backlog, see [`super::KEEP_LOADED`]) is
+//!   congested too while the store has more than 64 MiB of them still to write: a disk slower
+//!   than the publishers then holds them back instead of letting the unwritten pages fill
+//!   memory.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -54,6 +54,17 @@ pub struct Entry {
 /// store has them): a backlog costs memory per message, not per byte.
 pub const KEEP_LOADED: usize = 2048;
 
+/// Messages the store does not keep (transient ones, or any in a non-durable queue) are paged
+/// out to it only in longer queues than stored ones are, so that the usual backlog of a busy
+/// queue (flow control holds it near [`FLOW_HIGH`]) costs no disk writes: past this many
+/// ready messages...
+const PAGE_TRANSIENT_COUNT: usize = 32 * 1024;
+/// ...or past [`KEEP_LOADED`] messages holding this many body bytes.
+const PAGE_TRANSIENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Publishers paging out are held back (as by [`flow`]) while the store has more than this
+/// many paged-out bytes still to write, until it is down to half of it.
+const PAGING_BACKLOG_HIGH: u64 = 64 * 1024 * 1024;
+
 /// How many paged-out messages are read back together when the front of the queue needs them.
 const READ_AHEAD: usize = 64;
 
@@ -74,7 +85,8 @@ struct Slot {
     returns: u32,
 }
 
-/// A ready message's body: in memory, or only in the store.
+/// A ready message's body: in memory, or only in the store (as a stored message's record, or
+/// paged out: see [`Store::page_out`]; the slot's `stored` tells which).
 #[derive(Debug)]
 enum Body {
     Loaded(Arc<Message>),
@@ -132,6 +144,9 @@ pub struct Queue {
     pub options: QueueOptions,
     /// Where its persistent messages are kept, for a durable queue with a store.
     pub durable: Option<Durable>,
+    /// Where it pages out the messages the store does not keep, when it is long: the broker's
+    /// store, whether the queue is durable or not (`None` without a data dir).
+    pager: Option<Arc<Store>>,
     /// The behaviour its arguments ask for (length limits, single active consumer), as
     /// declared; a policy may change some (see [`Queue::settings`]).
     pub args: QueueArgs,
@@ -245,16 +260,19 @@ fn pick_consumer(st: &State, single_active: bool) -> Option<usize> {
 impl Queue {
     /// An empty queue outside any vhost (it cannot dead-letter).
     pub fn new(name: ShortStr, options: QueueOptions) -> Self {
-        Self::with_store(name, options, None, Weak::new())
+        Self::with_store(name, options, None, None, Weak::new())
     }
 
-    /// An empty queue of `vhost` whose persistent messages go to the store.
+    /// An empty queue of `vhost` whose persistent messages go to the store (if `durable`), and
+    /// which pages long backlogs out to `pager`.
     pub fn with_store(
         name: ShortStr,
         options: QueueOptions,
         durable: Option<Durable>,
+        pager: Option<Arc<Store>>,
         vhost: Weak<VHost>,
     ) -> Self {
+        let pager = pager.or_else(|| durable.as_ref().map(|d| d.store.clone()));
         // Checked at declare (and so in the definitions): read leniently here.
         let args = QueueArgs::parse(&options.arguments, &name, "").unwrap_or_default();
         let dead_letter = DeadLetterTo::parse(&options.arguments, &name, "").unwrap_or_default();
@@ -262,6 +280,7 @@ impl Queue {
             name,
             options,
             durable,
+            pager,
             args,
             vhost,
             state: Mutex::new(State {
@@ -304,7 +323,7 @@ impl Queue {
     /// write failed and its publish was nacked) is dropped, loudly; a read error leaves the
     /// messages where they are, to be tried again at the next dispatch.
     fn load_front(&self, st: &mut State) -> bool {
-        let Some(d) = &self.durable else { return false };
+        let Some(store) = &self.pager else { return false };
         let locs: Vec<Location> = st
             .ready
             .iter()
@@ -317,7 +336,7 @@ impl Queue {
         if locs.is_empty() {
             return false;
         }
-        let read = match d.store.read_many(&locs) {
+        let read = match store.read_many(&locs) {
             Ok(read) => read,
             Err(e) => {
                 error!(queue = %self.name, "reading messages back failed, will retry: {e}");
@@ -325,7 +344,11 @@ impl Queue {
             }
         };
         let mut lost = Vec::new();
-        for (slot, m) in st.ready.iter_mut().zip(read) {
+        for ((slot, m), loc) in st.ready.iter_mut().zip(read).zip(&locs) {
+            if !slot.stored {
+                // Paged out: the store's copy is not needed any more.
+                store.unpage(*loc);
+            }
             match m {
                 Some(m) => {
                     if slot.stored && m.expiration.is_some() {
@@ -335,16 +358,14 @@ impl Queue {
                     }
                     slot.body = Body::Loaded(Arc::new(m));
                 }
-                None => lost.push(slot.seq),
+                None => lost.push((slot.seq, slot.stored)),
             }
         }
         if !lost.is_empty() {
-            error!(queue = %self.name, "{} stored message(s) are not on disk (their writes failed); dropped", lost.len());
-            st.ready.retain(|s| !lost.contains(&s.seq));
+            error!(queue = %self.name, "{} message(s) are not on disk (their writes failed); dropped", lost.len());
+            st.ready.retain(|s| !lost.iter().any(|(seq, _)| *seq == s.seq));
             st.ready_bytes = st.ready.iter().map(|s| u64::from(s.size)).sum();
-            for seq in lost {
-                d.store.remove(d.id, seq);
-            }
+            self.settle_seqs(lost.into_iter());
         }
         true
     }
@@ -476,8 +497,31 @@ impl Queue {
             (true, Body::Loaded(message)) => {
                 st.dead.push(Dead { message, reason, seq: slot.seq, stored: slot.stored });
             }
-            _ => self.settle_seq(slot.seq, slot.stored),
+            (_, body) => self.forget(std::iter::once((slot.seq, slot.stored, &body)), true),
         }
+    }
+
+    /// Gives up ready messages dropped unread: a stored one is removed from the store (unless
+    /// `remove` is false: the queue's files go as a whole), a paged-out one unpaged.
+    fn forget<'a>(&self, slots: impl Iterator<Item = (u64, bool, &'a Body)>, remove: bool) {
+        for (seq, stored, body) in slots {
+            match (stored, body) {
+                (true, _) if remove => self.settle_seq(seq, true),
+                (false, Body::Paged(loc)) => {
+                    if let Some(store) = &self.pager {
+                        store.unpage(*loc);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether a message the store does not keep, enqueued now, is paged out at once.
+    fn pages_transient(&self, st: &State) -> bool {
+        self.pager.is_some()
+            && st.ready.len() >= KEEP_LOADED
+            && (st.ready.len() >= PAGE_TRANSIENT_COUNT || st.ready_bytes >= PAGE_TRANSIENT_BYTES)
     }
 
     fn settle_seqs(&self, entries: impl Iterator<Item = (u64, bool)>) {
@@ -561,7 +605,13 @@ impl Queue {
                 };
                 (body, true)
             }
-            _ => (Body::Loaded(message), false),
+            (_, _) => match &self.pager {
+                // A TTL-0 message stays loaded (see above).
+                Some(pager) if !ttl_zero && self.pages_transient(&st) => {
+                    (Body::Paged(pager.page_out(message)), false)
+                }
+                _ => (Body::Loaded(message), false),
+            },
         };
         st.ready_bytes += u64::from(size);
         let slot = Slot { seq, body, redelivered: false, stored, size, expires, level, returns: 0 };
@@ -585,6 +635,11 @@ impl Queue {
             st.throttling = true;
             return Publish::Congested;
         }
+        if self.pager.as_ref().is_some_and(|p| p.paging_backlog() > PAGING_BACKLOG_HIGH) {
+            // The disk does not keep up with paging: the publisher waits for it.
+            st.throttling = true;
+            return Publish::Congested;
+        }
         Publish::Enqueued
     }
 
@@ -596,9 +651,11 @@ impl Queue {
         if !st.throttling {
             return false;
         }
+        let paging =
+            self.pager.as_ref().is_some_and(|p| p.paging_backlog() > PAGING_BACKLOG_HIGH / 2);
         let blocked = !st.deleted
-            && st.ready.len() >= FLOW_LOW
-            && st.consumers.iter().any(|c| c.is_lagging());
+            && (paging
+                || (st.ready.len() >= FLOW_LOW && st.consumers.iter().any(|c| c.is_lagging())));
         if !blocked {
             self.end_throttling(&mut st);
         }
@@ -776,7 +833,7 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut st = self.state();
         let n = st.ready.len() as u32;
-        self.settle_seqs(st.ready.iter().map(|s| (s.seq, s.stored)));
+        self.forget(st.ready.iter().map(|s| (s.seq, s.stored, &s.body)), true);
         st.ready.clear();
         st.ready_bytes = 0;
         self.end_throttling(&mut st);
@@ -847,6 +904,7 @@ impl Queue {
             d.store.drop_queue(d.id);
         }
         let n = st.ready.len() as u32;
+        self.forget(st.ready.iter().map(|s| (s.seq, s.stored, &s.body)), false);
         st.ready.clear();
         st.ready_bytes = 0;
         self.end_throttling(&mut st);

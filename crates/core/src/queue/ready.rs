@@ -7,6 +7,9 @@ use std::collections::VecDeque;
 
 use super::Slot;
 
+/// A level's storage is shrunk when it is this large and three quarters empty.
+const SHRINK_FROM: usize = 4096;
+
 /// The ready messages, by level (index = priority).
 #[derive(Debug)]
 pub(super) struct Ready {
@@ -58,8 +61,13 @@ impl Ready {
     pub fn pop_front(&mut self) -> Option<Slot> {
         let top = self.top()?;
         self.high = top;
-        let slot = self.levels[top].pop_front()?;
+        let q = &mut self.levels[top];
+        let slot = q.pop_front()?;
         self.len -= 1;
+        if q.capacity() > SHRINK_FROM && q.len() < q.capacity() / 4 {
+            // A drained backlog gives its memory back (halving at a quarter: amortized O(1)).
+            q.shrink_to(q.capacity() / 2);
+        }
         Some(slot)
     }
 
@@ -110,7 +118,7 @@ impl Ready {
     }
 
     pub fn clear(&mut self) {
-        self.levels.iter_mut().for_each(VecDeque::clear);
+        self.levels.iter_mut().for_each(|q| *q = VecDeque::new());
         self.len = 0;
         self.high = 0;
     }
@@ -126,6 +134,20 @@ impl Ready {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drained_backlog_gives_its_memory_back() {
+        let mut r = Ready::new(0);
+        for seq in 0..100_000 {
+            r.push_back(slot(seq, 0));
+        }
+        let full = r.levels[0].capacity();
+        while r.len() > 10 {
+            r.pop_front();
+        }
+        assert!(r.levels[0].capacity() <= SHRINK_FROM * 2, "{full} -> {}", r.levels[0].capacity());
+        assert_eq!(r.pop_front().map(|s| s.seq), Some(99_990));
+    }
     use crate::queue::Body;
     use warren_store::Location;
 

@@ -50,6 +50,11 @@ pub(crate) enum Request {
     /// Write a message once at `loc` (reserved by the caller, in request order), its encoded
     /// head then its body; `enqueues` index entries will refer to it.
     Append { id: u64, head: bytes::Bytes, message: Arc<Message>, loc: Location, enqueues: u32 },
+    /// Write a paged-out message at `loc` (see [`crate::Store::page_out`]): no index entry
+    /// will name it; it keeps its segment until [`Request::Unpage`].
+    Page { head: bytes::Bytes, message: Arc<Message>, loc: Location },
+    /// The paged-out message at `loc` is no longer needed.
+    Unpage { loc: Location },
     /// Queue `queue` holds message `id` at position `seq`; moved there from an origin, if
     /// `extra` names one (which is removed once this entry is on disk: see
     /// [`crate::Store::enqueue_moved`]), or due at a time.
@@ -74,7 +79,8 @@ pub(crate) struct Writer {
     pub io: Io,
     /// The segment being written.
     pub seg: Segment,
-    /// Live index entries per segment; a segment at zero (other than the current) is deleted.
+    /// Live index entries and paged-out messages per segment; a segment at zero (other than
+    /// the current) is deleted.
     pub refs: HashMap<u32, u64>,
     /// Appended messages still waiting for some of their index entries.
     /// (where, enqueues still to come, the failure epoch when it was written).
@@ -86,6 +92,10 @@ pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     /// Records written in this batch, to drop from `shared.pending` once flushed.
     pub written: Vec<(u32, u64)>,
+    /// Paged-out records written but not yet fsync'd: readers keep getting them from memory
+    /// (`shared.pending`) until a batch fsyncs without a failure, and for good if one fails
+    /// (a transient message has no other copy).
+    pub pages: Vec<(u32, u64)>,
     /// Something failed in this batch: the epoch advances before completions run.
     pub failed: bool,
     /// When the ack logs were last fsync'd (they are not on every confirm's sync).
@@ -192,6 +202,16 @@ impl Writer {
         if acks {
             self.last_ack_sync = Instant::now();
         }
+        if self.failed {
+            // Paged-out records written since the last good fsync may be torn or gone: they
+            // stay in memory until they are unpaged.
+            self.pages.clear();
+        } else if fsync && !self.pages.is_empty() {
+            let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for key in self.pages.drain(..) {
+                pending.remove(&key);
+            }
+        }
         if std::mem::take(&mut self.failed) {
             // Before any completion runs: what waited for this batch is nacked.
             self.shared.epoch.fetch_add(1, Ordering::Release);
@@ -207,6 +227,19 @@ impl Writer {
         match req {
             Request::Append { id, head, message, loc, enqueues } => {
                 self.append(id, &head, &message, loc, enqueues)
+            }
+            Request::Page { head, message, loc } => {
+                *self.refs.entry(loc.seg).or_insert(0) += 1;
+                self.pages.push((loc.seg, loc.offset));
+                let written = self.write_record(&head, &message, loc);
+                self.shared
+                    .paging
+                    .fetch_sub(crate::reader::paged_cost(&message), Ordering::Relaxed);
+                written
+            }
+            Request::Unpage { loc } => {
+                self.unpage(loc);
+                Ok(())
             }
             Request::Enqueue { queue, seq, id, extra } => {
                 let written = self.recent.get(&id).map(|e| e.2);
@@ -247,6 +280,16 @@ impl Writer {
         // Tracked first: whatever happens to the write, the enqueues that follow find it.
         self.recent.insert(id, (loc, enqueues, self.shared.epoch.load(Ordering::Acquire)));
         self.written.push((loc.seg, loc.offset));
+        self.write_record(head, message, loc)
+    }
+
+    /// Buffers a message's record at its reserved place.
+    fn write_record(
+        &mut self,
+        head: &[u8],
+        message: &Message,
+        loc: Location,
+    ) -> Result<(), StoreError> {
         if loc.seg != self.seg.n {
             self.roll_to(loc.seg)?;
         }
@@ -283,6 +326,25 @@ impl Writer {
             && e.kind() != std::io::ErrorKind::NotFound
         {
             warn!("removing {}: {e}", path.display());
+        }
+    }
+
+    /// A paged-out record is no longer needed: memory and its segment are released.
+    fn unpage(&mut self, loc: Location) {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(loc.seg, loc.offset));
+        self.release_ref(loc.seg);
+    }
+
+    /// One reference to segment `seg` is gone; it is deleted if that was its last.
+    fn release_ref(&mut self, seg: u32) {
+        let refs = self.refs.entry(seg).or_insert(1);
+        *refs = refs.saturating_sub(1);
+        if *refs == 0 && seg != self.seg.n && !self.recent.values().any(|(l, _, _)| l.seg == seg) {
+            self.delete_segment(seg);
         }
     }
 
@@ -372,11 +434,7 @@ impl Writer {
         if q.wants_compaction() {
             q.rewrite = true;
         }
-        let refs = self.refs.entry(seg).or_insert(1);
-        *refs = refs.saturating_sub(1);
-        if *refs == 0 && seg != self.seg.n && !self.recent.values().any(|(l, _, _)| l.seg == seg) {
-            self.delete_segment(seg);
-        }
+        self.release_ref(seg);
     }
 
     fn delivered(&mut self, queue: QueueId, seq: u64) {

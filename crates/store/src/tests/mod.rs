@@ -1,5 +1,7 @@
 //! Store tests: write, reopen, and check what survives.
 
+mod paging;
+
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
