@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use super::Slot;
+use super::paging::Slot;
 
 /// A level's storage is shrunk when it is this large and three quarters empty.
 const SHRINK_FROM: usize = 4096;
@@ -148,7 +148,7 @@ mod tests {
         assert!(r.levels[0].capacity() <= SHRINK_FROM * 2, "{full} -> {}", r.levels[0].capacity());
         assert_eq!(r.pop_front().map(|s| s.seq), Some(99_990));
     }
-    use crate::queue::Body;
+    use crate::queue::paging::Body;
     use warren_store::Location;
 
     fn slot(seq: u64, level: u8) -> Slot {
