@@ -13,6 +13,7 @@ mod dlx;
 mod exchanges;
 mod flow;
 mod limits;
+mod node_limits;
 mod paging;
 mod persistence;
 mod policy;

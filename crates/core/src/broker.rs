@@ -50,6 +50,8 @@ pub struct Broker {
     persistence: Option<Arc<Persistence>>,
     /// The memory and disk alarms in force.
     pub alarms: Alarms,
+    /// Connections and channels counted against the node's and users' limits.
+    pub(crate) usage: crate::usage::Usage,
 }
 
 impl Broker {
@@ -111,6 +113,12 @@ impl Broker {
                         vhosts: u.vhosts,
                         loopback_only: u.loopback_only,
                     });
+                }
+                for (u, limits) in &defs.user_limits {
+                    match crate::usage::UserLimits::parse(limits) {
+                        Ok(l) => broker.restore_user_limits(u, l),
+                        Err(e) => tracing::warn!(user = %u, "skipping user limits: {}", e.text),
+                    }
                 }
                 for (v, limits) in &defs.vhost_limits {
                     match (broker.vhost(v), crate::limits::VhostLimits::parse(limits)) {
@@ -187,6 +195,9 @@ impl Broker {
             });
         }
         drop(users);
+        for (u, limits) in self.all_user_limits() {
+            defs.user_limits.push((u, limits.to_table()));
+        }
         let vhosts: Vec<Arc<VHost>> =
             self.vhosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         for v in vhosts {
@@ -220,6 +231,16 @@ impl Broker {
     /// The vhost called `name`.
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
         self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Whether user `name` exists.
+    pub fn has_user(&self, name: &str) -> bool {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).contains_key(name)
+    }
+
+    /// Saves the definitions (after a change made outside a vhost).
+    pub(crate) fn save_definitions(&self) -> crate::Result<()> {
+        self.persistence.as_ref().map_or(Ok(()), |p| p.changed())
     }
 
     /// The user if the password matches.

@@ -31,6 +31,7 @@ pub mod persistence;
 pub mod policy;
 pub mod publish;
 pub mod queue;
+pub mod usage;
 pub mod vhost;
 
 pub use alarm::{Alarms, Resource};

@@ -75,6 +75,21 @@ pub struct Config {
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4", value_parser = parse_watermark)]
     pub memory_high_watermark: Watermark,
 
+    /// Most client connections open at once on this node (RabbitMQ's connection_max): a
+    /// number, or `infinity` (the default). connection.open beyond it: 530.
+    #[arg(long, env = "WARREN_CONNECTION_MAX", value_parser = parse_limit)]
+    pub connection_max: Option<Limit>,
+
+    /// Most channels open at once on this node, over all connections (RabbitMQ's
+    /// channel_max_per_node): a number, or `infinity` (the default). channel.open beyond it: 530.
+    #[arg(long, env = "WARREN_CHANNEL_MAX_PER_NODE", value_parser = parse_limit)]
+    pub channel_max_per_node: Option<Limit>,
+
+    /// Most consumers on one channel (RabbitMQ's consumer_max_per_channel): a number, or
+    /// `infinity` (the default). basic.consume beyond it: 530.
+    #[arg(long, env = "WARREN_CONSUMER_MAX_PER_CHANNEL", value_parser = parse_limit)]
+    pub consumer_max_per_channel: Option<Limit>,
+
     /// Without a command, warren runs the broker.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -87,7 +102,34 @@ pub enum Command {
     Ctl(crate::control::Ctl),
 }
 
+/// A count limit: `None` is RabbitMQ's `infinity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub Option<u64>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    match s {
+        "infinity" => Ok(Limit(None)),
+        n => n
+            .parse()
+            .map(|n| Limit(Some(n)))
+            .map_err(|_| format!("'{s}' is not a number or infinity")),
+    }
+}
+
 impl Config {
+    /// The node-wide limits the flags set.
+    pub fn node_limits(&self) -> warren_core::usage::NodeLimits {
+        warren_core::usage::NodeLimits {
+            connection_max: self.connection_max.and_then(|l| l.0),
+            channel_max_per_node: self.channel_max_per_node.and_then(|l| l.0),
+        }
+    }
+
+    /// `consumer_max_per_channel`, if set.
+    pub fn consumer_max_per_channel(&self) -> Option<u64> {
+        self.consumer_max_per_channel.and_then(|l| l.0)
+    }
+
     /// Whether the default user may only log in from loopback: RabbitMQ restricts `guest` so.
     pub fn default_user_loopback_only(&self) -> bool {
         self.default_user == "guest"

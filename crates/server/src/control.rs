@@ -1,5 +1,5 @@
 //! The control socket and the `warren ctl` commands that use it: what `rabbitmqctl` does for a
-//! RabbitMQ node, for the running broker on the same machine (policies and vhost limits, for now).
+//! RabbitMQ node, for the running broker on the same machine (policies, vhost and user limits, for now).
 //!
 //! The broker listens on the Unix socket `warren.sock` in its data dir (mode 0600: only the
 //! user the broker runs as may use it, as only that user may read the data dir). A request is
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warren_core::limits::VhostLimits;
 use warren_core::policy::{ApplyTo, Policy};
+use warren_core::usage::UserLimits;
 use warren_core::{AmqpError, Broker};
 use warren_wire::{FieldTable, FieldValue};
 
@@ -75,6 +76,31 @@ pub enum CtlCommand {
     /// Lists a vhost's limits (as `rabbitmqctl list_vhost_limits`).
     #[command(name = "list_vhost_limits", alias = "list-vhost-limits")]
     ListVhostLimits,
+    /// Sets limits of a user (as `rabbitmqctl set_user_limits`): a JSON object with
+    /// `max-connections` and / or `max-channels` (negative: no limit); others are kept.
+    #[command(name = "set_user_limits", alias = "set-user-limits")]
+    SetUserLimits {
+        /// The user.
+        user: String,
+        /// The limits, e.g. '{"max-channels": 10}'.
+        definition: String,
+    },
+    /// Clears a user's limit (as `rabbitmqctl clear_user_limits`): `max-connections`,
+    /// `max-channels` or `all`.
+    #[command(name = "clear_user_limits", alias = "clear-user-limits")]
+    ClearUserLimits {
+        /// The user.
+        user: String,
+        /// Which limit.
+        limit: String,
+    },
+    /// Lists a user's limits (as `rabbitmqctl list_user_limits --user U`), or every user's.
+    #[command(name = "list_user_limits", alias = "list-user-limits")]
+    ListUserLimits {
+        /// The user (all users with limits without it).
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Lists the policies (as `rabbitmqctl list_policies`): vhost, name, pattern, apply-to,
     /// definition, priority, tab-separated.
     #[command(name = "list_policies", alias = "list-policies")]
@@ -101,6 +127,15 @@ impl Ctl {
             }
             CtlCommand::ClearVhostLimits => vec!["clear_vhost_limits".into(), vhost.clone()],
             CtlCommand::ListVhostLimits => vec!["list_vhost_limits".into(), vhost.clone()],
+            CtlCommand::SetUserLimits { user, definition } => {
+                vec!["set_user_limits".into(), user.clone(), definition.clone()]
+            }
+            CtlCommand::ClearUserLimits { user, limit } => {
+                vec!["clear_user_limits".into(), user.clone(), limit.clone()]
+            }
+            CtlCommand::ListUserLimits { user } => {
+                std::iter::once("list_user_limits".to_string()).chain(user.clone()).collect()
+            }
         }
     }
 }
@@ -236,6 +271,50 @@ fn execute(broker: &Broker, fields: &[&str]) -> Result<String, AmqpError> {
         ["list_vhost_limits", v] => {
             let limits = vhost(v)?.limits().to_table();
             Ok(format!("Listing limits for vhost \"{v}\" ...\n{}\n", table_json(&limits)))
+        }
+        ["set_user_limits", u, definition] => {
+            let table = json_table(definition)?;
+            let new = UserLimits::parse(&table)?;
+            let mut limits = broker.user_limits(u);
+            for (key, _) in table.iter() {
+                match key {
+                    "max-connections" => limits.max_connections = new.max_connections,
+                    _ => limits.max_channels = new.max_channels,
+                }
+            }
+            broker.set_user_limits(u, limits)?;
+            Ok(format!("Setting user limits to \"{definition}\" for user \"{u}\" ...\n"))
+        }
+        ["clear_user_limits", u, which] => {
+            let mut limits = broker.user_limits(u);
+            match *which {
+                "all" => limits = UserLimits::default(),
+                "max-connections" => limits.max_connections = None,
+                "max-channels" => limits.max_channels = None,
+                other => {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "unknown user limit '{other}'"
+                    )));
+                }
+            }
+            broker.set_user_limits(u, limits)?;
+            Ok(format!("Clearing \"{which}\" limit for user \"{u}\" ...\n"))
+        }
+        ["list_user_limits", u] => {
+            if !broker.has_user(u) {
+                return Err(AmqpError::not_found(format!("user '{u}' does not exist")));
+            }
+            let limits = broker.user_limits(u).to_table();
+            Ok(format!("Listing limits for user \"{u}\" ...\n{}\n", table_json(&limits)))
+        }
+        ["list_user_limits"] => {
+            let mut out = String::from("Listing limits for all users ...\nuser\tlimits\n");
+            let mut all = broker.all_user_limits();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            for (u, l) in all {
+                out.push_str(&format!("{u}\t{}\n", table_json(&l.to_table())));
+            }
+            Ok(out)
         }
         ["list_policies", v] => {
             let mut out = String::from("vhost\tname\tpattern\tapply-to\tdefinition\tpriority\n");

@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
     // Alarms are in force before the first client: a broker started on a full disk blocks
     // publishers at once and serves consumers.
+    broker.set_node_limits(config.node_limits());
     let limits = alarm::Limits::new(&config);
     alarm::check(&broker, &config.data_dir, limits);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -120,6 +120,8 @@ pub struct Definitions {
     pub bindings: Vec<BindingDef>,
     /// Vhost limits: (vhost, limits as `set_vhost_limits` takes them).
     pub vhost_limits: Vec<(String, FieldTable)>,
+    /// User limits: (user, limits as `set_user_limits` takes them).
+    pub user_limits: Vec<(String, FieldTable)>,
     /// The next id for a queue's (or delayed exchange's) files: ids are never reused, so that
     /// a moved entry's origin never names a later queue.
     pub next_queue_id: u64,
@@ -183,6 +185,14 @@ impl Definitions {
                 FieldTable::new()
                     .with("kind", s("vhost_limits"))
                     .with("vhost", s(v))
+                    .with("limits", limits.clone()),
+            );
+        }
+        for (u, limits) in &self.user_limits {
+            out.push(
+                FieldTable::new()
+                    .with("kind", s("user_limits"))
+                    .with("user", s(u))
                     .with("limits", limits.clone()),
             );
         }
@@ -307,6 +317,7 @@ impl Definitions {
                     store_id: table.get("id").and_then(FieldValue::as_i64).map(|id| id as u64),
                 }),
                 "vhost_limits" => defs.vhost_limits.push((f.str("vhost")?, f.table("limits")?)),
+                "user_limits" => defs.user_limits.push((f.str("user")?, f.table("limits")?)),
                 "ids" => {
                     defs.next_queue_id = f.u64("next_queue_id")?;
                 }
@@ -361,6 +372,10 @@ mod tests {
             vhost_limits: vec![(
                 "/".into(),
                 FieldTable::new().with("max-queues", FieldValue::I64(5)),
+            )],
+            user_limits: vec![(
+                "guest".into(),
+                FieldTable::new().with("max-channels", FieldValue::I64(3)),
             )],
             next_queue_id: 12,
             vhosts: vec!["/".into(), "dev".into()],

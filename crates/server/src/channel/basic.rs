@@ -84,6 +84,10 @@ impl Channel {
         if self.consumers.contains_key(&tag) {
             return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
         }
+        warren_core::usage::check_consumer_count(
+            ctx.config.consumer_max_per_channel(),
+            self.consumers.len(),
+        )?;
         let priority = consumer_priority(&m.arguments)?;
         let queue = if *queue_name == *REPLY_TO {
             if !m.no_ack {

@@ -237,6 +237,8 @@ pub(crate) struct Channel {
     /// A tx.commit that stored messages waits for the store before commit-ok: the store's
     /// failure epoch at the first of its appends.
     pub commit_sync: Option<u64>,
+    /// Counted against the user's and the node's channel limits while open.
+    pub counted: Option<warren_core::usage::Counted>,
     /// Tells this channel from an earlier one of the same number on the connection.
     pub generation: u64,
     /// The last queue declared on this channel, which an empty queue name refers to.
@@ -276,6 +278,7 @@ impl Channel {
             tx: None,
             confirm_sync: None,
             commit_sync: None,
+            counted: None,
             generation,
             last_queue: None,
             next_ctag: 1,

@@ -139,6 +139,9 @@ impl Connection {
             Method::ConnectionOpen(m) => m,
             other => return Err(self.unexpected(&other)),
         };
+        // As RabbitMQ: the node's connection limit, the vhost's, the user's, then access.
+        let amqp = |e| ConnError::Amqp(e, 10, 40);
+        let node = self.broker.count_connection().map_err(amqp)?;
         let Some(vhost) = self.broker.vhost(&open.virtual_host) else {
             return Err(ConnError::Amqp(
                 AmqpError::not_allowed(format!("vhost {} not found", open.virtual_host)),
@@ -146,6 +149,8 @@ impl Connection {
                 40,
             ));
         };
+        let counted = vhost.open_connection(&user.name).map_err(amqp)?;
+        let per_user = self.broker.count_user_connection(&user.name).map_err(amqp)?;
         if !user.vhosts.iter().any(|v| *v == *open.virtual_host) {
             return Err(ConnError::Amqp(
                 AmqpError::not_allowed(format!(
@@ -156,8 +161,8 @@ impl Connection {
                 40,
             ));
         }
-        let counted = vhost.open_connection(&user.name).map_err(|e| ConnError::Amqp(e, 10, 40))?;
         self.vhost_connection = Some(counted);
+        self.counted = vec![node, per_user];
         self.vhost = Some(vhost);
         self.user = user.name;
         self.send(0, ConnectionOpenOk { known_hosts: "".into() })?;

@@ -214,6 +214,8 @@ pub(crate) struct Connection {
     vhost: Option<Arc<VHost>>,
     /// Counts this connection against its vhost's `max-connections` while it lives.
     vhost_connection: Option<warren_core::limits::VhostConnection>,
+    /// Counted against the node's and the user's connection limits while open.
+    counted: Vec<warren_core::usage::Counted>,
     user: String,
     /// Boxed: a channel is several hundred bytes, and the map's spare slots would be too.
     channels: HashMap<u16, Box<Channel>>,
@@ -272,6 +274,7 @@ impl Connection {
             events_rx,
             vhost: None,
             vhost_connection: None,
+            counted: Vec::new(),
             user: String::new(),
             channels: HashMap::new(),
             channel_max: 0,
@@ -616,8 +619,14 @@ impl Connection {
                             method_id,
                         ));
                     }
+                    let counted = self
+                        .broker
+                        .count_channel(&self.user)
+                        .map_err(|e| ConnError::Amqp(e, class_id, method_id))?;
                     self.generations += 1;
-                    self.channels.insert(ch, Box::new(Channel::new(ch, self.generations)));
+                    let mut channel = Box::new(Channel::new(ch, self.generations));
+                    channel.counted = Some(counted);
+                    self.channels.insert(ch, channel);
                     self.send(ch, ChannelOpenOk { channel_id: Default::default() })
                 }
                 Frame::Method { method: Method::ChannelCloseOk(_), .. } => Ok(()),
