@@ -639,6 +639,48 @@ def consumer_cancel():
     c.close()
 
 
+def tls_params(external):
+    """Parameters for AMQPS_URL (set by interop/run when the broker it starts has TLS)."""
+    import ssl
+
+    url = os.environ.get("AMQPS_URL")
+    if not url:
+        raise NA("no TLS listener (AMQPS_URL unset)")
+    ctx = ssl.create_default_context(cafile=os.environ["AMQPS_CA"])
+    if external:
+        ctx.load_cert_chain(os.environ["AMQPS_CERT"], os.environ["AMQPS_KEY"])
+    p = params(url)
+    p.ssl_options = pika.SSLOptions(ctx, "localhost")
+    if external:
+        p.credentials = pika.credentials.ExternalCredentials()
+    return p
+
+
+def tls_round_trip(p, name):
+    c = pika.BlockingConnection(p)
+    ch = c.channel()
+    ch.confirm_delivery()
+    clean(ch, [name])
+    ch.queue_declare(name)
+    ch.basic_publish("", name, b"over tls")
+    method, _, body = ch.basic_get(name, auto_ack=True)
+    check(method is not None and body == b"over tls", f"got {body!r}")
+    ch.queue_delete(name)
+    c.close()
+
+
+@scenario("tls-plain")
+def tls_plain():
+    tls_round_trip(tls_params(external=False), q("tls-plain"))
+
+
+@scenario("tls-external")
+def tls_external():
+    # EXTERNAL with a client certificate whose common name is the user (the broker runs with
+    # --ssl-cert-login-from common_name).
+    tls_round_trip(tls_params(external=True), q("tls-external"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Cross-client
 

@@ -26,6 +26,7 @@ mod routing;
 mod rpc;
 mod scale;
 mod support;
+mod tls;
 mod ttl;
 mod vhost_limits;
 

@@ -243,6 +243,11 @@ impl Broker {
         self.persistence.as_ref().map_or(Ok(()), |p| p.changed())
     }
 
+    /// The user called `name` (a login that needs no password: EXTERNAL).
+    pub fn user(&self, name: &str) -> Option<User> {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
     /// The user if the password matches.
     pub fn authenticate(&self, name: &str, password: &str) -> Option<User> {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());

@@ -90,6 +90,43 @@ pub struct Config {
     #[arg(long, env = "WARREN_CONSUMER_MAX_PER_CHANNEL", value_parser = parse_limit)]
     pub consumer_max_per_channel: Option<Limit>,
 
+    /// Where AMQPS (AMQP over TLS) listens, when a certificate and key are given (RabbitMQ's
+    /// listeners.ssl.default).
+    #[arg(long, env = "WARREN_SSL_LISTEN", default_value = "0.0.0.0:5671")]
+    pub ssl_listen: SocketAddr,
+
+    /// The server's certificate chain, PEM (RabbitMQ's ssl_options.certfile): enables AMQPS.
+    #[arg(long, env = "RABBITMQ_SSL_CERTFILE")]
+    pub ssl_certfile: Option<PathBuf>,
+
+    /// The server's private key, PEM (ssl_options.keyfile).
+    #[arg(long, env = "RABBITMQ_SSL_KEYFILE")]
+    pub ssl_keyfile: Option<PathBuf>,
+
+    /// CA certificates that client certificates are verified against, PEM
+    /// (ssl_options.cacertfile).
+    #[arg(long, env = "RABBITMQ_SSL_CACERTFILE")]
+    pub ssl_cacertfile: Option<PathBuf>,
+
+    /// verify_peer: ask clients for a certificate and verify it against the CA
+    /// (ssl_options.verify).
+    #[arg(long, env = "RABBITMQ_SSL_VERIFY", value_enum, default_value = "verify_none")]
+    pub ssl_verify: SslVerify,
+
+    /// With verify_peer, refuse clients without a certificate (ssl_options.fail_if_no_peer_cert).
+    #[arg(long, env = "RABBITMQ_SSL_FAIL_IF_NO_PEER_CERT")]
+    pub ssl_fail_if_no_peer_cert: bool,
+
+    /// The user a client certificate logs in as with EXTERNAL: its whole subject
+    /// (`CN=guest,O=client`) or its common name (RabbitMQ's ssl_cert_login_from).
+    #[arg(
+        long,
+        env = "WARREN_SSL_CERT_LOGIN_FROM",
+        value_enum,
+        default_value = "distinguished_name"
+    )]
+    pub ssl_cert_login_from: CertLogin,
+
     /// Without a command, warren runs the broker.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -100,6 +137,26 @@ pub struct Config {
 pub enum Command {
     /// Commands for the broker running on the same data dir (policies), as `rabbitmqctl`'s.
     Ctl(crate::control::Ctl),
+}
+
+/// Whether TLS clients are asked for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum SslVerify {
+    /// No client certificates.
+    VerifyNone,
+    /// Client certificates verified against `--ssl-cacertfile`.
+    VerifyPeer,
+}
+
+/// Which part of a client certificate names its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum CertLogin {
+    /// The whole subject, RFC 4514.
+    DistinguishedName,
+    /// The subject's common name.
+    CommonName,
 }
 
 /// A count limit: `None` is RabbitMQ's `infinity`.

@@ -21,6 +21,16 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let tls = match crate::tls::acceptor(&config)? {
+        Some(acceptor) => {
+            let l = TcpListener::bind(config.ssl_listen)
+                .await
+                .with_context(|| format!("binding {} for TLS", config.ssl_listen))?;
+            info!("AMQPS (TLS) on {}", l.local_addr().context("reading the TLS address")?);
+            Some((l, acceptor))
+        }
+        None => None,
+    };
     let control_socket = crate::control::bind(&config.data_dir);
     info!("listening on {local}");
     let config = Arc::new(config);
@@ -41,18 +51,23 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let (broker, config, shutdown) = (broker.clone(), config.clone(), shutdown.clone());
-                    tracker.spawn(connection::serve(socket, peer, broker, config, shutdown));
+                    let socket = connection::socket::Stream::Tcp(socket);
+                    tracker.spawn(connection::serve(socket, peer, None, broker, config, shutdown));
                 }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(e) => accept_failed(e).await,
+            },
+            accepted = accept_tls(tls.as_ref()) => match accepted {
+                Ok((socket, peer, acceptor)) => {
+                    let (broker, config, shutdown) = (broker.clone(), config.clone(), shutdown.clone());
+                    tracker.spawn(crate::tls::serve(socket, peer, acceptor, broker, config, shutdown));
                 }
+                Err(e) => accept_failed(e).await,
             },
         }
     }
     info!("shutting down: closing {} connection(s)", tracker.len());
     drop(listener);
+    drop(tls);
     shutdown.cancel();
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
@@ -63,6 +78,21 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
     }
     info!("stopped");
     Ok(())
+}
+
+/// Out of file descriptors and the like: back off instead of spinning.
+async fn accept_failed(e: std::io::Error) {
+    warn!("accept failed: {e}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// The next TLS client; never without a TLS listener.
+async fn accept_tls(
+    tls: Option<&(TcpListener, tokio_rustls::TlsAcceptor)>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr, tokio_rustls::TlsAcceptor)> {
+    let Some((listener, acceptor)) = tls else { return std::future::pending().await };
+    let (socket, peer) = listener.accept().await?;
+    Ok((socket, peer, acceptor.clone()))
 }
 
 async fn shutdown_signal() {

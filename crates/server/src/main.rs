@@ -3,9 +3,10 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables.
-//! - [`control`]: the control socket and `warren ctl` (policies).
+//! - [`control`]: the control socket and `warren ctl` (policies, limits).
 //! - [`alarm`]: the memory and disk monitor that sets the broker's alarms.
-//! - [`listener`]: the accept loop and graceful shutdown.
+//! - [`listener`]: the accept loops (AMQP, and AMQPS when configured) and graceful shutdown.
+//! - [`tls`]: AMQPS with rustls, and the EXTERNAL mechanism's user from a client certificate.
 //! - [`connection`]: one task per client connection: handshake, frame dispatch, heartbeats,
 //!   deliveries, and the socket writer.
 //! - [`channel`]: the channel state machine: content assembly and one file per method class.
@@ -16,6 +17,7 @@ mod config;
 mod connection;
 mod control;
 mod listener;
+mod tls;
 
 use anyhow::Context;
 use clap::Parser;

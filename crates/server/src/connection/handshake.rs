@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use warren_core::{AmqpError, User};
 use warren_wire::constants::PROTOCOL_HEADER;
 use warren_wire::method::{ConnectionOpenOk, ConnectionStart, ConnectionTune};
@@ -12,7 +11,9 @@ use warren_wire::{FieldTable, FieldValue, Method, ProtocolHeader, parse_protocol
 use super::{ConnError, Connection};
 
 /// Reads the 8-byte protocol header. A foreign one is answered with ours and refused.
-pub(super) async fn protocol_header(socket: &mut TcpStream) -> Result<(), ConnError> {
+pub(super) async fn protocol_header(
+    socket: &mut (dyn super::socket::Io + Send),
+) -> Result<(), ConnError> {
     let mut got = [0u8; 8];
     let mut n = 0;
     while n < got.len() {
@@ -60,6 +61,14 @@ fn server_properties() -> FieldTable {
         .with("version", env!("CARGO_PKG_VERSION"))
 }
 
+/// What a client logs in with.
+enum Credentials {
+    /// PLAIN or AMQPLAIN: name and password, if the response could be read.
+    Password(Option<(String, String)>),
+    /// EXTERNAL: the user its TLS client certificate names, if it sent a verified one.
+    Certificate(Option<String>),
+}
+
 /// Splits a PLAIN response `authzid \0 user \0 password`.
 fn plain(response: &[u8]) -> Option<(String, String)> {
     let mut parts = response.split(|b| *b == 0);
@@ -89,7 +98,13 @@ impl Connection {
                 version_major: 0,
                 version_minor: 9,
                 server_properties: server_properties(),
-                mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
+                // EXTERNAL (RabbitMQ's rabbitmq_auth_mechanism_ssl) where TLS verified a
+                // client certificate.
+                mechanisms: if self.tls.as_ref().is_some_and(|t| t.login.is_some()) {
+                    Bytes::from_static(b"EXTERNAL PLAIN AMQPLAIN")
+                } else {
+                    Bytes::from_static(b"PLAIN AMQPLAIN")
+                },
                 locales: Bytes::from_static(b"en_US"),
             },
         )?;
@@ -107,8 +122,11 @@ impl Connection {
         self.cancel_notify = capability("consumer_cancel_notify");
         self.blocked_notify = capability("connection.blocked");
         let credentials = match &*start_ok.mechanism {
-            "PLAIN" => plain(&start_ok.response),
-            "AMQPLAIN" => amqplain(&start_ok.response),
+            "PLAIN" => Credentials::Password(plain(&start_ok.response)),
+            "AMQPLAIN" => Credentials::Password(amqplain(&start_ok.response)),
+            "EXTERNAL" if self.tls.is_some() => {
+                Credentials::Certificate(self.tls.as_ref().and_then(|t| t.login.clone()))
+            }
             other => {
                 return Err(ConnError::Amqp(
                     AmqpError::command_invalid(format!(
@@ -171,11 +189,7 @@ impl Connection {
         Ok(())
     }
 
-    fn authenticate(
-        &self,
-        credentials: Option<(String, String)>,
-        mechanism: &str,
-    ) -> Result<User, ConnError> {
+    fn authenticate(&self, credentials: Credentials, mechanism: &str) -> Result<User, ConnError> {
         let refused = || {
             ConnError::Amqp(
                 AmqpError::access_refused(format!(
@@ -185,11 +199,27 @@ impl Connection {
                 11,
             )
         };
-        let (name, pass) = credentials.ok_or_else(refused)?;
-        let user = self.broker.authenticate(&name, &pass).ok_or_else(|| {
-            tracing::warn!(user = %name, "login refused: bad credentials");
-            refused()
-        })?;
+        let user = match credentials {
+            Credentials::Password(given) => {
+                let (name, pass) = given.ok_or_else(refused)?;
+                self.broker.authenticate(&name, &pass).ok_or_else(|| {
+                    tracing::warn!(user = %name, "login refused: bad credentials");
+                    refused()
+                })?
+            }
+            Credentials::Certificate(None) => {
+                return Err(ConnError::Amqp(
+                    AmqpError::access_refused("EXTERNAL login refused: no peer certificate"),
+                    10,
+                    11,
+                ));
+            }
+            Credentials::Certificate(Some(name)) => self.broker.user(&name).ok_or_else(|| {
+                tracing::warn!(user = %name, "EXTERNAL login refused: no such user");
+                refused()
+            })?,
+        };
+        let name = user.name.clone();
         if user.loopback_only && !self.peer.ip().is_loopback() {
             return Err(ConnError::Amqp(
                 AmqpError::access_refused(format!("user '{name}' can only connect via localhost")),

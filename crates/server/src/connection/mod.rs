@@ -5,6 +5,7 @@
 
 mod handshake;
 pub(crate) mod out;
+pub(crate) mod socket;
 mod writer;
 
 use std::collections::HashMap;
@@ -13,9 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use socket::{ReadHalf, Stream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span};
@@ -58,26 +57,38 @@ pub(crate) enum ConnError {
     Forced,
 }
 
+/// What TLS established about a client (AMQPS connections only).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsPeer {
+    /// The user its verified certificate names (`--ssl-cert-login-from`): it may log in with
+    /// the EXTERNAL mechanism.
+    pub login: Option<String>,
+}
+
 /// Serves one accepted socket until it closes.
-pub async fn serve(
-    mut socket: TcpStream,
+pub(crate) async fn serve(
+    mut socket: Stream,
     peer: SocketAddr,
+    tls: Option<TlsPeer>,
     broker: Arc<Broker>,
     config: Arc<Config>,
     shutdown: CancellationToken,
 ) {
     let id = broker.next_connection_id();
-    let span = info_span!("conn", id, %peer);
+    let span = info_span!("conn", id, %peer, tls = tls.is_some());
     async move {
-        let _ = socket.set_nodelay(true);
+        if let Stream::Tcp(s) = &socket {
+            let _ = s.set_nodelay(true);
+        }
         let limit = Duration::from_secs(config.handshake_timeout);
-        match tokio::time::timeout(limit, handshake::protocol_header(&mut socket)).await {
+        match tokio::time::timeout(limit, handshake::protocol_header(socket.io())).await {
             Err(_) => return debug!("no protocol header within {limit:?}"),
             Ok(Err(e)) => return debug!("{e}"),
             Ok(Ok(())) => {}
         }
         let (rd, wr) = socket.into_split();
         let mut conn = Connection::new(id, peer, broker, config, shutdown, rd, Writer::new(wr));
+        conn.tls = tls;
         let result = match tokio::time::timeout(limit, conn.handshake()).await {
             Err(_) => Err(ConnError::Handshake("handshake timed out".into())),
             Ok(Err(e)) => Err(e),
@@ -171,7 +182,7 @@ impl ReadBuf {
     }
 
     /// Reads more bytes; false on end of stream. Cancel-safe.
-    async fn fill(&mut self, rd: &mut OwnedReadHalf) -> std::io::Result<bool> {
+    async fn fill(&mut self, rd: &mut ReadHalf) -> std::io::Result<bool> {
         rd.readable().await?;
         if self.buf.capacity() - self.buf.len() < READ_LOW && !self.buf.try_reclaim(READ_SIZE) {
             // A new buffer, with the partial frame copied over, made at full size: a
@@ -200,10 +211,12 @@ impl ReadBuf {
 pub(crate) struct Connection {
     id: ConnectionId,
     peer: SocketAddr,
+    /// Set for an AMQPS connection.
+    tls: Option<TlsPeer>,
     broker: Arc<Broker>,
     config: Arc<Config>,
     shutdown: CancellationToken,
-    rd: OwnedReadHalf,
+    rd: ReadHalf,
     inbuf: ReadBuf,
     /// Output of the current loop turn, handed to the writer at its end.
     out: Out,
@@ -255,7 +268,7 @@ impl Connection {
         broker: Arc<Broker>,
         config: Arc<Config>,
         shutdown: CancellationToken,
-        rd: OwnedReadHalf,
+        rd: ReadHalf,
         writer: Writer,
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -263,6 +276,7 @@ impl Connection {
         Connection {
             id,
             peer,
+            tls: None,
             broker,
             config,
             shutdown,

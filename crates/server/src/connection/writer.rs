@@ -9,9 +9,8 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
+use super::socket::WriteHalf;
 use bytes::{Buf, Bytes};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 
 use super::out::Batch;
 
@@ -26,14 +25,14 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// The write half of a connection's socket.
 pub(crate) struct Writer {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     pending: Pending,
     /// When the socket last took bytes (or output last found it empty).
     progress: Instant,
 }
 
 impl Writer {
-    pub(crate) fn new(half: OwnedWriteHalf) -> Self {
+    pub(crate) fn new(half: WriteHalf) -> Self {
         Writer { half, pending: Pending::default(), progress: Instant::now() }
     }
 
