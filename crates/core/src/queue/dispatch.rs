@@ -55,7 +55,7 @@ impl Queue {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
             let Some(idx) = pick_consumer(st, self.args.single_active_consumer) else { return };
             st.next_consumer = idx + 1;
-            let Some(entry) = self.pop_loaded(st) else {
+            let Some(entry) = self.pop_loaded(st, Some(self)) else {
                 // Nothing readable was left: give the reserved window place back.
                 st.consumers[idx].unsent();
                 return;
@@ -77,15 +77,17 @@ impl Queue {
         }
     }
 
-    /// Takes the first ready message, its body in memory.
-    fn pop_loaded(&self, st: &mut State) -> Option<Entry> {
+    /// Takes the first ready message, its body in memory. A paged-out front is read back on
+    /// the blocking pool if `reader` is given (`None` until that read lands: see `read_back`),
+    /// else at once.
+    fn pop_loaded(&self, st: &mut State, reader: Option<&Arc<Queue>>) -> Option<Entry> {
         loop {
             if st.ready.front()?.expires != ttl::NEVER {
                 self.drop_expired(st);
             }
             let front = st.ready.front()?;
             if matches!(front.body, Body::Paged(_)) {
-                if !self.load_front(st) {
+                if reader.is_some_and(|q| q.read_front(st)) || !self.load_front(st) {
                     return None;
                 }
                 continue;
@@ -108,7 +110,7 @@ impl Queue {
     pub fn get(&self) -> Option<(Entry, u32)> {
         let mut st = self.state();
         st.last_used = Some(std::time::Instant::now());
-        let entry = self.pop_loaded(&mut st)?;
+        let entry = self.pop_loaded(&mut st, None)?;
         self.mark_delivered(&entry);
         Some((entry, st.ready.len() as u32))
     }

@@ -15,12 +15,13 @@ pub mod flow;
 mod paging;
 mod publish;
 pub mod quorum;
+mod read_back;
 mod ready;
 mod ttl;
 
 use std::sync::{Arc, Mutex, Weak};
 
-use paging::READ_AHEAD;
+use read_back::READ_AHEAD;
 use ready::Ready;
 use warren_wire::{FieldTable, ShortStr};
 
@@ -120,6 +121,8 @@ struct State {
     expiry_watched: bool,
     /// A message TTL timer runs for this queue.
     ttl_timer: bool,
+    /// A read of paged-out messages is in flight (`read_back`): deliveries wait for it.
+    reading: bool,
     /// Messages that died under the lock, dead-lettered once it is released
     /// ([`Locked`](discard::Locked)).
     dead: Vec<Dead>,
@@ -236,7 +239,7 @@ impl Queue {
             if st.args.overflow != Overflow::DropHead {
                 return;
             }
-            for _ in 0..READ_AHEAD * 16 {
+            for _ in 0..READ_AHEAD * 4 {
                 if !st.args.over(st.ready.len(), st.ready_bytes) {
                     return;
                 }

@@ -1,10 +1,10 @@
 //! The store side of a queue: a ready message keeps its body in memory or only in the store
 //! (a stored message, or one paged out while the queue is long), and is read back when it
-//! reaches the front; recovery at start-up, and what the store is told of deliveries and settles.
+//! reaches the front (see `read_back`); recovery at start-up, and what the store is told of
+//! deliveries and settles.
 
 use std::sync::Arc;
 
-use tracing::error;
 use warren_store::{Location, RecoveredQueue};
 use warren_wire::BasicProperties;
 
@@ -19,9 +19,6 @@ use crate::message::Message;
 const PAGE_TRANSIENT_COUNT: usize = 32 * 1024;
 /// ...or past [`KEEP_LOADED`] messages holding this many body bytes.
 const PAGE_TRANSIENT_BYTES: u64 = 16 * 1024 * 1024;
-
-/// How many paged-out messages are read back together when the front of the queue needs them.
-pub(super) const READ_AHEAD: usize = 64;
 
 /// A ready message as the queue keeps it.
 #[derive(Debug)]
@@ -93,58 +90,6 @@ impl Queue {
                 returns: u32::from(m.redelivered),
             });
         }
-    }
-
-    /// Reads paged-out bodies at the front of the queue back from the store (up to
-    /// `READ_AHEAD` in one go); false if nothing could be read. A record that is gone (its
-    /// write failed and its publish was nacked) is dropped, loudly; a read error leaves the
-    /// messages where they are, to be tried again at the next dispatch.
-    pub(super) fn load_front(&self, st: &mut State) -> bool {
-        let Some(store) = &self.pager else { return false };
-        let locs: Vec<Location> = st
-            .ready
-            .iter()
-            .take(READ_AHEAD)
-            .map_while(|s| match s.body {
-                Body::Paged(loc) => Some(loc),
-                Body::Loaded(_) => None,
-            })
-            .collect();
-        if locs.is_empty() {
-            return false;
-        }
-        let read = match store.read_many(&locs) {
-            Ok(read) => read,
-            Err(e) => {
-                error!(queue = %self.name, "reading messages back failed, will retry: {e}");
-                return false;
-            }
-        };
-        let mut lost = Vec::new();
-        for ((slot, m), loc) in st.ready.iter_mut().zip(read).zip(&locs) {
-            if !slot.stored {
-                // Paged out: the store's copy is not needed any more.
-                store.unpage(*loc);
-            }
-            match m {
-                Some(m) => {
-                    if slot.stored && m.expiration.is_some() {
-                        // A recovered message's own expiration counts from now (for one
-                        // paged out before, its deadline from the publish is the earlier).
-                        slot.expires = slot.expires.min(ttl::deadline(None, m.expiration));
-                    }
-                    slot.body = Body::Loaded(Arc::new(m));
-                }
-                None => lost.push((slot.seq, slot.stored)),
-            }
-        }
-        if !lost.is_empty() {
-            error!(queue = %self.name, "{} message(s) are not on disk (their writes failed); dropped", lost.len());
-            st.ready.retain(|s| !lost.iter().any(|(seq, _)| *seq == s.seq));
-            st.ready_bytes = st.ready.iter().map(|s| u64::from(s.size)).sum();
-            self.settle_seqs(lost.into_iter());
-        }
-        true
     }
 
     /// Gives up ready messages dropped unread: a stored one is removed from the store (unless

@@ -1,0 +1,100 @@
+//! Bindings: exchange.bind, exchange.unbind, queue.bind and queue.unbind.
+
+use warren_wire::FieldTable;
+
+use super::VHost;
+use crate::error::{AmqpError, Result};
+use crate::exchange::{Destination, ExchangeKind, headers};
+use crate::queue::ConnectionId;
+
+impl VHost {
+    /// exchange.bind (`destination` receives what `source` routes).
+    pub fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        key: &str,
+        args: &FieldTable,
+    ) -> Result<()> {
+        let dest = self.exchange_for_change(destination)?;
+        let src = self.exchange_for_change(source)?;
+        if src.options.kind == ExchangeKind::Headers {
+            headers::validate_x_match(args).map_err(AmqpError::precondition_failed)?;
+        }
+        let added = src.router_mut().bind(&Destination::Exchange(dest.name.clone()), key, args);
+        self.persisted(added && src.options.durable && dest.options.durable)?;
+        Ok(())
+    }
+
+    /// exchange.unbind.
+    pub fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        key: &str,
+        args: &FieldTable,
+    ) -> Result<()> {
+        if destination.is_empty() || source.is_empty() {
+            self.exchange_for_change("")?;
+        }
+        // As RabbitMQ: unbinding from or to something that does not exist is a success.
+        let (Some(dest), Some(src)) = (self.exchange(destination), self.exchange(source)) else {
+            return Ok(());
+        };
+        let emptied = {
+            let mut r = src.router_mut();
+            r.unbind(&Destination::Exchange(dest.name.clone()), key, args) && r.is_empty()
+        };
+        if emptied && src.options.auto_delete {
+            self.auto_delete_exchange(source);
+        }
+        self.persisted(src.options.durable && dest.options.durable)?;
+        Ok(())
+    }
+
+    /// queue.bind.
+    pub fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &FieldTable,
+        connection: ConnectionId,
+    ) -> Result<()> {
+        let q = self.queue_for(queue, connection)?;
+        let ex = self.exchange_for_change(exchange)?;
+        if ex.options.kind == ExchangeKind::Headers {
+            headers::validate_x_match(args).map_err(AmqpError::precondition_failed)?;
+        }
+        let added = ex.router_mut().bind(&Destination::Queue(q.name.clone()), key, args);
+        self.persisted(added && ex.options.durable && q.durable.is_some())?;
+        Ok(())
+    }
+
+    /// queue.unbind.
+    pub fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &FieldTable,
+        connection: ConnectionId,
+    ) -> Result<()> {
+        // As RabbitMQ: unbinding from or to something that does not exist is a success.
+        if exchange.is_empty() {
+            self.exchange_for_change(exchange)?;
+        }
+        let Some(q) = self.queue(queue) else { return Ok(()) };
+        q.check_access(connection, &self.name)?;
+        let Some(ex) = self.exchange(exchange) else { return Ok(()) };
+        let emptied = {
+            let mut r = ex.router_mut();
+            r.unbind(&Destination::Queue(q.name.clone()), key, args) && r.is_empty()
+        };
+        if emptied && ex.options.auto_delete {
+            self.auto_delete_exchange(exchange);
+        }
+        self.persisted(ex.options.durable && q.durable.is_some())?;
+        Ok(())
+    }
+}
