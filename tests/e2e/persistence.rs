@@ -338,3 +338,29 @@ async fn concurrent_durable_declares_all_survive_a_crash() {
     assert!(missing.is_empty(), "declared, confirmed, and lost: {missing:?}");
     drop(conns);
 }
+
+/// A durable declare whose definitions cannot be saved is refused (541) and leaves no queue
+/// behind: kept in memory, it would take confirmed messages into files that the next start-up
+/// deletes as an unknown queue's.
+#[tokio::test]
+async fn a_durable_queue_whose_definition_cannot_be_saved_is_not_declared() {
+    let mut broker = TestBroker::start();
+    // The snapshot is written to `definitions.new` first: a directory there makes that fail.
+    let blocker = broker.data_dir.join("definitions.new");
+    std::fs::create_dir(&blocker).expect("blocker");
+    {
+        let (_conn, ch) = broker.channel().await;
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        let e = ch
+            .queue_declare("unsaved".into(), durable, FieldTable::default())
+            .await
+            .expect_err("the save failed");
+        assert_eq!(crate::support::code(&e), Some(541), "{e}");
+    }
+    let (_conn, ch) = broker.channel().await;
+    assert!(!exists(&ch, "unsaved").await, "no queue without its definition on disk");
+    std::fs::remove_dir(&blocker).expect("unblock");
+    broker.crash_and_restart();
+    let (_conn, ch) = broker.channel().await;
+    assert!(!exists(&ch, "unsaved").await);
+}

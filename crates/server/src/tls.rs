@@ -105,7 +105,10 @@ pub(crate) async fn serve(
         tokio::spawn(async move { tokio::io::copy_bidirectional(&mut tls, &mut mine).await });
     let stream = Stream::Unix(theirs);
     connection::serve(stream, peer, Some(TlsPeer { login }), broker, config, shutdown).await;
+    let abort = relay.abort_handle();
     if tokio::time::timeout(LINGER, relay).await.is_err() {
+        // The client keeps its side open: the relay (and the socket) go now.
+        abort.abort();
         debug!(%peer, "the TLS client did not close within {LINGER:?}");
     }
 }

@@ -352,9 +352,17 @@ impl Definitions {
                 }
             }
         }
-        if records.torn {
-            // The snapshot is renamed into place only once complete and synced.
-            return Err(StoreError::Corrupt { path, problem: "damaged record".into() });
+        if records.torn || records.skipped > 0 {
+            // The snapshot is renamed into place only once complete and synced, so damage is
+            // the disk's. Starting without the damaged definitions would delete the files of
+            // the queues they named, confirmed messages and all: refuse instead.
+            return Err(StoreError::Corrupt {
+                path,
+                problem: format!(
+                    "damaged record(s) ({} bytes unreadable); restore the file from a backup",
+                    records.skipped
+                ),
+            });
         }
         Ok(Some(defs))
     }
@@ -431,6 +439,34 @@ mod tests {
         };
         defs.save(&dir).unwrap();
         assert_eq!(Definitions::load(&dir).unwrap(), Some(defs));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn damage_in_the_middle_refuses_to_start_rather_than_forget_a_queue() {
+        let dir = crate::tests::temp_dir("defsdamage");
+        let queue = |name: &str, id| QueueDef {
+            vhost: "/".into(),
+            name: name.into(),
+            id,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+        };
+        let defs = Definitions {
+            vhosts: vec!["/".into()],
+            queues: vec![queue("first", 1), queue("second", 2), queue("third", 3)],
+            ..Default::default()
+        };
+        defs.save(&dir).unwrap();
+        // A flipped byte in the second queue's record: its CRC fails, the records around it
+        // are fine.
+        let path = dir.join(FILE);
+        let mut data = std::fs::read(&path).unwrap();
+        let at = data.windows(6).position(|w| w == b"second").expect("record");
+        data[at] ^= 0xff;
+        std::fs::write(&path, &data).unwrap();
+        let err = Definitions::load(&dir).expect_err("a damaged snapshot is refused");
+        assert!(err.to_string().contains("damaged"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -86,7 +86,7 @@ pub struct Recovery {
 }
 
 /// The open store. Methods only queue requests for the writer thread (no I/O on the caller's
-/// thread) except [`Store::save_definitions`].
+/// thread) except [`Store::save_definitions`] and [`Store::read_many`].
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
@@ -382,16 +382,23 @@ impl Store {
         take().save(&self.dir)
     }
 
-    /// Syncs everything and stops the writer thread.
+    /// Syncs everything and stops the writer thread: waits at most 5 s for it (a dying disk
+    /// can hold a write or fsync far longer), then leaves it behind; what it had written to
+    /// the OS is safe, as after a `kill -9`.
     pub fn close(&self) {
         let (done_tx, done_rx) = mpsc::channel();
         self.send(Request::Shutdown(Box::new(move || {
             let _ = done_tx.send(());
         })));
-        let _ = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+        let finished = done_rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok();
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).tx.take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take()
+            && finished
+        {
             let _ = t.join();
+        }
+        if !finished {
+            tracing::warn!("the store did not finish its last sync within 5 s; stopping anyway");
         }
     }
 }

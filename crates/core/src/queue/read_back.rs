@@ -167,15 +167,16 @@ impl Queue {
                     slot.body = Body::Loaded(Arc::new(m));
                     placed += 1;
                 }
-                None => lost.push((slot.seq, slot.stored)),
+                None => lost.push(slot.seq),
             }
         }
         let changed = placed > 0 || !lost.is_empty();
         if !lost.is_empty() {
             error!(queue = %self.name, "{} message(s) are not on disk (their writes failed); dropped", lost.len());
-            st.ready.retain(|s| !lost.iter().any(|(seq, _)| *seq == s.seq));
+            st.ready.retain(|s| !lost.contains(&s.seq));
             st.ready_bytes = st.ready.iter().map(|s| u64::from(s.size)).sum();
-            self.settle_seqs(lost.into_iter());
+            // Nothing is written for them: a read is never turned into an ack. Their index
+            // entries stay, and the next start-up checks the records again.
         }
         changed
     }

@@ -232,7 +232,12 @@ impl VHost {
         q.apply_policy(policy::applying(&read(&self.policies), &name, Some(q.args.quorum)));
         map.insert(name, q.clone());
         drop(map);
-        self.persisted(is_durable)?;
+        if let Err(e) = self.persisted(is_durable) {
+            // Not on disk: the queue goes again. Kept, it would take confirmed messages into
+            // files that the next start-up deletes as an unknown queue's.
+            self.remove_queue(&q);
+            return Err(e);
+        }
         Ok(answer(q))
     }
 

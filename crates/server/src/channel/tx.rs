@@ -72,8 +72,9 @@ impl Channel {
         let Some(tx) = self.tx.replace(Tx::default()) else {
             return Err(AmqpError::precondition_failed("channel is not transactional"));
         };
-        // Nothing here can fail half-way: the publishes were routed when published (queues
-        // deleted since are skipped) and the settles are applied whatever happens.
+        // The publishes were routed when published (queues deleted since are skipped) and the
+        // settles are applied whatever happens. A store failure is only known after this, and
+        // undoes nothing (the client gets 541): a commit is not all or nothing yet.
         let mut stored: Option<u64> = None;
         let mut failed = None;
         for p in tx.publishes {
