@@ -260,16 +260,15 @@ impl Store {
     /// unread). Until its record is fsync'd, and for good if writing it failed, the store
     /// serves it from memory: a failing disk costs memory, never the message.
     pub fn page_out(&self, message: Arc<Message>) -> Location {
-        self.shared.paging.fetch_add(reader::paged_cost(&message), Ordering::Relaxed);
         self.reserve(message, |_, head, message, loc| Request::Page { head, message, loc }).1
     }
 
-    /// Memory held by paged-out messages the writer has not written yet (their body bytes and
-    /// a fixed cost each):
-    /// while it is large, whoever pages out should slow down, or a disk slower than the
-    /// publishers would make paging cost memory instead of saving it.
-    pub fn paging_backlog(&self) -> u64 {
-        self.shared.paging.load(Ordering::Relaxed)
+    /// Memory held by messages (appended or paged out) the writer has not written yet: their
+    /// body bytes and a fixed cost each. While it is large, publishers should slow down, or a
+    /// disk slower than they are (persistent messages published without confirms, a long
+    /// transient backlog) would fill memory.
+    pub fn write_backlog(&self) -> u64 {
+        self.shared.unwritten.load(Ordering::Relaxed)
     }
 
     /// The paged-out message at `loc` is no longer needed (read back, or dropped).
@@ -289,6 +288,7 @@ impl Store {
         let mut head = BytesMut::with_capacity(64);
         message.encode_head(id, &mut head);
         let len = (record::RECORD_HEADER + head.len() + message.body.len()) as u32;
+        self.shared.unwritten.fetch_add(reader::record_cost(&message), Ordering::Relaxed);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let magic = paths::SEGMENT_MAGIC.len() as u64;
         if inner.offset + u64::from(len) > self.segment_max && inner.offset > magic {

@@ -28,13 +28,14 @@ pub(crate) struct Shared {
     pub files: Mutex<HashMap<u32, Arc<File>>>,
     /// The failure epoch (see the writer's "Faults").
     pub epoch: AtomicU64,
-    /// Memory held by paged-out records the writer has not taken yet ([`paged_cost`]).
-    pub paging: AtomicU64,
+    /// Memory held by records (stored or paged out) the writer has not taken yet
+    /// ([`record_cost`]).
+    pub unwritten: AtomicU64,
 }
 
-/// What a paged-out message costs in memory until it is written: its body and about as much
-/// again as its headers, request and map entry take.
-pub(crate) fn paged_cost(m: &Message) -> u64 {
+/// What a message waiting for the writer costs in memory: its body and about as much again as
+/// its headers, request and map entry take.
+pub(crate) fn record_cost(m: &Message) -> u64 {
     m.body.len() as u64 + 256
 }
 
@@ -45,7 +46,7 @@ impl Shared {
             pending: Mutex::default(),
             files: Mutex::default(),
             epoch: AtomicU64::new(0),
-            paging: AtomicU64::new(0),
+            unwritten: AtomicU64::new(0),
         }
     }
 

@@ -12,12 +12,10 @@
 //! - [`method`]: every method of every class as a typed struct, and the [`Method`] enum.
 //! - [`properties`]: the 14 basic properties and the content header.
 //! - [`frame`]: [`Frame`], the two-step frame parser (header, then payload) and the encoder.
-//! - [`codec`]: `tokio_util::codec::{Decoder, Encoder}` over [`Frame`].
 //! - [`header`]: the 8-byte protocol header that opens a connection.
 
 #![forbid(unsafe_code)]
 
-pub mod codec;
 pub mod constants;
 pub mod error;
 pub mod frame;
@@ -28,7 +26,6 @@ mod read;
 pub mod value;
 mod write;
 
-pub use codec::AmqpCodec;
 pub use error::WireError;
 pub use frame::{Deliver, Frame, FrameSink, encode_content, encode_content_raw, encode_deliver};
 pub use header::{ProtocolHeader, parse_protocol_header};

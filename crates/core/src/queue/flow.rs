@@ -19,10 +19,10 @@
 //!   until the queue is below [`FLOW_LOW`] or none of its consumers lags. The queue wakes such
 //!   publishers when it drains below [`FLOW_LOW`]; they also look again every few
 //!   milliseconds, as the lag can clear without the queue noticing.
-//! - A queue that pages messages out (a long transient backlog, see [`super::KEEP_LOADED`]) is
-//!   congested too while the store has more than 64 MiB of them still to write: a disk slower
-//!   than the publishers then holds them back instead of letting the unwritten pages fill
-//!   memory.
+//! - A queue with a store is congested too while the store has more than 64 MiB of messages
+//!   still to write (persistent ones, or transient ones paged out of a long queue, see
+//!   [`super::KEEP_LOADED`]): a disk slower than the publishers (who may not wait for
+//!   confirms) then holds them back instead of letting unwritten messages fill memory.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -73,11 +73,4 @@ pub enum Publish {
     /// Refused: it would take the queue over its length limit (`x-overflow` reject-publish);
     /// a confirming publisher gets basic.nack.
     Rejected,
-}
-
-impl Publish {
-    /// Whether the message was enqueued.
-    pub fn is_enqueued(self) -> bool {
-        matches!(self, Publish::Enqueued | Publish::Congested)
-    }
 }

@@ -311,11 +311,6 @@ impl Queue {
         self.state().consumers.len() as u32
     }
 
-    /// Whether the queue was deleted (handles may outlive it).
-    pub fn is_deleted(&self) -> bool {
-        self.state().deleted
-    }
-
     /// Marks the queue deleted, drops its messages and tells its consumers; returns the number
     /// of ready messages it held.
     pub(crate) fn delete(&self) -> u32 {

@@ -12,9 +12,10 @@ use super::{KEEP_LOADED, Overflow, Queue, State, ttl};
 use crate::dead_letter::{Dead, Reason};
 use crate::message::Message;
 
-/// Publishers paging out are held back (as by [`flow`](super::flow)) while the store has more
-/// than this many paged-out bytes still to write, until it is down to half of it.
-const PAGING_BACKLOG_HIGH: u64 = 64 * 1024 * 1024;
+/// Publishers into a queue with a store are held back (as by [`flow`](super::flow)) while the
+/// store has more than this many bytes of messages still to write (stored or paged out), until
+/// it is down to half of it.
+const WRITE_BACKLOG_HIGH: u64 = 64 * 1024 * 1024;
 
 impl Queue {
     /// Enqueues a message and delivers it at once if a consumer has room. `stored` is the
@@ -100,8 +101,8 @@ impl Queue {
             st.throttling = true;
             return Publish::Congested;
         }
-        if self.pager.as_ref().is_some_and(|p| p.paging_backlog() > PAGING_BACKLOG_HIGH) {
-            // The disk does not keep up with paging: the publisher waits for it.
+        if self.pager.as_ref().is_some_and(|p| p.write_backlog() > WRITE_BACKLOG_HIGH) {
+            // The disk does not keep up: the publisher waits for it.
             st.throttling = true;
             return Publish::Congested;
         }
@@ -117,7 +118,7 @@ impl Queue {
             return false;
         }
         let paging =
-            self.pager.as_ref().is_some_and(|p| p.paging_backlog() > PAGING_BACKLOG_HIGH / 2);
+            self.pager.as_ref().is_some_and(|p| p.write_backlog() > WRITE_BACKLOG_HIGH / 2);
         let blocked = !st.deleted
             && (paging
                 || (st.ready.len() >= FLOW_LOW && st.consumers.iter().any(|c| c.is_lagging())));

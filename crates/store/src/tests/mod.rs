@@ -88,6 +88,7 @@ fn messages_survive_a_reopen_in_order_with_redelivered_flags() {
     store.remove(1, 1);
     store.delivered(1, 2);
     sync(&store);
+    assert_eq!(store.write_backlog(), 0, "appends leave the write backlog once written");
     store.close();
     let (store, rec) = open(&dir, StoreOptions::default());
     assert_eq!(

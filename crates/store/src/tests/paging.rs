@@ -40,6 +40,7 @@ fn paged_messages_read_back_and_give_their_segments_back_when_unpaged() {
     sync(&store);
     sync(&store);
     assert!(store.shared.pending.lock().unwrap().is_empty(), "fsync'd pages leave memory");
+    assert_eq!(store.write_backlog(), 0, "everything was written");
     assert_eq!(read_bodies(&store, &locs), bodies.iter().cloned().map(Some).collect::<Vec<_>>());
     assert!(segments(&dir) > 40, "{} segments", segments(&dir));
     for loc in &locs[..100] {
@@ -97,6 +98,9 @@ fn a_page_whose_write_failed_is_served_from_memory() {
         read_bodies(&store, &[torn, unsynced, fine]),
         [Some("t".repeat(500)), Some("u".into()), Some("f".into())]
     );
+    // The write backlog is back to nothing, failures included (else publishers would be held
+    // for good).
+    assert_eq!(store.write_backlog(), 0);
     // Unpaging releases the memory held for them.
     store.unpage(torn);
     store.unpage(unsynced);

@@ -226,15 +226,15 @@ impl Writer {
     fn handle(&mut self, req: Request) -> Result<(), StoreError> {
         match req {
             Request::Append { id, head, message, loc, enqueues } => {
-                self.append(id, &head, &message, loc, enqueues)
+                let written = self.append(id, &head, &message, loc, enqueues);
+                self.taken(&message);
+                written
             }
             Request::Page { head, message, loc } => {
                 *self.refs.entry(loc.seg).or_insert(0) += 1;
                 self.pages.push((loc.seg, loc.offset));
                 let written = self.write_record(&head, &message, loc);
-                self.shared
-                    .paging
-                    .fetch_sub(crate::reader::paged_cost(&message), Ordering::Relaxed);
+                self.taken(&message);
                 written
             }
             Request::Unpage { loc } => {
@@ -327,6 +327,12 @@ impl Writer {
         {
             warn!("removing {}: {e}", path.display());
         }
+    }
+
+    /// A message's record is in the segment's buffer (or failed): off the write backlog.
+    fn taken(&self, message: &Message) {
+        let cost = crate::reader::record_cost(message);
+        self.shared.unwritten.fetch_sub(cost, Ordering::Relaxed);
     }
 
     /// A paged-out record is no longer needed: memory and its segment are released.
