@@ -1,5 +1,6 @@
 //! [`AmqpError`]: a broker rule broken, with the reply code and text the client is told.
-//! Soft codes (3xx/4xx) close the channel; hard codes (5xx, and 320/402) close the connection.
+//! Each error knows what it closes ([`Scope`]): the spec's soft errors a channel, its hard
+//! errors the connection.
 
 use warren_wire::constants::reply;
 
@@ -11,20 +12,33 @@ pub struct AmqpError {
     pub code: u16,
     /// Human-readable text (without the code name; [`reply_text`](Self::reply_text) adds it).
     pub text: String,
+    /// What it closes.
+    pub scope: Scope,
+}
+
+/// What an error closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The channel it happened on (channel.close).
+    Channel,
+    /// The whole connection (connection.close).
+    Connection,
 }
 
 /// Result of a broker operation.
 pub type Result<T, E = AmqpError> = std::result::Result<T, E>;
 
 impl AmqpError {
-    /// An error with `code` and `text`.
+    /// An error with `code` and `text`, closing what the spec says that code closes (the
+    /// connection for its hard errors, else the channel).
     pub fn new(code: u16, text: impl Into<String>) -> Self {
-        AmqpError { code, text: text.into() }
+        let scope = if reply::is_hard_error(code) { Scope::Connection } else { Scope::Channel };
+        AmqpError { code, text: text.into(), scope }
     }
 
     /// Whether the error closes the whole connection rather than one channel.
     pub fn is_connection_error(&self) -> bool {
-        matches!(self.code, 320 | 402 | 501..=541)
+        self.scope == Scope::Connection
     }
 
     /// The reply text as RabbitMQ words it: `NOT_FOUND - no queue 'x' in vhost '/'`.
@@ -79,5 +93,23 @@ impl AmqpError {
     /// 541 INTERNAL_ERROR.
     pub fn internal(text: impl Into<String>) -> Self {
         Self::new(reply::INTERNAL_ERROR, text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_specs_hard_errors_close_the_connection_and_its_soft_ones_a_channel() {
+        // The spec's constants of class hard-error and soft-error.
+        for code in [320, 402, 501, 502, 503, 504, 505, 506, 530, 540, 541] {
+            assert_eq!(AmqpError::new(code, "x").scope, Scope::Connection, "{code}");
+        }
+        for code in [311, 312, 313, 403, 404, 405, 406] {
+            assert_eq!(AmqpError::new(code, "x").scope, Scope::Channel, "{code}");
+        }
+        assert!(AmqpError::not_allowed("x").is_connection_error());
+        assert!(!AmqpError::precondition_failed("x").is_connection_error());
     }
 }

@@ -85,4 +85,23 @@ pub mod reply {
             _ => "UNKNOWN",
         }
     }
+
+    /// Whether the spec classes `code` as a hard error (it closes the connection; the spec's
+    /// `hard-error` constants), rather than a soft one (it closes a channel).
+    pub fn is_hard_error(code: u16) -> bool {
+        matches!(
+            code,
+            CONNECTION_FORCED
+                | INVALID_PATH
+                | FRAME_ERROR
+                | SYNTAX_ERROR
+                | COMMAND_INVALID
+                | CHANNEL_ERROR
+                | UNEXPECTED_FRAME
+                | RESOURCE_ERROR
+                | NOT_ALLOWED
+                | NOT_IMPLEMENTED
+                | INTERNAL_ERROR
+        )
+    }
 }
