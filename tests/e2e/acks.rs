@@ -364,3 +364,73 @@ async fn a_commit_delivers_where_its_publishes_were_routed_and_applies_its_acks(
     let ch2 = conn.create_channel().await.expect("channel");
     assert_eq!(ready(&ch2, "src").await, 0, "acked in the commit: not requeued");
 }
+
+/// A channel closed while its persistent publishes wait for the disk, and opened again under
+/// the same number at once, five times: each channel sees acks only for tags it used, and the
+/// last one exactly one ack for its one publish, nothing stray. (The store's completions carry
+/// the channel's generation; a completion that reached the wrong channel would ack its
+/// messages early, which this test cannot see from outside: it checks the protocol, not the
+/// timing.)
+#[tokio::test]
+async fn a_reopened_channel_number_never_gets_the_old_channels_confirms() {
+    use warren_wire::BasicProperties;
+    use warren_wire::method::{
+        BasicPublish, ChannelClose, ChannelOpen, ConfirmSelect, QueueDeclare,
+    };
+    let broker = TestBroker::start();
+    let mut raw = Raw::open(broker.addr, 0).await;
+    let persistent = BasicProperties { delivery_mode: Some(2), ..Default::default() };
+    let publish = |out: &mut bytes::BytesMut, size: usize| {
+        let m = BasicPublish { routing_key: "gen".into(), ..Default::default() }.into();
+        let body = vec![b'g'; size];
+        warren_wire::frame::encode_content(out, 1, &m, &persistent, &body, 131_072).expect("enc");
+    };
+    for round in 0..5 {
+        raw.send(1, ChannelOpen::default()).await;
+        let Method::ChannelOpenOk(_) = raw.method().await else { panic!("open-ok") };
+        raw.send(1, ConfirmSelect::default()).await;
+        let Method::ConfirmSelectOk(_) = raw.method().await else { panic!("select-ok") };
+        let durable = QueueDeclare { queue: "gen".into(), durable: true, ..Default::default() };
+        raw.send(1, durable).await;
+        let Method::QueueDeclareOk(_) = raw.method().await else { panic!("declare-ok") };
+        // Round 0 and every other: many large publishes, then close at once, so that their
+        // fsync completes around the reopen. Otherwise one small publish.
+        let mut out = bytes::BytesMut::new();
+        let (count, size) = if round % 2 == 0 { (200u64, 64 * 1024) } else { (1, 16) };
+        for _ in 0..count {
+            publish(&mut out, size);
+        }
+        Frame::method(1, ChannelClose::default()).encode(&mut out).expect("enc");
+        raw.send_bytes(&out).await;
+        // Until close-ok: acks of this channel's own publishes are fine, none above `count`.
+        loop {
+            match raw.frame().await.expect("a frame") {
+                Frame::Method { method: Method::ChannelCloseOk(_), .. } => break,
+                Frame::Method { method: Method::BasicAck(a), .. } => {
+                    assert!(
+                        a.delivery_tag <= count,
+                        "round {round}: ack {} of {count}",
+                        a.delivery_tag
+                    );
+                }
+                Frame::Method { method: Method::BasicNack(n), .. } => {
+                    panic!("round {round}: nack {}", n.delivery_tag)
+                }
+                _ => {}
+            }
+        }
+    }
+    // A last channel under the same number: one publish, one ack for tag 1, and nothing from
+    // the earlier channels' completions.
+    raw.send(1, ChannelOpen::default()).await;
+    let Method::ChannelOpenOk(_) = raw.method().await else { panic!("open-ok") };
+    raw.send(1, ConfirmSelect::default()).await;
+    let Method::ConfirmSelectOk(_) = raw.method().await else { panic!("select-ok") };
+    let mut out = bytes::BytesMut::new();
+    publish(&mut out, 16);
+    raw.send_bytes(&out).await;
+    let Method::BasicAck(a) = raw.method().await else { panic!("an ack") };
+    assert_eq!((a.delivery_tag, a.multiple), (1, false));
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), raw.frame()).await;
+    assert!(quiet.is_err(), "nothing more on the channel: {quiet:?}");
+}
