@@ -251,7 +251,7 @@ impl Delayed {
             })
             .collect();
         let mut read = match (&self.durable, stored.is_empty()) {
-            (Some(d), false) => match d.store.read_many(&stored) {
+            (Some(d), false) => match crate::blocking::disk(|| d.store.read_many(&stored)) {
                 Ok(read) => read.into_iter(),
                 Err(e) => {
                     // Nothing is known lost: they are tried again in a second.

@@ -19,6 +19,7 @@
 //! - [`error`]: [`AmqpError`], a reply code and text.
 
 pub mod alarm;
+mod blocking;
 pub mod broker;
 pub mod dead_letter;
 pub mod delayed;

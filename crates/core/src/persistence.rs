@@ -53,7 +53,7 @@ impl Persistence {
     /// the next change (or [`Persistence::retry`]) saves the whole state again.
     pub(crate) fn changed(&self) -> crate::Result<()> {
         let Some(broker) = self.broker.get().and_then(Weak::upgrade) else { return Ok(()) };
-        match self.store.save_definitions_with(|| broker.definitions()) {
+        match crate::blocking::disk(|| self.store.save_definitions_with(|| broker.definitions())) {
             Ok(()) => {
                 self.unsaved.store(false, Ordering::Release);
                 Ok(())

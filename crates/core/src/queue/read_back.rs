@@ -54,7 +54,7 @@ impl Queue {
         if locs.is_empty() {
             return false;
         }
-        match store.read_many(&locs) {
+        match crate::blocking::disk(|| store.read_many(&locs)) {
             Ok(read) => self.put_read(st, locs.into_iter().zip(read)),
             Err(e) => {
                 error!(queue = %self.name, "reading messages back failed, will retry: {e}");
