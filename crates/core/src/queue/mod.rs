@@ -99,6 +99,8 @@ pub struct Queue {
     state: Mutex<State>,
     /// Wakes publishers held back by flow control.
     flow: Notify,
+    /// Its definition is on disk (always, for a queue that is not durable).
+    saved: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -159,6 +161,7 @@ impl Queue {
         pager: Option<Arc<Store>>,
         vhost: Weak<VHost>,
     ) -> Self {
+        let durable_is_none = durable.is_none();
         let pager = pager.or_else(|| durable.as_ref().map(|d| d.store.clone()));
         // Checked at declare (and so in the definitions): read leniently here.
         let args = QueueArgs::parse(&options.arguments, &name, "").unwrap_or_default();
@@ -177,6 +180,7 @@ impl Queue {
                 ..State::default()
             }),
             flow: Notify::new(),
+            saved: std::sync::atomic::AtomicBool::new(durable_is_none),
         }
     }
 
@@ -309,6 +313,16 @@ impl Queue {
     /// Consumers.
     pub fn consumer_count(&self) -> u32 {
         self.state().consumers.len() as u32
+    }
+
+    /// Whether its definition is on disk (a durable queue's declare saved it).
+    pub(crate) fn is_saved(&self) -> bool {
+        self.saved.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Its definition is on disk.
+    pub(crate) fn mark_saved(&self) {
+        self.saved.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Marks the queue deleted, drops its messages and tells its consumers; returns the number

@@ -203,6 +203,12 @@ impl VHost {
                 }
             }
             check_queue_args(&e.arguments, &options.arguments, &name, vh)?;
+            if !existing.is_saved() {
+                // Its first declare is still saving it: declare-ok waits for a save that holds
+                // it (saves run one at a time, each of a newer state).
+                self.persisted(true)?;
+                existing.mark_saved();
+            }
             return Ok(answer(existing));
         }
         if quorum {
@@ -238,6 +244,7 @@ impl VHost {
             self.remove_queue(&q);
             return Err(e);
         }
+        q.mark_saved();
         Ok(answer(q))
     }
 

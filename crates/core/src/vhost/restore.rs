@@ -86,6 +86,7 @@ impl VHost {
             self.me.clone(),
         ));
         q.apply_policy(policy::applying(&read(&self.policies), &name, Some(q.args.quorum)));
+        q.mark_saved();
         q.recover(messages);
         write(&self.queues).insert(name, q);
     }
