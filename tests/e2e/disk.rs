@@ -20,7 +20,9 @@ struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = std::env::temp_dir().join(format!("warren-e2e-tmpfs-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("warren-e2e-tmpfs-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -141,4 +143,72 @@ async fn a_full_disk_nacks_publishes_and_loses_nothing_confirmed() {
     let status = broker.terminate();
     assert!(status.success(), "{status:?}");
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// A transaction whose commit the store fails (the disk is full) loses none of the messages it
+/// acked: the client gets 541, and the acked messages come back to their queue.
+#[tokio::test]
+async fn a_commit_the_store_fails_loses_none_of_the_messages_it_acked() {
+    use lapin::options::BasicAckOptions;
+    let Some(fs) = Tmpfs::mount("3m") else {
+        assert!(std::env::var_os("CI").is_none(), "CI must be able to mount a tmpfs (root)");
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let broker = start(&fs.0.join("data"));
+    let conn = broker.connect().await;
+    let ch = channel(&conn).await;
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    for q in ["full", "src"] {
+        within(ch.queue_declare(q.into(), durable, FieldTable::default())).await.expect("declare");
+    }
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    for n in 0..3u8 {
+        let confirm = within(ch.basic_publish(
+            "".into(),
+            "src".into(),
+            BasicPublishOptions::default(),
+            &[n],
+            persistent.clone(),
+        ))
+        .await
+        .expect("publish");
+        assert!(within(confirm).await.expect("confirm").is_ack());
+    }
+    // Fill the disk until the store fails a write.
+    let mut n = 0;
+    while publish(&ch, &body(n)).await {
+        n += 1;
+        assert!(n < 200, "the disk never filled");
+    }
+    let tx = conn.create_channel().await.expect("channel");
+    tx.tx_select().await.expect("tx.select");
+    let got = within(tx.basic_get("src".into(), BasicGetOptions::default()))
+        .await
+        .expect("get")
+        .expect("a message");
+    tx.basic_ack(got.delivery.delivery_tag, BasicAckOptions::default()).await.expect("ack");
+    tx.basic_publish(
+        "".into(),
+        "full".into(),
+        BasicPublishOptions::default(),
+        &body(1000),
+        persistent.clone(),
+    )
+    .await
+    .expect("publish");
+    let e = within(tx.tx_commit()).await.expect_err("the store failed the commit");
+    assert_eq!(crate::support::code(&e), Some(541), "{e}");
+    // The acked message is back: all three are in the queue.
+    fs.resize("64m");
+    let conn = broker.connect().await;
+    let ch = conn.create_channel().await.expect("channel");
+    let mut left = Vec::new();
+    while let Some(m) =
+        within(ch.basic_get("src".into(), BasicGetOptions::default())).await.expect("get")
+    {
+        left.push(m.delivery.data[0]);
+    }
+    left.sort_unstable();
+    assert_eq!(left, [0, 1, 2], "the failed commit's ack was not applied");
 }

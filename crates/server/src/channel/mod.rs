@@ -237,6 +237,9 @@ pub(crate) struct Channel {
     /// A tx.commit that stored messages waits for the store before commit-ok: the store's
     /// failure epoch at the first of its appends.
     pub commit_sync: Option<u64>,
+    /// The settles of a commit waiting for the store: applied once its messages are on disk,
+    /// put back among the unacked if the store failed them.
+    pub commit_settles: Vec<(Unacked, Settle)>,
     /// Counted against the user's and the node's channel limits while open.
     pub counted: Option<warren_core::usage::Counted>,
     /// Tells this channel from an earlier one of the same number on the connection.
@@ -278,6 +281,7 @@ impl Channel {
             tx: None,
             confirm_sync: None,
             commit_sync: None,
+            commit_settles: Vec::new(),
             counted: None,
             generation,
             last_queue: None,
@@ -412,6 +416,8 @@ impl Channel {
         if let Some(tx) = self.tx.take() {
             unacked.extend(tx.settles.into_iter().map(|(u, _)| u));
         }
+        // So did those of a commit still waiting for the store.
+        unacked.extend(self.commit_settles.drain(..).map(|(u, _)| u));
         unacked.sort_by_key(|u| u.tag);
         ack::requeue_all(unacked, ctx);
         self.assembly = Assembly::Idle;

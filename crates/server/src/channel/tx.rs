@@ -72,9 +72,11 @@ impl Channel {
         let Some(tx) = self.tx.replace(Tx::default()) else {
             return Err(AmqpError::precondition_failed("channel is not transactional"));
         };
-        // The publishes were routed when published (queues deleted since are skipped) and the
-        // settles are applied whatever happens. A store failure is only known after this, and
-        // undoes nothing (the client gets 541): a commit is not all or nothing yet.
+        // The publishes were routed when published (queues deleted since are skipped) and go
+        // to their queues now. The settles wait for the store when the commit does: if it
+        // fails them (541), they are put back among the unacked and requeued with the channel,
+        // so no acked message is lost by a failed commit. The publishes stay enqueued
+        // (at-least-once): a commit is all or nothing for its settles, not its publishes.
         let mut stored: Option<u64> = None;
         let mut failed = None;
         for p in tx.publishes {
@@ -86,18 +88,18 @@ impl Channel {
                 failed.get_or_insert(e);
             }
         }
+        if stored.is_some() && failed.is_none() {
+            // commit-ok once the store has the messages on disk (the connection asks it).
+            self.commit_sync = stored;
+            self.commit_settles = tx.settles;
+            return Ok(());
+        }
         for (u, how) in tx.settles {
             ack::apply(vec![u], how, ctx);
         }
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if stored.is_some() {
-            // commit-ok once the store has the messages on disk (the connection asks it).
-            self.commit_sync = stored;
-            Ok(())
-        } else {
-            ctx.send(self.id, TxCommitOk {})
+        match failed {
+            Some(e) => Err(e),
+            None => ctx.send(self.id, TxCommitOk {}),
         }
     }
 
@@ -106,10 +108,16 @@ impl Channel {
     /// fails the way RabbitMQ fails one whose queue could not take it: the connection
     /// closes with 541 INTERNAL_ERROR (the client must not take the commit as done).
     pub(crate) fn committed(&mut self, failed: bool, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        let settles = std::mem::take(&mut self.commit_settles);
         if failed {
+            // Not applied: back among the unacked, requeued when the connection closes.
+            self.unsettle(settles);
             return Err(AmqpError::internal(
                 "tx.commit failed: the store could not write the transaction's messages",
             ));
+        }
+        for (u, how) in settles {
+            ack::apply(vec![u], how, ctx);
         }
         ctx.send(self.id, TxCommitOk {})
     }
