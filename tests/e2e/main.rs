@@ -6,6 +6,7 @@ mod alarm;
 mod broker;
 mod connection;
 mod consume;
+mod conventions;
 mod crash;
 mod delayed;
 mod disk;

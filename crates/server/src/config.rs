@@ -139,6 +139,14 @@ pub enum Command {
     Ctl(crate::control::Ctl),
 }
 
+/// The listener RabbitMQ's variables name (each one in place of the default's part), or the
+/// default if they name nothing valid.
+fn rabbitmq_listen(ip: Option<&str>, port: Option<&str>, default: SocketAddr) -> SocketAddr {
+    let ip = ip.filter(|s| !s.is_empty()).and_then(|s| s.parse().ok()).unwrap_or(default.ip());
+    let port = port.and_then(|s| s.trim().parse().ok()).unwrap_or(default.port());
+    SocketAddr::new(ip, port)
+}
+
 /// Whether TLS clients are asked for a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 #[value(rename_all = "snake_case")]
@@ -174,6 +182,23 @@ fn parse_limit(s: &str) -> Result<Limit, String> {
 }
 
 impl Config {
+    /// The flags and environment, with RabbitMQ's `RABBITMQ_NODE_PORT` and
+    /// `RABBITMQ_NODE_IP_ADDRESS` taken for the AMQP listener when neither `--listen` nor
+    /// `WARREN_LISTEN` says where.
+    pub fn parse_with_rabbitmq_env() -> Config {
+        use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+        let matches = Config::command().get_matches();
+        let mut config = Config::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if matches.value_source("listen") == Some(ValueSource::DefaultValue) {
+            config.listen = rabbitmq_listen(
+                std::env::var("RABBITMQ_NODE_IP_ADDRESS").ok().as_deref(),
+                std::env::var("RABBITMQ_NODE_PORT").ok().as_deref(),
+                config.listen,
+            );
+        }
+        config
+    }
+
     /// The node-wide limits the flags set.
     pub fn node_limits(&self) -> warren_core::usage::NodeLimits {
         warren_core::usage::NodeLimits {
@@ -190,5 +215,18 @@ impl Config {
     /// Whether the default user may only log in from loopback: RabbitMQ restricts `guest` so.
     pub fn default_user_loopback_only(&self) -> bool {
         self.default_user == "guest"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rabbitmq_node_port_and_address_replace_the_defaults_parts() {
+        let d: SocketAddr = "0.0.0.0:5672".parse().unwrap();
+        assert_eq!(rabbitmq_listen(None, Some("5680"), d), "0.0.0.0:5680".parse().unwrap());
+        assert_eq!(rabbitmq_listen(Some("127.0.0.1"), None, d), "127.0.0.1:5672".parse().unwrap());
+        assert_eq!(rabbitmq_listen(Some("nonsense"), Some("x"), d), d);
     }
 }

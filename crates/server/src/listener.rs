@@ -43,6 +43,8 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
     // Recovered queues with x-expires: their period starts now, as with RabbitMQ.
     broker.watch_expiring_queues();
     broker.start_delayed_exchanges();
+    // RabbitMQ's line, which tooling waits for (testcontainers' RabbitMQ modules, scripts).
+    info!("Server startup complete");
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {

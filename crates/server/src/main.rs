@@ -20,12 +20,11 @@ mod listener;
 mod tls;
 
 use anyhow::Context;
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use warren_core::{Broker, Defaults};
 
 fn main() -> anyhow::Result<()> {
-    let config = config::Config::parse();
+    let config = config::Config::parse_with_rabbitmq_env();
     if let Some(config::Command::Ctl(ctl)) = &config.command {
         return control::run_ctl(&config.data_dir, ctl);
     }
