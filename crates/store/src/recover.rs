@@ -124,6 +124,32 @@ fn read_valid(
     Ok(Some((Bytes::from(data), found)))
 }
 
+/// The message id and priority of the whole record at `loc`: from the scan of its segment or,
+/// where the scan did not find one there, read and checked at that offset. After damage in the
+/// middle of a segment the scan resynchronises byte by byte, and a record-shaped run of bytes
+/// inside a message body could carry it past a good record: the index's own offset decides.
+fn record_at(
+    dir: &Path,
+    segments: &HashMap<u32, Vec<(u64, u32, u64, u8)>>,
+    loc: Location,
+) -> Option<(u64, u8)> {
+    let valid = segments.get(&loc.seg)?;
+    if let Ok(k) = valid.binary_search_by_key(&loc.offset, |v| v.0) {
+        return (valid[k].1 == loc.len).then_some((valid[k].2, valid[k].3));
+    }
+    let file = std::fs::File::open(paths::segment(dir, loc.seg)).ok()?;
+    let mut buf = vec![0u8; loc.len as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, loc.offset).ok()?;
+    let payload = crate::record::check(&buf)?;
+    let id = payload.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)?;
+    warn!(
+        segment = loc.seg,
+        offset = loc.offset,
+        "a record the segment scan missed is whole where its index entry says: kept"
+    );
+    Some((id, crate::message::priority_in_record(payload)))
+}
+
 fn list(dir: &Path, ext: &str) -> Result<Vec<(u64, std::path::PathBuf)>, StoreError> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(StoreError::io("listing", dir))?;
@@ -283,12 +309,8 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
             }
             // The message must be whole where the index says: an entry whose record was in a
             // torn tail or a failed write belonged to a publish that was never confirmed.
-            let Some(valid) = segments.get(&loc.seg) else { continue };
-            let Ok(k) = valid.binary_search_by_key(&loc.offset, |v| v.0) else { continue };
-            if valid[k].1 != loc.len {
-                continue;
-            }
-            next_message_id = next_message_id.max(valid[k].2.saturating_add(1));
+            let Some((message_id, priority)) = record_at(dir, &segments, loc) else { continue };
+            next_message_id = next_message_id.max(message_id.saturating_add(1));
             let was_delivered = delivered.contains(&seq);
             *refs.entry(loc.seg).or_insert(0) += 1;
             if let Extra::Origin(from, at) = extra {
@@ -299,7 +321,7 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
                 seq,
                 loc,
                 redelivered: was_delivered,
-                priority: valid[k].3,
+                priority,
                 due: match extra {
                     Extra::Due(due) => Some(due),
                     _ => None,

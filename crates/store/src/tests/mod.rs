@@ -511,3 +511,34 @@ fn positions_are_never_reused_after_a_compaction() {
     store.close();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_record_shaped_run_inside_a_damaged_body_does_not_hide_the_next_message() {
+    let dir = temp_dir("resync");
+    let (store, _) = open(&dir, StoreOptions::default());
+    store.save_definitions(&defs(&[1])).unwrap();
+    let a = publish(&store, 1, 0, &"A".repeat(200));
+    let b = publish(&store, 1, 1, "b-message");
+    sync(&store);
+    store.close();
+    // A's body is rewritten (A is now damage) to hold a well-formed record whose length runs
+    // 20 bytes into B: a scan resynchronising byte by byte after A lands on it and continues
+    // inside B.
+    let path = paths::segment(&dir, a.loc.seg);
+    let mut data = std::fs::read(&path).unwrap();
+    let p = (a.loc.offset + u64::from(a.loc.len)) as usize - 200;
+    let end = b.loc.offset as usize + 20;
+    let len = (end - (p + 8)) as u32;
+    let crc = crc32fast::hash(&data[p + 8..end]);
+    data[p..p + 4].copy_from_slice(&len.to_be_bytes());
+    data[p + 4..p + 8].copy_from_slice(&crc.to_be_bytes());
+    // A's own length is damaged too, so the scan cannot jump over A to B.
+    let at = a.loc.offset as usize;
+    data[at..at + 4].copy_from_slice(&[0xff; 4]);
+    std::fs::write(&path, &data).unwrap();
+    let (store, rec) = open(&dir, StoreOptions::default());
+    // A is lost (its record is damaged); B, whole where its index entry says, is kept.
+    assert_eq!(bodies(&store, &rec, 1), vec![("b-message".into(), false)]);
+    store.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
