@@ -123,6 +123,36 @@ mod tests {
     use super::*;
     use warren_wire::FieldTable;
 
+    /// A segment record's payload, byte for byte: id, exchange and routing key as short
+    /// strings, the properties as in a content header (length-prefixed), then the body.
+    const RECORD: &[u8] = &[
+        0, 0, 0, 0, 0, 0, 0, 5, // id 5
+        2, b'e', b'x', // exchange "ex"
+        1, b'k', // routing key "k"
+        0, 0, 0, 4, // 4 bytes of properties:
+        0x18, 0x00, 2, 7, //   flags delivery-mode + priority, delivery-mode 2, priority 7
+        b'h', b'i', // body
+    ];
+
+    #[test]
+    fn the_record_layout_is_as_documented() {
+        let props =
+            BasicProperties { delivery_mode: Some(2), priority: Some(7), ..Default::default() };
+        let m =
+            Message::new("ex".into(), "k".into(), &props, Bytes::new(), Bytes::from_static(b"hi"));
+        let mut out = BytesMut::new();
+        m.encode_head(5, &mut out);
+        out.extend_from_slice(&m.body);
+        assert_eq!(&out[..], RECORD);
+        let (id, back) = Message::decode(&Bytes::from_static(RECORD)).expect("decodes");
+        assert_eq!(
+            (id, &*back.exchange, &*back.routing_key, &back.body[..]),
+            (5, "ex", "k", &b"hi"[..])
+        );
+        assert!(back.is_persistent());
+        assert_eq!(priority_in_record(RECORD), 7);
+    }
+
     #[test]
     fn records_round_trip() {
         let props = BasicProperties {
