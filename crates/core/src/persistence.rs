@@ -20,6 +20,20 @@ pub struct Persistence {
     pub(crate) broker: OnceLock<Weak<Broker>>,
     /// The last save failed: what is in memory is not all on disk.
     unsaved: AtomicBool,
+    /// Changes to durable things begun (visible in memory, or about to be) and not yet
+    /// through their save ([`Persistence::begin`]).
+    in_flight: AtomicU64,
+}
+
+/// A durable change on its way to disk: counted from before it is made visible until its save
+/// is over (the guard is dropped after it).
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Persistence>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Persistence {
@@ -29,7 +43,20 @@ impl Persistence {
             next_queue_id: AtomicU64::new(next_queue_id),
             broker: OnceLock::new(),
             unsaved: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
         })
+    }
+
+    /// Counts a durable change about to be made visible, until the guard goes (after its save).
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// Whether another change than the caller's own (it holds one guard) may be visible in
+    /// memory and not yet on disk: a redeclare or rebind of it must wait for a save.
+    pub(crate) fn others_in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 1
     }
 
     /// A fresh id for a new durable queue.

@@ -21,8 +21,11 @@ impl VHost {
         if src.options.kind == ExchangeKind::Headers {
             headers::validate_x_match(args).map_err(AmqpError::precondition_failed)?;
         }
+        let durable = src.options.durable && dest.options.durable;
+        let _change = self.begin_change(durable);
         let added = src.router_mut().bind(&Destination::Exchange(dest.name.clone()), key, args);
-        self.persisted(added && src.options.durable && dest.options.durable)?;
+        // A binding already there may be another bind's, still being saved.
+        self.persisted(durable && (added || self.others_in_flight()))?;
         Ok(())
     }
 
@@ -66,8 +69,11 @@ impl VHost {
         if ex.options.kind == ExchangeKind::Headers {
             headers::validate_x_match(args).map_err(AmqpError::precondition_failed)?;
         }
+        let durable = ex.options.durable && q.durable.is_some();
+        let _change = self.begin_change(durable);
         let added = ex.router_mut().bind(&Destination::Queue(q.name.clone()), key, args);
-        self.persisted(added && ex.options.durable && q.durable.is_some())?;
+        // A binding already there may be another bind's, still being saved.
+        self.persisted(durable && (added || self.others_in_flight()))?;
         Ok(())
     }
 

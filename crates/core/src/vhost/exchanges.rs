@@ -67,6 +67,9 @@ impl VHost {
             return Err(AmqpError::command_invalid(format!("unknown exchange type '{kind}'")));
         };
         let options = ExchangeOptions { kind: parsed, ..options };
+        // Counted before the map is looked at: a redeclare that finds it knows it may not be
+        // saved yet.
+        let _change = self.begin_change(options.durable);
         let mut map = write(&self.exchanges);
         if let Some(existing) = map.get(name) {
             let e = &existing.options;
@@ -97,7 +100,10 @@ impl VHost {
                     "inequivalent arg 'alternate-exchange' for exchange '{name}' in vhost '{vh}'"
                 )));
             }
-            return Ok(());
+            let durable = e.durable;
+            drop(map);
+            // It may be another declare's, still being saved: declare-ok waits for a save.
+            return self.persisted(durable && self.others_in_flight());
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(

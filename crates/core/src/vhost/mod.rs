@@ -139,6 +139,18 @@ impl VHost {
         }
     }
 
+    /// Counts a change to durable things about to be made (none for others or without a
+    /// store); hold it until the change is saved.
+    fn begin_change(&self, durable: bool) -> Option<crate::persistence::InFlight> {
+        self.persistence.as_ref().filter(|_| durable).map(|p| p.begin())
+    }
+
+    /// Whether a durable thing found already there (a redeclare, a repeated bind) may still be
+    /// on its way to disk from another change: then declare-ok waits for a save.
+    fn others_in_flight(&self) -> bool {
+        self.persistence.as_ref().is_some_and(|p| p.others_in_flight())
+    }
+
     /// Its limits.
     pub fn limits(&self) -> VhostLimits {
         *read(&self.limits)
