@@ -443,6 +443,24 @@ mod tests {
     }
 
     #[test]
+    fn the_file_layout_is_as_documented() {
+        let dir = crate::tests::temp_dir("defslayout");
+        Definitions { vhosts: vec!["/".into()], ..Default::default() }.save(&dir).unwrap();
+        // One record: an AMQP field table {kind: "vhost", name: "/"} (long strings, type 'S').
+        let payload: &[u8] = &[
+            0, 0, 0, 26, // table length
+            4, b'k', b'i', b'n', b'd', b'S', 0, 0, 0, 5, b'v', b'h', b'o', b's', b't', 4, b'n',
+            b'a', b'm', b'e', b'S', 0, 0, 0, 1, b'/',
+        ];
+        let mut want = b"WRNDEF01".to_vec();
+        want.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        want.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+        want.extend_from_slice(payload);
+        assert_eq!(std::fs::read(dir.join(FILE)).unwrap(), want);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn damage_in_the_middle_refuses_to_start_rather_than_forget_a_queue() {
         let dir = crate::tests::temp_dir("defsdamage");
         let queue = |name: &str, id| QueueDef {
