@@ -183,48 +183,38 @@ async fn lapin_publishes_and_gets_over_tls() {
     );
 }
 
+/// A broker verifying client certificates against the test CA (`extra` flags added), a client
+/// certificate with `subject`, and the broker's EXTERNAL and PLAIN AMQPS URIs.
+fn verifying_broker(subject: &str, extra: &[&str]) -> (Certs, TestBroker, String, String) {
+    let certs = Certs::new(subject);
+    let ca = certs.path("ca.pem");
+    let mut flags = vec!["--ssl-cacertfile", &ca, "--ssl-verify", "verify_peer"];
+    flags.extend_from_slice(extra);
+    let (broker, port) = tls_broker(&certs, &flags);
+    let external = format!("amqps://localhost:{port}/%2f?auth_mechanism=external");
+    let plain = format!("amqps://guest:guest@localhost:{port}/%2f");
+    (certs, broker, external, plain)
+}
+
 #[tokio::test]
 async fn external_logs_in_as_the_client_certificates_common_name() {
-    let certs = Certs::new("/O=client/CN=guest");
-    let ca = certs.path("ca.pem");
-    let flags = [
-        "--ssl-cacertfile",
-        &ca,
-        "--ssl-verify",
-        "verify_peer",
-        "--ssl-cert-login-from",
-        "common_name",
-    ];
-    let (_broker, port) = tls_broker(&certs, &flags);
-    let uri = format!("amqps://localhost:{port}/%2f?auth_mechanism=external");
+    let login = ["--ssl-cert-login-from", "common_name"];
+    let (certs, _broker, uri, plain) = verifying_broker("/O=client/CN=guest", &login);
     let conn = connect(&uri, certs.client(true)).await.expect("EXTERNAL login as guest");
     round_trip(&conn).await;
     // Without a certificate (allowed: fail_if_no_peer_cert is off) EXTERNAL is refused, and
     // PLAIN still works.
     let e = connect(&uri, certs.client(false)).await.expect_err("no certificate, no EXTERNAL");
     assert!(matches!(code(&e), Some(403) | None), "{e}");
-    let plain = format!("amqps://guest:guest@localhost:{port}/%2f");
     round_trip(&connect(&plain, certs.client(false)).await.expect("PLAIN over TLS")).await;
 }
 
 #[tokio::test]
 async fn external_logs_in_as_the_whole_subject_by_default_and_a_certificate_can_be_required() {
-    let certs = Certs::new("/O=client/CN=app");
-    let ca = certs.path("ca.pem");
     // The user named by the certificate's subject as RabbitMQ writes it (last RDN first).
-    let flags = [
-        "--ssl-cacertfile",
-        &ca,
-        "--ssl-verify",
-        "verify_peer",
-        "--ssl-fail-if-no-peer-cert",
-        "--default-user",
-        "CN=app,O=client",
-    ];
-    let (_broker, port) = tls_broker(&certs, &flags);
-    let uri = format!("amqps://localhost:{port}/%2f?auth_mechanism=external");
+    let flags = ["--ssl-fail-if-no-peer-cert", "--default-user", "CN=app,O=client"];
+    let (certs, _broker, uri, plain) = verifying_broker("/O=client/CN=app", &flags);
     let conn = connect(&uri, certs.client(true)).await.expect("EXTERNAL login as the subject");
     round_trip(&conn).await;
-    let plain = format!("amqps://guest:guest@localhost:{port}/%2f");
     assert!(connect(&plain, certs.client(false)).await.is_err(), "a certificate is required");
 }

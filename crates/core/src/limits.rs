@@ -25,37 +25,60 @@ impl VhostLimits {
     /// values that are not integers).
     pub fn parse(def: &FieldTable) -> Result<VhostLimits> {
         let mut limits = VhostLimits::default();
-        for (key, v) in def.iter() {
-            let n = v.as_i64().ok_or_else(|| {
-                AmqpError::precondition_failed(format!(
-                    "Validation failed\n\n{key} must be an integer: {v:?}"
-                ))
-            })?;
-            let n = u64::try_from(n).ok();
-            match key {
-                "max-connections" => limits.max_connections = n,
-                "max-queues" => limits.max_queues = n,
-                other => {
-                    return Err(AmqpError::precondition_failed(format!(
-                        "Validation failed\n\n[<<\"{other}\">>] are not recognised vhost limits"
-                    )));
+        parse_limits(
+            def,
+            |key, n| {
+                match key {
+                    "max-connections" => limits.max_connections = n,
+                    "max-queues" => limits.max_queues = n,
+                    _ => return false,
                 }
-            }
-        }
+                true
+            },
+            |key, _| format!("[<<\"{key}\">>] are not recognised vhost limits"),
+        )?;
         Ok(limits)
     }
 
     /// As a definition (what `list_vhost_limits` shows and the definitions keep).
     pub fn to_table(self) -> FieldTable {
-        let mut t = FieldTable::new();
-        if let Some(n) = self.max_connections {
-            t.insert("max-connections", FieldValue::I64(n as i64));
-        }
-        if let Some(n) = self.max_queues {
-            t.insert("max-queues", FieldValue::I64(n as i64));
-        }
-        t
+        limits_table(&[("max-connections", self.max_connections), ("max-queues", self.max_queues)])
     }
+}
+
+/// Reads a limits definition (vhost or user limits): every value an integer, negative for no
+/// limit (406 "Validation failed" otherwise). `set` takes each key and limit and says whether
+/// it knows the key; `unknown` words the refusal of one it does not.
+pub(crate) fn parse_limits(
+    def: &FieldTable,
+    mut set: impl FnMut(&str, Option<u64>) -> bool,
+    unknown: impl Fn(&str, &FieldValue) -> String,
+) -> Result<()> {
+    for (key, v) in def.iter() {
+        let n = v.as_i64().ok_or_else(|| {
+            AmqpError::precondition_failed(format!(
+                "Validation failed\n\n{key} must be an integer: {v:?}"
+            ))
+        })?;
+        if !set(key, u64::try_from(n).ok()) {
+            return Err(AmqpError::precondition_failed(format!(
+                "Validation failed\n\n{}",
+                unknown(key, v)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Limits as a definition: the keys that have one.
+pub(crate) fn limits_table(limits: &[(&str, Option<u64>)]) -> FieldTable {
+    let mut t = FieldTable::new();
+    for (key, n) in limits {
+        if let Some(n) = n {
+            t.insert(*key, FieldValue::I64(*n as i64));
+        }
+    }
+    t
 }
 
 /// A client connection counted against its vhost's `max-connections` until dropped.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use warren_wire::{FieldTable, FieldValue};
+use warren_wire::FieldTable;
 
 use crate::broker::Broker;
 use crate::error::{AmqpError, Result};
@@ -36,37 +36,27 @@ impl UserLimits {
     /// integers, negative for no limit (406 "Validation failed" otherwise).
     pub fn parse(def: &FieldTable) -> Result<UserLimits> {
         let mut limits = UserLimits::default();
-        for (key, v) in def.iter() {
-            let n = v.as_i64().ok_or_else(|| {
-                AmqpError::precondition_failed(format!(
-                    "Validation failed\n\n{key} must be an integer: {v:?}"
-                ))
-            })?;
-            let n = u64::try_from(n).ok();
-            match key {
-                "max-connections" => limits.max_connections = n,
-                "max-channels" => limits.max_channels = n,
-                other => {
-                    return Err(AmqpError::precondition_failed(format!(
-                        "Validation failed\n\nUnrecognised terms [{{<<\"{other}\">>,{v:?}}}] in \
-                         user-limits"
-                    )));
+        crate::limits::parse_limits(
+            def,
+            |key, n| {
+                match key {
+                    "max-connections" => limits.max_connections = n,
+                    "max-channels" => limits.max_channels = n,
+                    _ => return false,
                 }
-            }
-        }
+                true
+            },
+            |key, v| format!("Unrecognised terms [{{<<\"{key}\">>,{v:?}}}] in user-limits"),
+        )?;
         Ok(limits)
     }
 
     /// As a definition (what `list_user_limits` shows and the definitions keep).
     pub fn to_table(self) -> FieldTable {
-        let mut t = FieldTable::new();
-        if let Some(n) = self.max_connections {
-            t.insert("max-connections", FieldValue::I64(n as i64));
-        }
-        if let Some(n) = self.max_channels {
-            t.insert("max-channels", FieldValue::I64(n as i64));
-        }
-        t
+        crate::limits::limits_table(&[
+            ("max-connections", self.max_connections),
+            ("max-channels", self.max_channels),
+        ])
     }
 
     /// Whether no limit is set.
@@ -235,6 +225,7 @@ pub fn check_consumer_count(max: Option<u64>, consumers: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warren_wire::FieldValue;
 
     fn broker() -> Broker {
         Broker::with_default_user("guest", "guest", "/", false)
