@@ -298,7 +298,10 @@ fn execute(broker: &Broker, fields: &[&str]) -> Result<String, AmqpError> {
                 }
             }
             broker.set_user_limits(u, limits)?;
-            Ok(format!("Clearing \"{which}\" limit for user \"{u}\" ...\n"))
+            Ok(match *which {
+                "all" => format!("Clearing all limits for user \"{u}\" ...\n"),
+                _ => format!("Clearing \"{which}\" limit for user \"{u}\" ...\n"),
+            })
         }
         ["list_user_limits", u] => {
             if !broker.has_user(u) {
