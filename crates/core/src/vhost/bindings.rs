@@ -21,12 +21,10 @@ impl VHost {
         if src.options.kind == ExchangeKind::Headers {
             headers::validate_x_match(args).map_err(AmqpError::precondition_failed)?;
         }
-        let durable = src.options.durable && dest.options.durable;
-        let _change = self.begin_change(durable);
-        let added = src.router_mut().bind(&Destination::Exchange(dest.name.clone()), key, args);
-        // A binding already there may be another bind's, still being saved.
-        self.persisted(durable && (added || self.others_in_flight()))?;
-        Ok(())
+        let to = Destination::Exchange(dest.name.clone());
+        self.bind(src.options.durable && dest.options.durable, || {
+            src.router_mut().bind(&to, key, args)
+        })
     }
 
     /// exchange.unbind.
@@ -69,12 +67,19 @@ impl VHost {
         if ex.options.kind == ExchangeKind::Headers {
             headers::validate_x_match(args).map_err(AmqpError::precondition_failed)?;
         }
-        let durable = ex.options.durable && q.durable.is_some();
+        let to = Destination::Queue(q.name.clone());
+        self.bind(ex.options.durable && q.durable.is_some(), || {
+            ex.router_mut().bind(&to, key, args)
+        })
+    }
+
+    /// Adds a binding (`bind` says whether it is new) and saves it if `durable`: counted as a
+    /// change in flight from before it is visible, and saved again when it was already there
+    /// but may be another bind's, still being saved.
+    fn bind(&self, durable: bool, bind: impl FnOnce() -> bool) -> Result<()> {
         let _change = self.begin_change(durable);
-        let added = ex.router_mut().bind(&Destination::Queue(q.name.clone()), key, args);
-        // A binding already there may be another bind's, still being saved.
-        self.persisted(durable && (added || self.others_in_flight()))?;
-        Ok(())
+        let added = bind();
+        self.persisted(durable && (added || self.others_in_flight()))
     }
 
     /// queue.unbind.
