@@ -273,7 +273,15 @@ impl Store {
 
     /// The paged-out message at `loc` is no longer needed (read back, or dropped).
     pub fn unpage(&self, loc: Location) {
-        self.send(Request::Unpage { loc });
+        self.unpage_all(vec![loc]);
+    }
+
+    /// As [`Store::unpage`], for many at once (one request: a queue reading back or purging
+    /// a run of them).
+    pub fn unpage_all(&self, locs: Vec<Location>) {
+        if !locs.is_empty() {
+            self.send(Request::Unpage { locs });
+        }
     }
 
     /// Reserves the next place in the segments for `message`'s record, makes it readable from

@@ -99,16 +99,16 @@ impl Queue {
         slots: impl Iterator<Item = (u64, bool, &'a Body)>,
         remove: bool,
     ) {
+        let mut unpaged = Vec::new();
         for (seq, stored, body) in slots {
             match (stored, body) {
                 (true, _) if remove => self.settle_seq(seq, true),
-                (false, Body::Paged(loc)) => {
-                    if let Some(store) = &self.pager {
-                        store.unpage(*loc);
-                    }
-                }
+                (false, Body::Paged(loc)) => unpaged.push(*loc),
                 _ => {}
             }
+        }
+        if let Some(store) = &self.pager {
+            store.unpage_all(unpaged);
         }
     }
 

@@ -144,18 +144,16 @@ impl Queue {
             read.map(|(loc, m)| ((loc.seg, loc.offset), m)).collect();
         // Requeued messages may sit before them now: look a little further than the run.
         let limit = want.len() + 64 * 1024;
-        let (mut lost, mut placed) = (Vec::new(), 0usize);
+        let (mut lost, mut placed, mut unpaged) = (Vec::new(), 0usize, Vec::new());
         for slot in st.ready.iter_mut().take(limit) {
             if want.is_empty() {
                 break;
             }
             let Body::Paged(loc) = slot.body else { continue };
             let Some(m) = want.remove(&(loc.seg, loc.offset)) else { continue };
-            if !slot.stored
-                && let Some(store) = &self.pager
-            {
+            if !slot.stored {
                 // Paged out: the store's copy is not needed any more.
-                store.unpage(loc);
+                unpaged.push(loc);
             }
             match m {
                 Some(m) => {
@@ -169,6 +167,9 @@ impl Queue {
                 }
                 None => lost.push(slot.seq),
             }
+        }
+        if let Some(store) = &self.pager {
+            store.unpage_all(unpaged);
         }
         let changed = placed > 0 || !lost.is_empty();
         if !lost.is_empty() {

@@ -53,8 +53,8 @@ pub(crate) enum Request {
     /// Write a paged-out message at `loc` (see [`crate::Store::page_out`]): no index entry
     /// will name it; it keeps its segment until [`Request::Unpage`].
     Page { head: bytes::Bytes, message: Arc<Message>, loc: Location },
-    /// The paged-out message at `loc` is no longer needed.
-    Unpage { loc: Location },
+    /// The paged-out messages at `locs` are no longer needed.
+    Unpage { locs: Vec<Location> },
     /// Queue `queue` holds message `id` at position `seq`; moved there from an origin, if
     /// `extra` names one (which is removed once this entry is on disk: see
     /// [`crate::Store::enqueue_moved`]), or due at a time.
@@ -237,8 +237,8 @@ impl Writer {
                 self.taken(&message);
                 written
             }
-            Request::Unpage { loc } => {
-                self.unpage(loc);
+            Request::Unpage { locs } => {
+                self.unpage(&locs);
                 Ok(())
             }
             Request::Enqueue { queue, seq, id, extra } => {
@@ -335,14 +335,16 @@ impl Writer {
         self.shared.unwritten.fetch_sub(cost, Ordering::Relaxed);
     }
 
-    /// A paged-out record is no longer needed: memory and its segment are released.
-    fn unpage(&mut self, loc: Location) {
-        self.shared
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(loc.seg, loc.offset));
-        self.release_ref(loc.seg);
+    /// Paged-out records no longer needed: memory and their segments are released.
+    fn unpage(&mut self, locs: &[Location]) {
+        let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for loc in locs {
+            pending.remove(&(loc.seg, loc.offset));
+        }
+        drop(pending);
+        for loc in locs {
+            self.release_ref(loc.seg);
+        }
     }
 
     /// One reference to segment `seg` is gone; it is deleted if that was its last.
