@@ -148,7 +148,7 @@ async fn a_full_disk_nacks_publishes_and_loses_nothing_confirmed() {
 /// A transaction whose commit the store fails (the disk is full) loses none of the messages it
 /// acked: the client gets 541, and the acked messages come back to their queue.
 #[tokio::test]
-async fn a_commit_the_store_fails_loses_none_of_the_messages_it_acked() {
+async fn a_commit_the_store_fails_loses_none_of_the_messages_it_acked_and_enqueues_none() {
     use lapin::options::BasicAckOptions;
     let Some(fs) = Tmpfs::mount("3m") else {
         assert!(std::env::var_os("CI").is_none(), "CI must be able to mount a tmpfs (root)");
@@ -159,7 +159,7 @@ async fn a_commit_the_store_fails_loses_none_of_the_messages_it_acked() {
     let conn = broker.connect().await;
     let ch = channel(&conn).await;
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-    for q in ["full", "src"] {
+    for q in ["full", "src", "committed"] {
         within(ch.queue_declare(q.into(), durable, FieldTable::default())).await.expect("declare");
     }
     let persistent = BasicProperties::default().with_delivery_mode(2);
@@ -188,15 +188,18 @@ async fn a_commit_the_store_fails_loses_none_of_the_messages_it_acked() {
         .expect("get")
         .expect("a message");
     tx.basic_ack(got.delivery.delivery_tag, BasicAckOptions::default()).await.expect("ack");
-    tx.basic_publish(
-        "".into(),
-        "full".into(),
-        BasicPublishOptions::default(),
-        &body(1000),
-        persistent.clone(),
-    )
-    .await
-    .expect("publish");
+    // A transient and a persistent publish: all or nothing, neither may be enqueued.
+    for props in [BasicProperties::default(), persistent.clone()] {
+        tx.basic_publish(
+            "".into(),
+            "committed".into(),
+            BasicPublishOptions::default(),
+            &body(1000),
+            props,
+        )
+        .await
+        .expect("publish");
+    }
     let e = within(tx.tx_commit()).await.expect_err("the store failed the commit");
     assert_eq!(crate::support::code(&e), Some(541), "{e}");
     // The acked message is back: all three are in the queue.
@@ -211,4 +214,8 @@ async fn a_commit_the_store_fails_loses_none_of_the_messages_it_acked() {
     }
     left.sort_unstable();
     assert_eq!(left, [0, 1, 2], "the failed commit's ack was not applied");
+    let q = within(ch.queue_declare("committed".into(), durable, FieldTable::default()))
+        .await
+        .expect("declare");
+    assert_eq!(q.message_count(), 0, "a failed commit enqueued its publishes");
 }

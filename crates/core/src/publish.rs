@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use warren_wire::FieldTable;
 
+use crate::broker::Broker;
 use crate::delayed::Delayed;
 use crate::error::Result;
 use crate::exchange::Destination;
 use crate::message::Message;
 use crate::queue::{Publish, Queue};
 use crate::vhost::VHost;
-use warren_store::QueueId;
+use warren_store::{QueueId, Store, Stored};
 
 /// Buffers a publisher reuses from one publish to the next, so that routing allocates
 /// nothing per message.
@@ -95,13 +96,115 @@ impl VHost {
     /// Stores and enqueues `message` where [`VHost::route_message`] said (queues deleted since
     /// are skipped).
     pub fn deliver(&self, message: Arc<Message>, route: Route, scratch: &mut Scratch) -> Routed {
-        match route {
-            Route::Queues(mut queues) => {
-                enqueue(message, &mut queues, &mut scratch.congested, None).0
-            }
-            Route::Delayed(d, delay) => held(&d, message, delay),
+        Staged::new(message, route).deliver(scratch)
+    }
+}
+
+impl Broker {
+    /// Calls `done` once everything the store has taken so far is on disk, or its write has
+    /// failed (tell which with [`Broker::failed_since`]). Without a store nothing is ever
+    /// stored, and nothing waits for this.
+    pub fn after_sync(&self, done: impl FnOnce() + Send + 'static) {
+        if let Some(store) = self.store() {
+            store.sync(Box::new(done));
         }
     }
+
+    /// The store's failure epoch now: it moves on each failed write or fsync.
+    pub fn store_epoch(&self) -> u64 {
+        self.store().map_or(0, |s| s.epoch())
+    }
+
+    /// Whether a write failed after the store's epoch was `epoch` (what was stored then may
+    /// be lost, and must not be confirmed).
+    pub fn failed_since(&self, epoch: u64) -> bool {
+        self.store_epoch() > epoch
+    }
+}
+
+/// A routed message written to the store ahead of its enqueues: a transaction's publish at
+/// commit is stored first and enqueued only once every message of the commit is on disk, so
+/// that a commit the store fails enqueues none of them. Dropped undelivered, it gives its
+/// record up (the store's promised index entries will not come).
+#[derive(Debug)]
+pub struct Staged {
+    message: Arc<Message>,
+    route: Route,
+    stored: Option<Reserved>,
+}
+
+/// A stored record and how many index entries the store still expects for it.
+#[derive(Debug)]
+struct Reserved {
+    store: Arc<Store>,
+    at: Stored,
+    enqueues: u32,
+}
+
+impl Staged {
+    /// Writes `message` to the store if it is persistent and routed to a durable queue
+    /// (once, however many); a message for a delayed exchange is held at delivery.
+    pub fn new(message: Arc<Message>, route: Route) -> Staged {
+        let stored = match &route {
+            Route::Queues(queues) => reserve(&message, queues),
+            Route::Delayed(..) => None,
+        };
+        Staged { message, route, stored }
+    }
+
+    /// The store's failure epoch at the write, if it was written: the enqueues must wait for
+    /// its sync, and must not happen if a write failed since.
+    pub fn stored(&self) -> Option<u64> {
+        self.stored.as_ref().map(|r| r.at.epoch)
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Arc<Message> {
+        &self.message
+    }
+
+    /// Enqueues it where it was routed (queues deleted since are skipped).
+    pub fn deliver(mut self, scratch: &mut Scratch) -> Routed {
+        match std::mem::replace(&mut self.route, Route::Queues(Vec::new())) {
+            Route::Queues(mut queues) => {
+                let stored = self.stored.take();
+                enqueue_reserved(
+                    self.message.clone(),
+                    &mut queues,
+                    &mut scratch.congested,
+                    None,
+                    stored,
+                )
+                .0
+            }
+            Route::Delayed(d, delay) => held(&d, self.message.clone(), delay),
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(r) = self.stored.take() {
+            for _ in 0..r.enqueues {
+                r.store.skip(r.at.id);
+            }
+        }
+    }
+}
+
+/// Writes `message` to the store once if it is persistent and goes to a durable queue.
+fn reserve(message: &Arc<Message>, queues: &[Arc<Queue>]) -> Option<Reserved> {
+    if !message.is_persistent() {
+        return None;
+    }
+    let mut durable = queues.iter().filter_map(|q| q.durable.as_ref());
+    let d = durable.next()?;
+    let enqueues = 1 + durable.count() as u32;
+    Some(Reserved {
+        store: d.store.clone(),
+        at: d.store.append(message.clone(), enqueues),
+        enqueues,
+    })
 }
 
 /// Stores the message once if it is persistent and goes to a durable queue, then enqueues it
@@ -114,19 +217,25 @@ pub(crate) fn enqueue(
     congested: &mut Vec<Arc<Queue>>,
     origin: Option<(QueueId, u64)>,
 ) -> (Routed, bool) {
-    let mut stored = None;
-    if message.is_persistent() {
-        let mut durable = queues.iter().filter_map(|q| q.durable.as_ref());
-        if let Some(d) = durable.next() {
-            let count = 1 + durable.count() as u32;
-            stored = Some((d.store.clone(), d.store.append(message.clone(), count)));
-        }
-    }
+    let stored = reserve(&message, queues);
+    enqueue_reserved(message, queues, congested, origin, stored)
+}
+
+/// Enqueues the message in `queues` (drained), its record already written (`stored`) if the
+/// store keeps it: each durable queue that takes it writes the index entry the store expects,
+/// each that does not (deleted, or refusing it) tells the store it will not come.
+fn enqueue_reserved(
+    message: Arc<Message>,
+    queues: &mut Vec<Arc<Queue>>,
+    congested: &mut Vec<Arc<Queue>>,
+    origin: Option<(QueueId, u64)>,
+    stored: Option<Reserved>,
+) -> (Routed, bool) {
     let mut enqueued = 0;
     let mut rejected = false;
     let mut moved = false;
     for q in queues.drain(..) {
-        let at = stored.as_ref().filter(|_| q.durable.is_some()).map(|(_, at)| *at);
+        let at = stored.as_ref().filter(|_| q.durable.is_some()).map(|r| r.at);
         let outcome = q.publish_from(message.clone(), at, origin);
         let taken = matches!(outcome, Publish::Enqueued | Publish::Congested);
         moved |= taken && at.is_some() && origin.is_some();
@@ -141,13 +250,13 @@ pub(crate) fn enqueue(
             Publish::Deleted | Publish::Rejected => {
                 rejected |= matches!(outcome, Publish::Rejected);
                 // Its promised index entry will not come.
-                if let (Some(at), Some((store, _))) = (at, &stored) {
-                    store.skip(at.id);
+                if let (Some(at), Some(r)) = (at, &stored) {
+                    r.store.skip(at.id);
                 }
             }
         }
     }
-    (Routed { queues: enqueued, stored: stored.map(|(_, at)| at.epoch), rejected }, moved)
+    (Routed { queues: enqueued, stored: stored.map(|r| r.at.epoch), rejected }, moved)
 }
 
 #[cfg(test)]
@@ -204,5 +313,51 @@ mod tests {
         assert_eq!(v.publish(message("missing", ""), None, &mut s).unwrap_err().code, 404);
         assert_eq!(v.queue("a").unwrap().message_count(), 2);
         assert_eq!(v.queue("b").unwrap().message_count(), 1);
+    }
+
+    #[test]
+    fn a_staged_publish_is_enqueued_only_when_delivered() {
+        let dir = std::env::temp_dir().join(format!("warren-core-staged-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let defaults = crate::broker::Defaults {
+            user: "guest".into(),
+            password: "guest".into(),
+            vhost: "/".into(),
+            loopback_only: false,
+        };
+        let broker = Broker::open(&dir, &defaults).expect("open");
+        let v = broker.vhost("/").unwrap();
+        v.declare_queue("q", false, QueueOptions { durable: true, ..queue_options() }, 1).unwrap();
+        let persistent = |body: &'static [u8]| {
+            Arc::new(Message::new(
+                "".into(),
+                "q".into(),
+                &BasicProperties { delivery_mode: Some(2), ..Default::default() },
+                Bytes::new(),
+                Bytes::from_static(body),
+            ))
+        };
+        let mut s = Scratch::default();
+        let stage = |m: Arc<Message>, s: &mut Scratch| {
+            let route = v.route_message(&m, None, s).unwrap();
+            Staged::new(m, route)
+        };
+        let dropped = stage(persistent(b"dropped"), &mut s);
+        let kept = stage(persistent(b"kept"), &mut s);
+        assert!(dropped.stored().is_some() && kept.stored().is_some(), "written at once");
+        assert_eq!(v.queue("q").unwrap().message_count(), 0, "not enqueued before delivery");
+        drop(dropped);
+        assert_eq!(kept.deliver(&mut s).queues, 1);
+        assert_eq!(v.queue("q").unwrap().message_count(), 1);
+        broker.close();
+        drop(v);
+        drop(broker);
+        // After a restart, only the delivered one is in the queue.
+        let broker = Broker::open(&dir, &defaults).expect("reopen");
+        let q = broker.vhost("/").unwrap().queue("q").unwrap();
+        assert_eq!(q.message_count(), 1);
+        assert_eq!(&q.get().unwrap().0.message.body[..], b"kept");
+        broker.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -161,6 +161,21 @@ pub(crate) struct Tx {
     pub settles: Vec<(Unacked, Settle)>,
 }
 
+/// A tx.commit on its way: its publishes are written to the store first and enqueued only
+/// once all are on disk (a commit the store fails enqueues none), then its settles are
+/// applied and commit-ok sent once the queues' index entries are on disk too.
+#[derive(Debug)]
+pub(crate) struct Commit {
+    /// Publishes stored (or not kept by the store) but not yet enqueued, with their
+    /// mandatory flags; empty once enqueued.
+    pub staged: Vec<(warren_core::publish::Staged, bool)>,
+    /// Deliveries settled in the transaction: applied at commit-ok, put back among the
+    /// unacked if the store fails the commit.
+    pub settles: Vec<(Unacked, Settle)>,
+    /// The store's failure epoch at the commit's first write: a failure since fails it.
+    pub epoch: Option<u64>,
+}
+
 /// Publisher-confirm state.
 #[derive(Debug, Default)]
 pub(crate) struct Confirms {
@@ -234,12 +249,11 @@ pub(crate) struct Channel {
     /// Highest confirm-mode publish this turn that waits for the store: the connection asks
     /// the store to tell it when that is on disk.
     pub confirm_sync: Option<u64>,
-    /// A tx.commit that stored messages waits for the store before commit-ok: the store's
-    /// failure epoch at the first of its appends.
+    /// A tx.commit waiting for the store asks it for a sync at the end of the turn (the
+    /// store's failure epoch at the commit's first write).
     pub commit_sync: Option<u64>,
-    /// The settles of a commit waiting for the store: applied once its messages are on disk,
-    /// put back among the unacked if the store failed them.
-    pub commit_settles: Vec<(Unacked, Settle)>,
+    /// A tx.commit waiting for the store.
+    pub commit: Option<Commit>,
     /// Counted against the user's and the node's channel limits while open.
     pub counted: Option<warren_core::usage::Counted>,
     /// Tells this channel from an earlier one of the same number on the connection.
@@ -281,7 +295,7 @@ impl Channel {
             tx: None,
             confirm_sync: None,
             commit_sync: None,
-            commit_settles: Vec::new(),
+            commit: None,
             counted: None,
             generation,
             last_queue: None,
@@ -417,7 +431,10 @@ impl Channel {
             unacked.extend(tx.settles.into_iter().map(|(u, _)| u));
         }
         // So did those of a commit still waiting for the store.
-        unacked.extend(self.commit_settles.drain(..).map(|(u, _)| u));
+        // (Its publishes not yet enqueued are dropped: the store releases their records.)
+        if let Some(commit) = self.commit.take() {
+            unacked.extend(commit.settles.into_iter().map(|(u, _)| u));
+        }
         unacked.sort_by_key(|u| u.tag);
         ack::requeue_all(unacked, ctx);
         self.assembly = Assembly::Idle;

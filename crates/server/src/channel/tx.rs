@@ -1,14 +1,17 @@
 //! Publisher confirms (confirm.select, acks and nacks coalesced with `multiple`, persistent
 //! messages confirmed only once the store has fsync'd them, nacked if its write failed) and
-//! transactions (tx.select, commit, rollback; commit-ok only once stored messages are on
-//! disk).
+//! transactions (tx.select, commit, rollback; a commit's publishes are enqueued only once
+//! all of its stored messages are on disk, and commit-ok follows once their queues' entries
+//! are too).
 
 use warren_core::AmqpError;
 use warren_wire::method::{
     BasicAck, BasicNack, ConfirmSelect, ConfirmSelectOk, TxCommitOk, TxRollbackOk, TxSelectOk,
 };
 
-use super::{Channel, Confirms, Ctx, Outcome, Tx, ack};
+use warren_core::publish::Staged;
+
+use super::{Channel, Commit, Confirms, Ctx, Outcome, Tx, ack};
 
 impl Channel {
     pub(super) fn confirm_select(
@@ -72,51 +75,73 @@ impl Channel {
         let Some(tx) = self.tx.replace(Tx::default()) else {
             return Err(AmqpError::precondition_failed("channel is not transactional"));
         };
-        // The publishes were routed when published (queues deleted since are skipped) and go
-        // to their queues now. The settles wait for the store when the commit does: if it
-        // fails them (541), they are put back among the unacked and requeued with the channel,
-        // so no acked message is lost by a failed commit. The publishes stay enqueued
-        // (at-least-once): a commit is all or nothing for its settles, not its publishes.
-        let mut stored: Option<u64> = None;
-        let mut failed = None;
-        for p in tx.publishes {
-            let routed = ctx.vhost.deliver(p.message.clone(), p.route, &mut self.scratch);
-            if let Some(epoch) = routed.stored {
-                stored = Some(stored.map_or(epoch, |s| s.min(epoch)));
-            }
-            if let Err(e) = self.after_publish(&p.message, routed, p.mandatory, ctx) {
-                failed.get_or_insert(e);
-            }
-        }
-        if stored.is_some() && failed.is_none() {
-            // commit-ok once the store has the messages on disk (the connection asks it).
-            self.commit_sync = stored;
-            self.commit_settles = tx.settles;
+        // The publishes were routed when published (queues deleted since are skipped). All
+        // or nothing: the persistent ones are written to the store now, and every publish
+        // goes to its queues only once they are all on disk.
+        let staged: Vec<_> = tx
+            .publishes
+            .into_iter()
+            .map(|p| (Staged::new(p.message, p.route), p.mandatory))
+            .collect();
+        let first = staged.iter().filter_map(|(s, _)| s.stored()).min();
+        let commit = Commit { staged, settles: tx.settles, epoch: first };
+        if first.is_some() {
+            // The connection asks the store for its sync at the end of the turn.
+            self.commit_sync = first;
+            self.commit = Some(commit);
             return Ok(());
         }
-        for (u, how) in tx.settles {
-            ack::apply(vec![u], how, ctx);
-        }
-        match failed {
-            Some(e) => Err(e),
-            None => ctx.send(self.id, TxCommitOk {}),
-        }
+        self.advance_commit(commit, ctx)
     }
 
-    /// The store finished the sync a commit's messages waited for; `failed` if a write failed
-    /// since the first of them was appended. A commit whose messages may not be on disk
-    /// fails the way RabbitMQ fails one whose queue could not take it: the connection
-    /// closes with 541 INTERNAL_ERROR (the client must not take the commit as done).
+    /// The store finished the sync the commit waited for; `failed` if a write failed since
+    /// the commit's first. A commit whose messages may not be on disk fails the way RabbitMQ
+    /// fails one whose queue could not take it: the connection closes with 541
+    /// INTERNAL_ERROR (the client must not take the commit as done).
     pub(crate) fn committed(&mut self, failed: bool, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
-        let settles = std::mem::take(&mut self.commit_settles);
+        let Some(commit) = self.commit.take() else { return Ok(()) };
         if failed {
-            // Not applied: back among the unacked, requeued when the connection closes.
+            // Nothing enqueued yet is dropped (the store releases its records); the settles
+            // go back among the unacked, requeued when the connection closes.
+            let Commit { staged, settles, .. } = commit;
+            drop(staged);
             self.unsettle(settles);
             return Err(AmqpError::internal(
                 "tx.commit failed: the store could not write the transaction's messages",
             ));
         }
-        for (u, how) in settles {
+        self.advance_commit(commit, ctx)
+    }
+
+    /// The next step of a commit whose stored messages are on disk: its publishes go to their
+    /// queues, and once the index entries that makes are on disk too (another sync), its
+    /// settles are applied and commit-ok sent.
+    fn advance_commit(&mut self, mut commit: Commit, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        if !commit.staged.is_empty() {
+            let mut wrote = false;
+            let mut failed = None;
+            for (staged, mandatory) in std::mem::take(&mut commit.staged) {
+                let message = staged.message().clone();
+                let routed = staged.deliver(&mut self.scratch);
+                if let Some(e) = routed.stored {
+                    wrote = true;
+                    commit.epoch = Some(commit.epoch.map_or(e, |c| c.min(e)));
+                }
+                if let Err(e) = self.after_publish(&message, routed, mandatory, ctx) {
+                    failed.get_or_insert(e);
+                }
+            }
+            if let Some(e) = failed {
+                self.unsettle(commit.settles);
+                return Err(e);
+            }
+            if wrote {
+                self.commit_sync = commit.epoch;
+                self.commit = Some(commit);
+                return Ok(());
+            }
+        }
+        for (u, how) in commit.settles {
             ack::apply(vec![u], how, ctx);
         }
         ctx.send(self.id, TxCommitOk {})

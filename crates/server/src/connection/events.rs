@@ -29,7 +29,7 @@ impl Connection {
                 channel.deliver(consumer, entry, &mut ctx).map_err(|e| ConnError::Amqp(e, 60, 60))
             }
             Event::Persisted { channel, generation, up_to } => {
-                let epoch = self.broker.store().map_or(0, |s| s.epoch());
+                let epoch = self.broker.store_epoch();
                 if let Some(c) =
                     self.channels.get_mut(&channel).filter(|c| c.generation == generation)
                 {
@@ -38,7 +38,7 @@ impl Connection {
                 Ok(())
             }
             Event::TxPersisted { channel, generation, epoch } => {
-                let failed = self.broker.store().is_some_and(|s| s.epoch() > epoch);
+                let failed = self.broker.failed_since(epoch);
                 let live = self
                     .channels
                     .get_mut(&channel)

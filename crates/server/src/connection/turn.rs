@@ -222,27 +222,22 @@ impl Connection {
             self.blocked_sent = true;
         }
         if let Some(vhost) = &self.vhost {
-            let store = self.broker.store();
             for channel in self.channels.values_mut() {
                 if channel.closing {
                     continue;
                 }
                 let (id, generation) = (channel.id, channel.generation);
-                if let Some(up_to) = channel.confirm_sync.take()
-                    && let Some(store) = store
-                {
+                if let Some(up_to) = channel.confirm_sync.take() {
                     let events = self.events_tx.clone();
-                    store.sync(Box::new(move || {
+                    self.broker.after_sync(move || {
                         let _ = events.send(Event::Persisted { channel: id, generation, up_to });
-                    }));
+                    });
                 }
-                if let Some(epoch) = channel.commit_sync.take()
-                    && let Some(store) = store
-                {
+                if let Some(epoch) = channel.commit_sync.take() {
                     let events = self.events_tx.clone();
-                    store.sync(Box::new(move || {
+                    self.broker.after_sync(move || {
                         let _ = events.send(Event::TxPersisted { channel: id, generation, epoch });
-                    }));
+                    });
                 }
                 if channel.confirms.is_some() {
                     let mut ctx = ctx!(self, vhost);
