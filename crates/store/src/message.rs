@@ -70,52 +70,87 @@ impl Message {
         BasicProperties::decode(&self.properties).unwrap_or_default()
     }
 
-    /// The segment record payload up to the body: id, exchange, routing key, properties.
+    /// The segment record payload up to the body (see [`RecordHead`]).
     pub(crate) fn encode_head(&self, id: u64, out: &mut BytesMut) {
-        out.extend_from_slice(&id.to_be_bytes());
-        for s in [&self.exchange, &self.routing_key] {
-            // Short strings: at most 255 bytes, guaranteed by the wire codec.
-            out.extend_from_slice(&[s.len() as u8]);
-            out.extend_from_slice(s.as_bytes());
+        RecordHead {
+            id,
+            exchange: self.exchange.as_bytes(),
+            routing_key: self.routing_key.as_bytes(),
+            properties: &self.properties,
+            body_at: 0,
         }
-        out.extend_from_slice(&(self.properties.len() as u32).to_be_bytes());
-        out.extend_from_slice(&self.properties);
+        .encode(out);
     }
 
     /// Decodes a segment record payload: (id, message).
     pub(crate) fn decode(payload: &Bytes) -> Option<(u64, Message)> {
-        let mut p = 0usize;
-        let take = |p: &mut usize, n: usize| -> Option<Bytes> {
-            let s = payload.get(*p..*p + n)?;
-            *p += n;
-            Some(payload.slice_ref(s))
-        };
-        let id = u64::from_be_bytes(take(&mut p, 8)?[..].try_into().ok()?);
-        let mut strs = Vec::with_capacity(2);
-        for _ in 0..2 {
-            let n = *take(&mut p, 1)?.first()? as usize;
-            strs.push(ShortStr::try_from(take(&mut p, n)?).ok()?);
-        }
-        let plen = u32::from_be_bytes(take(&mut p, 4)?[..].try_into().ok()?) as usize;
-        let properties = take(&mut p, plen)?;
+        let head = RecordHead::parse(payload)?;
+        let exchange = ShortStr::try_from(payload.slice_ref(head.exchange)).ok()?;
+        let routing_key = ShortStr::try_from(payload.slice_ref(head.routing_key)).ok()?;
+        let properties = payload.slice_ref(head.properties);
         let decoded = BasicProperties::decode(&properties).ok()?;
         let (persistent, expiration) = (decoded.is_persistent(), expiration_ms(&decoded));
-        let body = payload.slice(p..);
-        let routing_key = strs.pop()?;
-        let exchange = strs.pop()?;
-        Some((id, Message { exchange, routing_key, properties, persistent, expiration, body }))
+        let body = payload.slice(head.body_at..);
+        Some((head.id, Message { exchange, routing_key, properties, persistent, expiration, body }))
+    }
+}
+
+/// The head of a segment record's payload, the one place its layout is written down:
+/// `[u64 id][u8 len][exchange][u8 len][routing key][u32 len][properties]`, big-endian, the
+/// body after it to the end of the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordHead<'a> {
+    /// The message id (index entries name it).
+    pub id: u64,
+    pub exchange: &'a [u8],
+    pub routing_key: &'a [u8],
+    /// Properties as in a content header (flag word, then the present values).
+    pub properties: &'a [u8],
+    /// Where the body starts in the payload.
+    pub body_at: usize,
+}
+
+impl<'a> RecordHead<'a> {
+    /// Appends the head (`body_at` is not written: the body follows).
+    pub(crate) fn encode(&self, out: &mut BytesMut) {
+        out.extend_from_slice(&self.id.to_be_bytes());
+        for s in [self.exchange, self.routing_key] {
+            // Short strings: at most 255 bytes, guaranteed by the wire codec.
+            out.extend_from_slice(&[s.len() as u8]);
+            out.extend_from_slice(s);
+        }
+        out.extend_from_slice(&(self.properties.len() as u32).to_be_bytes());
+        out.extend_from_slice(self.properties);
+    }
+
+    /// Reads the head of a payload; `None` if it is cut short.
+    pub(crate) fn parse(payload: &'a [u8]) -> Option<Self> {
+        let mut p = 0usize;
+        let mut take = |n: usize| -> Option<&'a [u8]> {
+            let s = payload.get(p..p.checked_add(n)?)?;
+            p += n;
+            Some(s)
+        };
+        let id = u64::from_be_bytes(take(8)?.try_into().ok()?);
+        let exchange_len = take(1)?[0];
+        let exchange = take(usize::from(exchange_len))?;
+        let key_len = take(1)?[0];
+        let routing_key = take(usize::from(key_len))?;
+        let props_len = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+        let properties = take(props_len)?;
+        Some(RecordHead { id, exchange, routing_key, properties, body_at: p })
+    }
+
+    /// The message id of a payload, read without the rest.
+    pub(crate) fn id_of(payload: &[u8]) -> Option<u64> {
+        Some(u64::from_be_bytes(payload.get(..8)?.try_into().ok()?))
     }
 }
 
 /// The `priority` property of a segment record payload (0 without one), read without
 /// decoding the message.
 pub(crate) fn priority_in_record(payload: &[u8]) -> u8 {
-    let skip_short = |at: usize| payload.get(at).map(|n| at + 1 + usize::from(*n));
-    let props = skip_short(8).and_then(skip_short).and_then(|at| {
-        let len = u32::from_be_bytes(payload.get(at..at + 4)?.try_into().ok()?) as usize;
-        payload.get(at + 4..at + 4 + len)
-    });
-    props.and_then(BasicProperties::priority_of).unwrap_or(0)
+    RecordHead::parse(payload).and_then(|h| BasicProperties::priority_of(h.properties)).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -151,6 +186,21 @@ mod tests {
         );
         assert!(back.is_persistent());
         assert_eq!(priority_in_record(RECORD), 7);
+        let head = RecordHead::parse(RECORD).expect("a whole head");
+        assert_eq!(
+            head,
+            RecordHead {
+                id: 5,
+                exchange: b"ex",
+                routing_key: b"k",
+                properties: &[0x18, 0x00, 2, 7],
+                body_at: 21,
+            }
+        );
+        assert_eq!(RecordHead::id_of(RECORD), Some(5));
+        for cut in 0..head.body_at {
+            assert_eq!(RecordHead::parse(&RECORD[..cut]), None, "cut at {cut}");
+        }
     }
 
     #[test]

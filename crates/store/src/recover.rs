@@ -141,7 +141,7 @@ fn record_at(
     let mut buf = vec![0u8; loc.len as usize];
     std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, loc.offset).ok()?;
     let payload = crate::record::check(&buf)?;
-    let id = payload.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)?;
+    let id = crate::message::RecordHead::id_of(payload)?;
     warn!(
         segment = loc.seg,
         offset = loc.offset,
@@ -247,10 +247,7 @@ pub(crate) fn recover(dir: &Path, known: &HashSet<QueueId>) -> Result<Recovered,
         {
             let mut valid = Vec::with_capacity(records.len());
             for (at, range) in &records {
-                let id = data
-                    .get(range.start..range.start + 8)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, u64::from_be_bytes);
+                let id = crate::message::RecordHead::id_of(&data[range.clone()]).unwrap_or(0);
                 let priority = crate::message::priority_in_record(&data[range.clone()]);
                 valid.push((*at as u64, (range.end - *at) as u32, id, priority));
             }
