@@ -54,5 +54,8 @@ fn main() -> anyhow::Result<()> {
     let served = runtime.block_on(listener::run(config, broker.clone(), limits));
     // Connections are closed: flush and fsync what the store holds, then exit.
     broker.close();
+    // Reads on the blocking pool (consumers fed from disk) may be stuck on a disk that hangs:
+    // give them a moment, then exit without them (dropping the runtime would wait for them).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     served
 }

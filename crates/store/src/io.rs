@@ -1,5 +1,6 @@
 //! The writer's file operations, in one place so that tests can make them fail on demand
-//! ([`Faults`]): a failed or torn write, a failed fsync, as a full or dying disk would.
+//! ([`Faults`]): a failed or torn write, a failed or hanging fsync, as a full or dying disk
+//! would.
 //!
 //! Every write the writer thread makes goes through [`Io`]. Without faults it is a thin layer
 //! over `std::fs`; with them, each operation first asks whether it should fail.
@@ -8,7 +9,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Faults to inject into the store's writes (tests only; the broker never sets any).
 #[derive(Debug, Default)]
@@ -21,6 +22,8 @@ pub struct Faults {
     syncs: AtomicU32,
     /// Failing writes write half their data first: a torn record on disk.
     torn: AtomicU32,
+    /// fsyncs do not return while this is set (a disk that stopped answering).
+    hang: AtomicBool,
 }
 
 impl Faults {
@@ -40,6 +43,16 @@ impl Faults {
     /// The next `n` fsyncs fail with EIO.
     pub fn fail_syncs(&self, n: u32) {
         self.syncs.store(n, Ordering::SeqCst);
+    }
+
+    /// From now on fsyncs do not return until [`Faults::release`]: a disk that hangs.
+    pub fn hang_syncs(&self) {
+        self.hang.store(true, Ordering::SeqCst);
+    }
+
+    /// Hanging fsyncs return (and succeed).
+    pub fn release(&self) {
+        self.hang.store(false, Ordering::SeqCst);
     }
 
     fn take(counter: &AtomicU32) -> bool {
@@ -92,8 +105,13 @@ impl Io {
 
     /// fsyncs the file's data.
     pub(crate) fn sync(&self, file: &File) -> std::io::Result<()> {
-        if self.faults.as_ref().is_some_and(|f| Faults::take(&f.syncs)) {
-            return Err(injected());
+        if let Some(f) = &self.faults {
+            while f.hang.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if Faults::take(&f.syncs) {
+                return Err(injected());
+            }
         }
         file.sync_data()
     }

@@ -349,6 +349,33 @@ fn a_failed_fsync_is_never_confirmed() {
 }
 
 #[test]
+fn close_returns_while_the_disk_hangs_in_an_fsync_and_confirms_nothing() {
+    let dir = temp_dir("hang");
+    let (faults, opts) = faulty();
+    let (store, _) = open(&dir, opts);
+    store.save_definitions(&defs(&[1])).unwrap();
+    faults.hang_syncs();
+    let m0 = publish(&store, 1, 0, "m0");
+    let (tx, rx) = mpsc::channel();
+    store.sync(Box::new(move || {
+        let _ = tx.send(());
+    }));
+    // What shutdown does (SIGTERM): it must come back although the writer is stuck.
+    let closing = store.clone();
+    let (closed_tx, closed_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        closing.close();
+        let _ = closed_tx.send(());
+    });
+    closed_rx.recv_timeout(Duration::from_secs(60)).expect("close returned");
+    assert!(rx.try_recv().is_err(), "nothing was confirmed while the fsync hung");
+    assert_eq!(store.epoch(), m0.epoch);
+    // The disk answers again: the stuck writer finishes on its own; nothing waits for it.
+    faults.release();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn a_failed_queue_file_creation_is_retried_and_nothing_confirmed_before() {
     let dir = temp_dir("createfail");
     let (faults, opts) = faulty();
