@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tracing::info;
-use warren_store::definitions::{Definitions, UserDef};
+use warren_store::definitions::{Definitions, Password, UserDef};
 use warren_store::{Store, StoreError, StoreOptions};
 
 use crate::alarm::Alarms;
+use crate::password::PasswordHash;
 use crate::persistence::Persistence;
 use crate::queue::ConnectionId;
 use crate::vhost::VHost;
@@ -20,8 +21,8 @@ use crate::vhost::VHost;
 pub struct User {
     /// Login name.
     pub name: String,
-    /// Password (PLAIN / AMQPLAIN compare it as given).
-    pub password: String,
+    /// The password's salted hash (PLAIN / AMQPLAIN check the given password against it).
+    pub password: PasswordHash,
     /// Vhosts the user may open.
     pub vhosts: Vec<String>,
     /// Like RabbitMQ's `loopback_users`: may log in only from a loopback address.
@@ -71,7 +72,7 @@ impl Broker {
         self.add_vhost(&d.vhost);
         self.add_user(User {
             name: d.user.clone(),
-            password: d.password.clone(),
+            password: PasswordHash::new(&d.password),
             vhosts: vec![d.vhost.clone()],
             loopback_only: d.loopback_only,
         });
@@ -106,10 +107,23 @@ impl Broker {
                 for v in &defs.vhosts {
                     broker.add_vhost(v);
                 }
+                let mut rehashed = false;
                 for u in defs.users {
+                    let password = match &u.password {
+                        Password::Hash(h) => PasswordHash::from_base64(h),
+                        Password::Plain(p) => {
+                            // Written before warren hashed passwords: hashed now, saved below.
+                            rehashed = true;
+                            Some(PasswordHash::new(p))
+                        }
+                    };
+                    let Some(password) = password else {
+                        tracing::warn!(user = %u.name, "skipping a user whose password hash is not one");
+                        continue;
+                    };
                     broker.add_user(User {
                         name: u.name,
-                        password: u.password,
+                        password,
                         vhosts: u.vhosts,
                         loopback_only: u.loopback_only,
                     });
@@ -148,6 +162,10 @@ impl Broker {
                     if let Some(v) = broker.vhost(&b.vhost) {
                         v.restore_binding(b);
                     }
+                }
+                if rehashed {
+                    // No password stays in plain text on disk (retried if this save fails).
+                    let _ = persistence.changed();
                 }
                 info!(
                     vhosts = defs.vhosts.len(),
@@ -189,7 +207,7 @@ impl Broker {
         for u in users.values() {
             defs.users.push(UserDef {
                 name: u.name.clone(),
-                password: u.password.clone(),
+                password: Password::Hash(u.password.to_base64()),
                 vhosts: u.vhosts.clone(),
                 loopback_only: u.loopback_only,
             });
@@ -251,7 +269,7 @@ impl Broker {
     /// The user if the password matches.
     pub fn authenticate(&self, name: &str, password: &str) -> Option<User> {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-        users.get(name).filter(|u| u.password == password).cloned()
+        users.get(name).filter(|u| u.password.verify(password)).cloned()
     }
 
     /// A fresh connection id.
@@ -266,5 +284,51 @@ impl Broker {
         for v in vhosts {
             v.drop_exclusive_queues(connection);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_store::StoreOptions;
+
+    #[test]
+    fn a_plain_text_password_from_an_older_data_dir_is_hashed_and_saved_hashed() {
+        let dir = std::env::temp_dir().join(format!("warren-core-rehash-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, _) = Store::open(&dir, StoreOptions::default()).expect("store");
+        let old = Definitions {
+            vhosts: vec!["/".into()],
+            users: vec![UserDef {
+                name: "app".into(),
+                password: Password::Plain("hunter2-plain".into()),
+                vhosts: vec!["/".into()],
+                loopback_only: false,
+            }],
+            ..Default::default()
+        };
+        store.save_definitions(&old).expect("save");
+        store.close();
+        let file = dir.join(warren_store::definitions::FILE);
+        let contains = |needle: &[u8]| {
+            std::fs::read(&file).expect("read").windows(needle.len()).any(|w| w == needle)
+        };
+        assert!(contains(b"hunter2-plain"), "the old file has it in plain text");
+        let defaults = Defaults {
+            user: "guest".into(),
+            password: "guest".into(),
+            vhost: "/".into(),
+            loopback_only: true,
+        };
+        let broker = Broker::open(&dir, &defaults).expect("open");
+        assert!(broker.authenticate("app", "hunter2-plain").is_some());
+        assert!(broker.authenticate("app", "hunter2").is_none());
+        assert!(!contains(b"hunter2-plain"), "saved again with the hash only");
+        broker.close();
+        drop(broker);
+        let broker = Broker::open(&dir, &defaults).expect("reopen");
+        assert!(broker.authenticate("app", "hunter2-plain").is_some(), "the hash survives");
+        broker.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -28,6 +28,7 @@ pub mod exchange;
 pub mod expiry;
 pub mod limits;
 pub mod message;
+pub mod password;
 pub mod persistence;
 pub mod policy;
 pub mod publish;

@@ -26,12 +26,22 @@ pub const FILE: &str = "definitions";
 pub struct UserDef {
     /// Login.
     pub name: String,
-    /// Password.
-    pub password: String,
+    /// The password, as a hash in RabbitMQ's format (or, in a file written before warren
+    /// hashed passwords, in plain text: hashed when loaded, and saved hashed).
+    pub password: Password,
     /// Vhosts the user may open.
     pub vhosts: Vec<String>,
     /// Only from loopback addresses.
     pub loopback_only: bool,
+}
+
+/// A user's password as the definitions hold it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Password {
+    /// RabbitMQ's `password_hash`: base64 of a 4-byte salt and SHA-256(salt ++ password).
+    Hash(String),
+    /// In plain text: only ever read from a file an older warren wrote, never written.
+    Plain(String),
 }
 
 /// A durable exchange.
@@ -201,7 +211,15 @@ impl Definitions {
                 FieldTable::new()
                     .with("kind", s("user"))
                     .with("name", s(&u.name))
-                    .with("password", s(&u.password))
+                    .with(
+                        match &u.password {
+                            Password::Hash(_) => "password_hash",
+                            Password::Plain(_) => "password",
+                        },
+                        match &u.password {
+                            Password::Hash(p) | Password::Plain(p) => s(p),
+                        },
+                    )
                     .with("vhosts", FieldValue::Array(u.vhosts.iter().map(|v| s(v)).collect()))
                     .with("loopback_only", u.loopback_only),
             );
@@ -303,7 +321,10 @@ impl Definitions {
                 "vhost" => defs.vhosts.push(f.str("name")?),
                 "user" => defs.users.push(UserDef {
                     name: f.str("name")?,
-                    password: f.str("password")?,
+                    password: match table.get("password_hash") {
+                        Some(_) => Password::Hash(f.str("password_hash")?),
+                        None => Password::Plain(f.str("password")?),
+                    },
                     vhosts: f.strings("vhosts")?,
                     loopback_only: f.bool("loopback_only")?,
                 }),
@@ -389,7 +410,7 @@ mod tests {
             vhosts: vec!["/".into(), "dev".into()],
             users: vec![UserDef {
                 name: "guest".into(),
-                password: "guest".into(),
+                password: Password::Hash("AQIDBHs=".into()),
                 vhosts: vec!["/".into()],
                 loopback_only: true,
             }],
