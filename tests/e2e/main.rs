@@ -16,6 +16,7 @@ mod flow;
 mod limits;
 mod node_limits;
 mod paging;
+mod permissions;
 mod persistence;
 mod policy;
 mod priority;

@@ -7,27 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tracing::info;
-use warren_store::definitions::{Definitions, Password, UserDef};
+use warren_store::definitions::{Definitions, Password, PermissionDef, UserDef};
 use warren_store::{Store, StoreError, StoreOptions};
 
 use crate::alarm::Alarms;
 use crate::password::PasswordHash;
 use crate::persistence::Persistence;
 use crate::queue::ConnectionId;
+use crate::users::{Permissions, User};
 use crate::vhost::VHost;
-
-/// A user who may log in.
-#[derive(Debug, Clone)]
-pub struct User {
-    /// Login name.
-    pub name: String,
-    /// The password's salted hash (PLAIN / AMQPLAIN check the given password against it).
-    pub password: PasswordHash,
-    /// Vhosts the user may open.
-    pub vhosts: Vec<String>,
-    /// Like RabbitMQ's `loopback_users`: may log in only from a loopback address.
-    pub loopback_only: bool,
-}
 
 /// The user and vhost a new data dir starts with (RabbitMQ's default user and vhost).
 #[derive(Debug, Clone)]
@@ -46,7 +34,11 @@ pub struct Defaults {
 #[derive(Debug, Default)]
 pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
-    users: RwLock<HashMap<String, User>>,
+    pub(crate) users: RwLock<HashMap<String, User>>,
+    /// Users' permissions: (user, vhost) -> permissions.
+    pub(crate) permissions: RwLock<HashMap<(String, String), Arc<Permissions>>>,
+    /// Moves on every change to users or permissions (connections look theirs up again).
+    pub(crate) permission_generation: AtomicU64,
     next_connection: AtomicU64,
     persistence: Option<Arc<Persistence>>,
     /// The memory and disk alarms in force.
@@ -70,12 +62,14 @@ impl Broker {
 
     fn add_defaults(&self, d: &Defaults) {
         self.add_vhost(&d.vhost);
+        // As RabbitMQ's default user: an administrator with every permission on the vhost.
         self.add_user(User {
             name: d.user.clone(),
-            password: PasswordHash::new(&d.password),
-            vhosts: vec![d.vhost.clone()],
+            password: Some(PasswordHash::new(&d.password)),
+            tags: vec!["administrator".into()],
             loopback_only: d.loopback_only,
         });
+        self.grant(&d.user, &d.vhost, Permissions::all());
     }
 
     /// Opens the data dir: recovers users, vhosts, durable exchanges, queues, bindings and
@@ -110,23 +104,40 @@ impl Broker {
                 let mut rehashed = false;
                 for u in defs.users {
                     let password = match &u.password {
-                        Password::Hash(h) => PasswordHash::from_base64(h),
-                        Password::Plain(p) => {
+                        None => None,
+                        Some(Password::Hash(h)) => match PasswordHash::from_base64(h) {
+                            Some(h) => Some(h),
+                            None => {
+                                tracing::warn!(user = %u.name, "a password hash that is not one: the user cannot log in with a password");
+                                None
+                            }
+                        },
+                        Some(Password::Plain(p)) => {
                             // Written before warren hashed passwords: hashed now, saved below.
                             rehashed = true;
                             Some(PasswordHash::new(p))
                         }
                     };
-                    let Some(password) = password else {
-                        tracing::warn!(user = %u.name, "skipping a user whose password hash is not one");
-                        continue;
-                    };
+                    for v in &u.vhosts {
+                        // Written before warren had permissions: the user could do anything
+                        // in the vhosts it could open.
+                        rehashed = true;
+                        broker.grant(&u.name, v, Permissions::all());
+                    }
                     broker.add_user(User {
                         name: u.name,
                         password,
-                        vhosts: u.vhosts,
+                        tags: u.tags,
                         loopback_only: u.loopback_only,
                     });
+                }
+                for p in &defs.permissions {
+                    match Permissions::new(&p.configure, &p.write, &p.read) {
+                        Ok(perms) => broker.grant(&p.user, &p.vhost, perms),
+                        Err(e) => {
+                            tracing::warn!(user = %p.user, vhost = %p.vhost, "skipping permissions: {}", e.text)
+                        }
+                    }
                 }
                 for (u, limits) in &defs.user_limits {
                     match crate::usage::UserLimits::parse(limits) {
@@ -207,12 +218,24 @@ impl Broker {
         for u in users.values() {
             defs.users.push(UserDef {
                 name: u.name.clone(),
-                password: Password::Hash(u.password.to_base64()),
-                vhosts: u.vhosts.clone(),
+                password: u.password.as_ref().map(|h| Password::Hash(h.to_base64())),
+                tags: u.tags.clone(),
+                vhosts: Vec::new(),
                 loopback_only: u.loopback_only,
             });
         }
         drop(users);
+        for ((user, vhost), p) in self.permissions.read().unwrap_or_else(|p| p.into_inner()).iter()
+        {
+            let (configure, write, read) = p.texts();
+            defs.permissions.push(PermissionDef {
+                user: user.clone(),
+                vhost: vhost.clone(),
+                configure: configure.into(),
+                write: write.into(),
+                read: read.into(),
+            });
+        }
         for (u, limits) in self.all_user_limits() {
             defs.user_limits.push((u, limits.to_table()));
         }
@@ -235,10 +258,18 @@ impl Broker {
             .clone()
     }
 
-    /// Adds or replaces a user.
-    pub fn add_user(&self, user: User) {
-        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
-        users.insert(user.name.clone(), user);
+    /// Creates a vhost if there is none of that name (`add_vhost`, the API's PUT), and saves
+    /// the definitions; whether it is new.
+    pub fn create_vhost(&self, name: &str) -> crate::Result<bool> {
+        if name.is_empty() {
+            return Err(crate::AmqpError::precondition_failed("a vhost name cannot be empty"));
+        }
+        if self.vhost(name).is_some() {
+            return Ok(false);
+        }
+        self.add_vhost(name);
+        self.save_definitions()?;
+        Ok(true)
     }
 
     /// Every vhost.
@@ -269,7 +300,7 @@ impl Broker {
     /// The user if the password matches.
     pub fn authenticate(&self, name: &str, password: &str) -> Option<User> {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-        users.get(name).filter(|u| u.password.verify(password)).cloned()
+        users.get(name).filter(|u| u.password.as_ref().is_some_and(|h| h.verify(password))).cloned()
     }
 
     /// A fresh connection id.
@@ -301,7 +332,8 @@ mod tests {
             vhosts: vec!["/".into()],
             users: vec![UserDef {
                 name: "app".into(),
-                password: Password::Plain("hunter2-plain".into()),
+                password: Some(Password::Plain("hunter2-plain".into())),
+                tags: Vec::new(),
                 vhosts: vec!["/".into()],
                 loopback_only: false,
             }],

@@ -34,14 +34,16 @@ pub mod policy;
 pub mod publish;
 pub mod queue;
 pub mod usage;
+pub mod users;
 pub mod vhost;
 
 pub use alarm::{Alarms, Resource};
-pub use broker::{Broker, Defaults, User};
+pub use broker::{Broker, Defaults};
 pub use error::{AmqpError, Result};
 pub use message::Message;
 pub use queue::{
     ChannelLimit, ConnectionId, Consumer, ConsumerSpec, Entry, Event, Lag, Publish, Queue,
     QueueOptions,
 };
+pub use users::User;
 pub use vhost::VHost;

@@ -27,12 +27,32 @@ pub struct UserDef {
     /// Login.
     pub name: String,
     /// The password, as a hash in RabbitMQ's format (or, in a file written before warren
-    /// hashed passwords, in plain text: hashed when loaded, and saved hashed).
-    pub password: Password,
-    /// Vhosts the user may open.
+    /// hashed passwords, in plain text: hashed when loaded, and saved hashed); `None`: the
+    /// user has no password.
+    pub password: Option<Password>,
+    /// Tags (`administrator`, `monitoring`, ...).
+    pub tags: Vec<String>,
+    /// Only read from files written before warren had permissions: vhosts the user could
+    /// open (with every permission there). Never written.
     pub vhosts: Vec<String>,
     /// Only from loopback addresses.
     pub loopback_only: bool,
+}
+
+/// A user's permissions in a vhost: regular expressions naming what it may configure, write
+/// to and read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PermissionDef {
+    /// User.
+    pub user: String,
+    /// Vhost.
+    pub vhost: String,
+    /// Configure regex.
+    pub configure: String,
+    /// Write regex.
+    pub write: String,
+    /// Read regex.
+    pub read: String,
 }
 
 /// A user's password as the definitions hold it.
@@ -120,6 +140,8 @@ pub struct Definitions {
     pub vhosts: Vec<String>,
     /// Users.
     pub users: Vec<UserDef>,
+    /// Users' permissions in vhosts.
+    pub permissions: Vec<PermissionDef>,
     /// Durable exchanges (the built-in ones are not stored).
     pub exchanges: Vec<ExchangeDef>,
     /// Policies.
@@ -169,6 +191,9 @@ impl Fields<'_> {
             .and_then(|v| u64::try_from(v).ok())
             .ok_or_else(|| self.bad(k))
     }
+    fn strings_or_none(&self, k: &str) -> Result<Vec<String>, StoreError> {
+        if self.0.get(k).is_none() { Ok(Vec::new()) } else { self.strings(k) }
+    }
     fn strings(&self, k: &str) -> Result<Vec<String>, StoreError> {
         match self.0.get(k) {
             Some(FieldValue::Array(a)) => a
@@ -207,21 +232,26 @@ impl Definitions {
             );
         }
         for u in &self.users {
+            let mut t = FieldTable::new().with("kind", s("user")).with("name", s(&u.name));
+            match &u.password {
+                Some(Password::Hash(p)) => t = t.with("password_hash", s(p)),
+                Some(Password::Plain(p)) => t = t.with("password", s(p)),
+                None => {}
+            }
+            out.push(
+                t.with("tags", FieldValue::Array(u.tags.iter().map(|v| s(v)).collect()))
+                    .with("loopback_only", u.loopback_only),
+            );
+        }
+        for p in &self.permissions {
             out.push(
                 FieldTable::new()
-                    .with("kind", s("user"))
-                    .with("name", s(&u.name))
-                    .with(
-                        match &u.password {
-                            Password::Hash(_) => "password_hash",
-                            Password::Plain(_) => "password",
-                        },
-                        match &u.password {
-                            Password::Hash(p) | Password::Plain(p) => s(p),
-                        },
-                    )
-                    .with("vhosts", FieldValue::Array(u.vhosts.iter().map(|v| s(v)).collect()))
-                    .with("loopback_only", u.loopback_only),
+                    .with("kind", s("permission"))
+                    .with("user", s(&p.user))
+                    .with("vhost", s(&p.vhost))
+                    .with("configure", s(&p.configure))
+                    .with("write", s(&p.write))
+                    .with("read", s(&p.read)),
             );
         }
         for e in &self.exchanges {
@@ -321,12 +351,23 @@ impl Definitions {
                 "vhost" => defs.vhosts.push(f.str("name")?),
                 "user" => defs.users.push(UserDef {
                     name: f.str("name")?,
-                    password: match table.get("password_hash") {
-                        Some(_) => Password::Hash(f.str("password_hash")?),
-                        None => Password::Plain(f.str("password")?),
+                    password: if table.get("password_hash").is_some() {
+                        Some(Password::Hash(f.str("password_hash")?))
+                    } else if table.get("password").is_some() {
+                        Some(Password::Plain(f.str("password")?))
+                    } else {
+                        None
                     },
-                    vhosts: f.strings("vhosts")?,
+                    tags: f.strings_or_none("tags")?,
+                    vhosts: f.strings_or_none("vhosts")?,
                     loopback_only: f.bool("loopback_only")?,
+                }),
+                "permission" => defs.permissions.push(PermissionDef {
+                    user: f.str("user")?,
+                    vhost: f.str("vhost")?,
+                    configure: f.str("configure")?,
+                    write: f.str("write")?,
+                    read: f.str("read")?,
                 }),
                 "exchange" => defs.exchanges.push(ExchangeDef {
                     vhost: f.str("vhost")?,
@@ -408,11 +449,28 @@ mod tests {
             )],
             next_queue_id: 12,
             vhosts: vec!["/".into(), "dev".into()],
-            users: vec![UserDef {
-                name: "guest".into(),
-                password: Password::Hash("AQIDBHs=".into()),
-                vhosts: vec!["/".into()],
-                loopback_only: true,
+            users: vec![
+                UserDef {
+                    name: "guest".into(),
+                    password: Some(Password::Hash("AQIDBHs=".into())),
+                    tags: vec!["administrator".into(), "monitoring".into()],
+                    vhosts: Vec::new(),
+                    loopback_only: true,
+                },
+                UserDef {
+                    name: "certified".into(),
+                    password: None,
+                    tags: Vec::new(),
+                    vhosts: Vec::new(),
+                    loopback_only: false,
+                },
+            ],
+            permissions: vec![PermissionDef {
+                user: "guest".into(),
+                vhost: "dev".into(),
+                configure: "^app\\.".into(),
+                write: "".into(),
+                read: ".*".into(),
             }],
             policies: vec![PolicyDef {
                 vhost: "/".into(),
@@ -460,6 +518,35 @@ mod tests {
         };
         defs.save(&dir).unwrap();
         assert_eq!(Definitions::load(&dir).unwrap(), Some(defs));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn users_written_before_permissions_and_hashes_still_load() {
+        let dir = crate::tests::temp_dir("defsold");
+        // A user record as an older warren wrote it: plain password, a vhosts list, no tags.
+        let old = FieldTable::new()
+            .with("kind", s("user"))
+            .with("name", s("app"))
+            .with("password", s("secret"))
+            .with("vhosts", FieldValue::Array(vec![s("/")]))
+            .with("loopback_only", false);
+        let mut payload = BytesMut::new();
+        old.encode(&mut payload).unwrap();
+        let mut data = MAGIC.to_vec();
+        record::frame(&mut data, &payload);
+        std::fs::write(dir.join(FILE), &data).unwrap();
+        let defs = Definitions::load(&dir).unwrap().expect("a snapshot");
+        assert_eq!(
+            defs.users,
+            [UserDef {
+                name: "app".into(),
+                password: Some(Password::Plain("secret".into())),
+                tags: Vec::new(),
+                vhosts: vec!["/".into()],
+                loopback_only: false,
+            }]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -13,6 +13,7 @@ use crate::error::{AmqpError, Result};
 use crate::exchange::{Destination, Exchange};
 use crate::policy;
 use crate::queue::{ConnectionId, Durable, Queue, QueueArgs, QueueOptions, quorum};
+use crate::users::{Access, Kind, Perm};
 
 /// The arguments a classic queue's redeclare must repeat exactly, as RabbitMQ compares them
 /// (others may differ freely).
@@ -142,6 +143,21 @@ impl VHost {
         options: QueueOptions,
         connection: ConnectionId,
     ) -> Result<DeclaredQueue> {
+        self.declare_queue_as(None, name, passive, options, connection)
+    }
+
+    /// queue.declare by a user whose permissions are checked as RabbitMQ checks them: a
+    /// passive declare needs none; otherwise configure on the queue (a server-named one by
+    /// its generated name), and for a new queue with a dead-letter exchange read on the queue
+    /// and write on that exchange.
+    pub fn declare_queue_as(
+        &self,
+        mut access: Option<&mut Access>,
+        name: &str,
+        passive: bool,
+        options: QueueOptions,
+        connection: ConnectionId,
+    ) -> Result<DeclaredQueue> {
         let answer = |q: Arc<Queue>| {
             // A declare of any kind refreshes x-expires (RabbitMQ's `stat`).
             q.touch();
@@ -165,18 +181,27 @@ impl VHost {
                 "queue type {shown}: only classic and quorum queues are implemented by warren"
             )));
         }
-        if quorum {
-            quorum::check_args(&options.arguments, name, &self.name)?;
-        }
-        DeadLetterTo::parse(&options.arguments, name, &self.name)?;
-        QueueArgs::parse(&options.arguments, name, &self.name)?;
-        // As RabbitMQ: every client-chosen amq.* name is refused, server-generated ones too.
+        // As RabbitMQ: every client-chosen amq.* name is refused.
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
         let name: ShortStr = if name.is_empty() { self.generate_name() } else { name.into() };
+        if let Some(a) = access.as_deref_mut() {
+            a.check(Perm::Configure, Kind::Queue, &name)?;
+        }
+        if quorum {
+            quorum::check_args(&options.arguments, &name, &self.name)?;
+        }
+        let dead_letter = DeadLetterTo::parse(&options.arguments, &name, &self.name)?;
+        QueueArgs::parse(&options.arguments, &name, &self.name)?;
+        if let (Some(a), Some(dlx)) = (access, &dead_letter)
+            && self.queue(&name).is_none()
+        {
+            a.check(Perm::Read, Kind::Queue, &name)?;
+            a.check(Perm::Write, Kind::Exchange, &dlx.exchange)?;
+        }
         let mut map = write(&self.queues);
         if let Some(existing) = map.get(&name).cloned() {
             drop(map);

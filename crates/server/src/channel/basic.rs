@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use warren_core::publish::Routed;
+use warren_core::users::{Kind, Perm};
 use warren_core::vhost::REPLY_TO;
 use warren_core::{AmqpError, Consumer, ConsumerSpec, Message};
 use warren_wire::method::{
@@ -18,11 +19,17 @@ use super::content::Published;
 use super::{Channel, Ctx, Source, Subscription, TxPublish, Unacked};
 
 /// Checks what RabbitMQ checks of a publish's properties: user_id must be the authenticated
-/// user's, expiration a non-negative integer (milliseconds).
-fn check_properties(p: &warren_wire::BasicProperties, user: &str) -> Result<(), AmqpError> {
+/// user's (unless it is tagged `impersonator`), expiration a non-negative integer
+/// (milliseconds).
+fn check_properties(
+    p: &warren_wire::BasicProperties,
+    access: &mut warren_core::users::Access,
+) -> Result<(), AmqpError> {
     if let Some(id) = &p.user_id
-        && **id != *user
+        && **id != *access.user()
+        && !access.impersonator()
     {
+        let user = access.user();
         return Err(AmqpError::precondition_failed(format!(
             "user_id property set to '{id}' but authenticated user was '{user}'"
         )));
@@ -100,6 +107,7 @@ impl Channel {
             self.reply_queue = Some(q.name.clone());
             q
         } else {
+            ctx.access.check(Perm::Read, Kind::Queue, &queue_name)?;
             ctx.vhost.queue_for(&queue_name, ctx.connection)?
         };
         if queue.args.quorum && self.limit.prefetch.load(Ordering::Acquire) > 0 {
@@ -165,7 +173,8 @@ impl Channel {
     /// A publish's content is complete: check it, then publish it now, or route it and hold
     /// it for commit.
     pub(super) fn published(&mut self, p: Published, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
-        check_properties(&p.header.properties, ctx.user)?;
+        ctx.access.check_publish(&p.method.exchange, &mut self.publish_cache)?;
+        check_properties(&p.header.properties, ctx.access)?;
         let mandatory = p.method.mandatory;
         let (message, header) = self.message_of(p)?;
         let headers = header.properties.headers.as_ref();
@@ -247,6 +256,7 @@ impl Channel {
 
     pub(super) fn get(&mut self, m: BasicGet, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         let queue_name = self.queue_name(&m.queue)?;
+        ctx.access.check(Perm::Read, Kind::Queue, &queue_name)?;
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection)?;
         let Some((entry, message_count)) = queue.get() else {
             return ctx.send(self.id, BasicGetEmpty { cluster_id: "".into() });

@@ -40,8 +40,9 @@ pub(crate) struct Ctx<'a> {
     pub out: &'a mut Out,
     pub frame_max: u32,
     pub config: &'a Config,
-    /// The authenticated user (publishes with another user_id are refused).
-    pub user: &'a str,
+    /// What the authenticated user may do in the vhost (and its name: publishes with another
+    /// user_id are refused).
+    pub access: &'a mut warren_core::users::Access,
     /// Queues whose consumers may have room again: dispatched at the end of the batch.
     pub dispatch: &'a mut Vec<Arc<Queue>>,
     /// Congested queues published to: the connection stops reading until they drain.
@@ -265,6 +266,8 @@ pub(crate) struct Channel {
     reply_queue: Option<ShortStr>,
     /// Routing buffers reused from one publish to the next.
     scratch: Scratch,
+    /// The last exchange this channel was allowed to publish to.
+    publish_cache: warren_core::users::PublishCache,
 }
 
 impl Channel {
@@ -302,6 +305,7 @@ impl Channel {
             next_ctag: 1,
             reply_queue: None,
             scratch: Scratch::default(),
+            publish_cache: Default::default(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The queue class: declare, bind, unbind, purge and delete.
 
+use warren_core::users::{Kind, Perm};
 use warren_core::{AmqpError, QueueOptions};
 use warren_wire::method::{
     QueueBind, QueueBindOk, QueueDeclare, QueueDeclareOk, QueueDelete, QueueDeleteOk, QueuePurge,
@@ -7,6 +8,16 @@ use warren_wire::method::{
 };
 
 use super::{Channel, Ctx};
+
+/// What RabbitMQ checks for queue.bind and unbind: write on the queue, then read on the
+/// exchange (the default exchange is refused later, as binding to it at all is).
+fn check_bind(ctx: &mut Ctx<'_>, queue: &str, exchange: &str) -> Result<(), AmqpError> {
+    ctx.access.check(Perm::Write, Kind::Queue, queue)?;
+    if !exchange.is_empty() {
+        ctx.access.check(Perm::Read, Kind::Exchange, exchange)?;
+    }
+    Ok(())
+}
 
 impl Channel {
     pub(super) fn queue_declare(
@@ -27,7 +38,13 @@ impl Channel {
             auto_delete: m.auto_delete,
             arguments: m.arguments,
         };
-        let declared = ctx.vhost.declare_queue(&name, m.passive, options, ctx.connection)?;
+        let declared = ctx.vhost.declare_queue_as(
+            Some(&mut *ctx.access),
+            &name,
+            m.passive,
+            options,
+            ctx.connection,
+        )?;
         ctx.vhost.watch_expiry(&declared.queue);
         self.last_queue = Some(declared.queue.name.clone());
         if m.nowait {
@@ -48,6 +65,7 @@ impl Channel {
         // As RabbitMQ: an empty queue name and key bind with the last queue's name as the key.
         let key =
             if m.queue.is_empty() && m.routing_key.is_empty() { &queue } else { &m.routing_key };
+        check_bind(ctx, &queue, &m.exchange)?;
         ctx.vhost.bind_queue(&queue, &m.exchange, key, &m.arguments, ctx.connection)?;
         if m.nowait { Ok(()) } else { ctx.send(self.id, QueueBindOk {}) }
     }
@@ -60,6 +78,7 @@ impl Channel {
         let queue = self.queue_name(&m.queue)?;
         let key =
             if m.queue.is_empty() && m.routing_key.is_empty() { &queue } else { &m.routing_key };
+        check_bind(ctx, &queue, &m.exchange)?;
         ctx.vhost.unbind_queue(&queue, &m.exchange, key, &m.arguments, ctx.connection)?;
         ctx.send(self.id, QueueUnbindOk {})
     }
@@ -70,6 +89,7 @@ impl Channel {
         ctx: &mut Ctx<'_>,
     ) -> Result<(), AmqpError> {
         let queue = self.queue_name(&m.queue)?;
+        ctx.access.check(Perm::Read, Kind::Queue, &queue)?;
         let message_count = ctx.vhost.purge_queue(&queue, ctx.connection)?;
         if m.nowait { Ok(()) } else { ctx.send(self.id, QueuePurgeOk { message_count }) }
     }
@@ -80,6 +100,7 @@ impl Channel {
         ctx: &mut Ctx<'_>,
     ) -> Result<(), AmqpError> {
         let queue = self.queue_name(&m.queue)?;
+        ctx.access.check(Perm::Configure, Kind::Queue, &queue)?;
         let message_count =
             match ctx.vhost.delete_queue(&queue, m.if_unused, m.if_empty, ctx.connection) {
                 // RabbitMQ answers delete-ok with 0 for a queue that does not exist.

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warren_core::users::Access;
 use warren_core::{AmqpError, User};
 use warren_wire::constants::PROTOCOL_HEADER;
 use warren_wire::method::{ConnectionOpenOk, ConnectionStart, ConnectionTune};
@@ -169,7 +170,8 @@ impl Connection {
         };
         let counted = vhost.open_connection(&user.name).map_err(amqp)?;
         let per_user = self.broker.count_user_connection(&user.name).map_err(amqp)?;
-        if !user.vhosts.iter().any(|v| *v == *open.virtual_host) {
+        let mut access = Access::new(self.broker.clone(), &user.name, &open.virtual_host);
+        if !access.any() {
             return Err(ConnError::Amqp(
                 AmqpError::not_allowed(format!(
                     "access to vhost '{}' refused for user '{}'",
@@ -183,6 +185,7 @@ impl Connection {
         self.counted = vec![node, per_user];
         self.vhost = Some(vhost);
         self.user = user.name;
+        self.access = access;
         self.send(0, ConnectionOpenOk { known_hosts: "".into() })?;
         self.flush_all().await?;
         tracing::info!(user = %self.user, vhost = %open.virtual_host, "connection open");

@@ -22,6 +22,7 @@ use socket::{ReadHalf, Stream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
+use warren_core::users::Access;
 use warren_core::{AmqpError, Broker, ConnectionId, Event, Lag, Queue, VHost};
 use warren_wire::{Frame, Method, WireError};
 
@@ -111,7 +112,7 @@ macro_rules! ctx {
             out: &mut $conn.out,
             frame_max: $conn.frame_max,
             config: &$conn.config,
-            user: &$conn.user,
+            access: &mut $conn.access,
             dispatch: &mut $conn.dispatch,
             held: &mut $conn.held,
             lag: &$conn.lag,
@@ -145,6 +146,8 @@ pub(crate) struct Connection {
     /// Counted against the node's and the user's connection limits while open.
     counted: Vec<warren_core::usage::Counted>,
     user: String,
+    /// What the user may do in the vhost (nothing before connection.open).
+    access: Access,
     /// Boxed: a channel is several hundred bytes, and the map's spare slots would be too.
     channels: HashMap<u16, Box<Channel>>,
     channel_max: u16,
@@ -188,6 +191,7 @@ impl Connection {
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let frame_max = config.frame_max;
+        let access = Access::new(broker.clone(), "", "");
         Connection {
             id,
             peer,
@@ -205,6 +209,7 @@ impl Connection {
             vhost_connection: None,
             counted: Vec::new(),
             user: String::new(),
+            access,
             channels: HashMap::new(),
             channel_max: 0,
             frame_max,

@@ -1,10 +1,13 @@
 //! The control socket and the `warren ctl` commands that use it: what `rabbitmqctl` does for a
-//! RabbitMQ node, for the running broker on the same machine (policies, vhost and user limits, for now).
+//! RabbitMQ node, for the running broker on the same machine (policies, vhost and user limits,
+//! users, permissions and vhosts, for now).
 //!
 //! The broker listens on the Unix socket `warren.sock` in its data dir (mode 0600: only the
 //! user the broker runs as may use it, as only that user may read the data dir). A request is
 //! one line of tab-separated fields, the command first; the answer is the command's output
 //! lines, then `ok` or `error: CODE TEXT` (newlines in the text escaped as `\n`).
+
+mod users;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -105,6 +108,76 @@ pub enum CtlCommand {
     /// definition, priority, tab-separated.
     #[command(name = "list_policies", alias = "list-policies")]
     ListPolicies,
+    /// Adds a user with a password and no tags (as `rabbitmqctl add_user`).
+    #[command(name = "add_user", alias = "add-user")]
+    AddUser {
+        /// Login.
+        user: String,
+        /// Password.
+        password: String,
+    },
+    /// Deletes a user with its permissions (as `rabbitmqctl delete_user`).
+    #[command(name = "delete_user", alias = "delete-user")]
+    DeleteUser {
+        /// Login.
+        user: String,
+    },
+    /// Changes a user's password (as `rabbitmqctl change_password`).
+    #[command(name = "change_password", alias = "change-password")]
+    ChangePassword {
+        /// Login.
+        user: String,
+        /// New password.
+        password: String,
+    },
+    /// Sets a user's tags, replacing its others (as `rabbitmqctl set_user_tags`).
+    #[command(name = "set_user_tags", alias = "set-user-tags")]
+    SetUserTags {
+        /// Login.
+        user: String,
+        /// Tags: administrator, monitoring, policymaker, management, or others.
+        tags: Vec<String>,
+    },
+    /// Lists users and their tags (as `rabbitmqctl list_users`).
+    #[command(name = "list_users", alias = "list-users")]
+    ListUsers,
+    /// Sets a user's permissions in the vhost (as `rabbitmqctl set_permissions`): regular
+    /// expressions for configure, write and read.
+    #[command(name = "set_permissions", alias = "set-permissions")]
+    SetPermissions {
+        /// Login.
+        user: String,
+        /// Resources the user may declare and delete.
+        configure: String,
+        /// Resources the user may publish or bind to.
+        write: String,
+        /// Resources the user may consume from or bind from.
+        read: String,
+    },
+    /// Removes a user's permissions in the vhost (as `rabbitmqctl clear_permissions`).
+    #[command(name = "clear_permissions", alias = "clear-permissions")]
+    ClearPermissions {
+        /// Login.
+        user: String,
+    },
+    /// Lists the permissions in the vhost (as `rabbitmqctl list_permissions`).
+    #[command(name = "list_permissions", alias = "list-permissions")]
+    ListPermissions,
+    /// Lists a user's permissions in every vhost (as `rabbitmqctl list_user_permissions`).
+    #[command(name = "list_user_permissions", alias = "list-user-permissions")]
+    ListUserPermissions {
+        /// Login.
+        user: String,
+    },
+    /// Adds a vhost (as `rabbitmqctl add_vhost`).
+    #[command(name = "add_vhost", alias = "add-vhost")]
+    AddVhost {
+        /// Name.
+        name: String,
+    },
+    /// Lists the vhosts (as `rabbitmqctl list_vhosts`).
+    #[command(name = "list_vhosts", alias = "list-vhosts")]
+    ListVhosts,
 }
 
 impl Ctl {
@@ -136,6 +209,35 @@ impl Ctl {
             CtlCommand::ListUserLimits { user } => {
                 std::iter::once("list_user_limits".to_string()).chain(user.clone()).collect()
             }
+            CtlCommand::AddUser { user, password } => {
+                vec!["add_user".into(), user.clone(), password.clone()]
+            }
+            CtlCommand::DeleteUser { user } => vec!["delete_user".into(), user.clone()],
+            CtlCommand::ChangePassword { user, password } => {
+                vec!["change_password".into(), user.clone(), password.clone()]
+            }
+            CtlCommand::SetUserTags { user, tags } => ["set_user_tags".to_string(), user.clone()]
+                .into_iter()
+                .chain(tags.clone())
+                .collect(),
+            CtlCommand::ListUsers => vec!["list_users".into()],
+            CtlCommand::SetPermissions { user, configure, write, read } => vec![
+                "set_permissions".into(),
+                vhost.clone(),
+                user.clone(),
+                configure.clone(),
+                write.clone(),
+                read.clone(),
+            ],
+            CtlCommand::ClearPermissions { user } => {
+                vec!["clear_permissions".into(), vhost.clone(), user.clone()]
+            }
+            CtlCommand::ListPermissions => vec!["list_permissions".into(), vhost.clone()],
+            CtlCommand::ListUserPermissions { user } => {
+                vec!["list_user_permissions".into(), user.clone()]
+            }
+            CtlCommand::AddVhost { name } => vec!["add_vhost".into(), name.clone()],
+            CtlCommand::ListVhosts => vec!["list_vhosts".into()],
         }
     }
 }
@@ -333,9 +435,7 @@ fn execute(broker: &Broker, fields: &[&str]) -> Result<String, AmqpError> {
             }
             Ok(out)
         }
-        _ => {
-            Err(AmqpError::command_invalid(format!("unknown control request {:?}", fields.first())))
-        }
+        _ => users::execute(broker, fields),
     }
 }
 
