@@ -45,6 +45,8 @@ pub struct Broker {
     pub alarms: Alarms,
     /// Connections and channels counted against the node's and users' limits.
     pub(crate) usage: crate::usage::Usage,
+    /// The open client connections (for the management API).
+    pub connections: crate::connections::Connections,
 }
 
 impl Broker {
@@ -270,6 +272,30 @@ impl Broker {
         self.add_vhost(name);
         self.save_definitions()?;
         Ok(true)
+    }
+
+    /// Deletes a vhost with everything in it (`delete_vhost`, the API's DELETE): its
+    /// connections are closed (320), its queues deleted with their messages, permissions in
+    /// it removed. 404 if there is none.
+    pub fn delete_vhost(&self, name: &str) -> crate::Result<()> {
+        let removed = self.vhosts.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let Some(vhost) = removed else {
+            return Err(crate::AmqpError::not_found(format!("no vhost '{name}'")));
+        };
+        for c in self.connections.list().into_iter().filter(|c| c.vhost == name) {
+            c.request_close(&format!("vhost '{name}' is deleted"));
+        }
+        for q in vhost.queue_list() {
+            vhost.remove_queue(&q);
+        }
+        for x in vhost.exchange_list() {
+            if !x.is_builtin() && !x.name.is_empty() {
+                let _ = vhost.delete_exchange(&x.name, false);
+            }
+        }
+        self.permissions.write().unwrap_or_else(|p| p.into_inner()).retain(|(_, v), _| v != name);
+        self.permission_generation.fetch_add(1, Ordering::AcqRel);
+        self.save_definitions()
     }
 
     /// Every vhost.

@@ -21,6 +21,7 @@
 pub mod alarm;
 mod blocking;
 pub mod broker;
+pub mod connections;
 pub mod dead_letter;
 pub mod delayed;
 pub mod error;
@@ -43,7 +44,7 @@ pub use error::{AmqpError, Result};
 pub use message::Message;
 pub use queue::{
     ChannelLimit, ConnectionId, Consumer, ConsumerSpec, Entry, Event, Lag, Publish, Queue,
-    QueueOptions,
+    QueueOptions, QueueStats,
 };
 pub use users::User;
 pub use vhost::VHost;

@@ -127,6 +127,16 @@ pub struct Config {
     )]
     pub ssl_cert_login_from: CertLogin,
 
+    /// Where the management HTTP API listens (RabbitMQ's management.tcp.port, 15672), or
+    /// `off`.
+    #[arg(long, env = "WARREN_MANAGEMENT_LISTEN", default_value = "0.0.0.0:15672")]
+    pub management_listen: Switch,
+
+    /// A definitions file (RabbitMQ's JSON export) imported at start, as RabbitMQ's
+    /// load_definitions: users, vhosts, permissions, policies, queues, exchanges, bindings.
+    #[arg(long, env = "WARREN_DEFINITIONS")]
+    pub definitions: Option<PathBuf>,
+
     /// Without a command, warren runs the broker.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -145,6 +155,24 @@ fn rabbitmq_listen(ip: Option<&str>, port: Option<&str>, default: SocketAddr) ->
     let ip = ip.filter(|s| !s.is_empty()).and_then(|s| s.parse().ok()).unwrap_or(default.ip());
     let port = port.and_then(|s| s.trim().parse().ok()).unwrap_or(default.port());
     SocketAddr::new(ip, port)
+}
+
+/// A listener address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switch(pub Option<SocketAddr>);
+
+impl std::str::FromStr for Switch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Switch, String> {
+        match s {
+            "off" | "none" | "" => Ok(Switch(None)),
+            addr => addr
+                .parse()
+                .map(|a| Switch(Some(a)))
+                .map_err(|e| format!("'{addr}' is not ADDR:PORT or off: {e}")),
+        }
+    }
 }
 
 /// Whether TLS clients are asked for a certificate.

@@ -1,6 +1,7 @@
 //! The accept loop: one task per connection, tracked so that shutdown can close them all with
 //! 320 CONNECTION_FORCED and wait for them before the process exits.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,12 +27,33 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
             let l = TcpListener::bind(config.ssl_listen)
                 .await
                 .with_context(|| format!("binding {} for TLS", config.ssl_listen))?;
-            info!("AMQPS (TLS) on {}", l.local_addr().context("reading the TLS address")?);
-            Some((l, acceptor))
+            let tls_local = l.local_addr().context("reading the TLS address")?;
+            info!("AMQPS (TLS) on {tls_local}");
+            Some((l, acceptor, tls_local))
         }
         None => None,
     };
     let control_socket = crate::control::bind(&config.data_dir);
+    let mut listeners = vec![warren_management::Listener { protocol: "amqp", addr: local }];
+    if let Some((_, _, tls_local)) = &tls {
+        listeners.push(warren_management::Listener { protocol: "amqp/ssl", addr: *tls_local });
+    }
+    let http = match config.management_listen.0 {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} for the management API"))?;
+            let http_local = l.local_addr().context("reading the management address")?;
+            listeners.push(warren_management::Listener { protocol: "http", addr: http_local });
+            info!("management API on http://{http_local}");
+            Some(l)
+        }
+        None => None,
+    };
+    let management = warren_management::Management::new(broker.clone(), node_name(), listeners);
+    if let Some(path) = &config.definitions {
+        load_definitions(&management, path)?;
+    }
     info!("listening on {local}");
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
@@ -39,6 +61,15 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
     tokio::spawn(alarm::monitor(broker.clone(), config.clone(), limits, shutdown.clone()));
     let control = control_socket.map(|socket| {
         tokio::spawn(crate::control::serve(broker.clone(), socket, shutdown.clone()))
+    });
+    let http = http.map(|l| {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let stopped = async move { stop.cancelled().await };
+            if let Err(e) = warren_management::serve(l, management, stopped).await {
+                warn!("management API stopped: {e}");
+            }
+        })
     });
     // Recovered queues with x-expires: their period starts now, as with RabbitMQ.
     broker.watch_expiring_queues();
@@ -54,14 +85,15 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
                 Ok((socket, peer)) => {
                     let (broker, config, shutdown) = (broker.clone(), config.clone(), shutdown.clone());
                     let socket = connection::socket::Stream::Tcp(socket);
-                    tracker.spawn(connection::serve(socket, peer, None, broker, config, shutdown));
+                    tracker.spawn(connection::serve(socket, peer, local, None, broker, config, shutdown));
                 }
                 Err(e) => accept_failed(e).await,
             },
             accepted = accept_tls(tls.as_ref()) => match accepted {
-                Ok((socket, peer, acceptor)) => {
+                Ok((socket, peer, acceptor, local)) => {
                     let (broker, config, shutdown) = (broker.clone(), config.clone(), shutdown.clone());
-                    tracker.spawn(crate::tls::serve(socket, peer, acceptor, broker, config, shutdown));
+                    let addrs = (peer, local);
+                    tracker.spawn(crate::tls::serve(socket, addrs, acceptor, broker, config, shutdown));
                 }
                 Err(e) => accept_failed(e).await,
             },
@@ -78,6 +110,10 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
     if let Some(control) = control {
         let _ = control.await;
     }
+    if let Some(http) = http {
+        // Requests in flight finish; a client keeping a connection open does not hold us.
+        let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    }
     info!("stopped");
     Ok(())
 }
@@ -89,12 +125,13 @@ async fn accept_failed(e: std::io::Error) {
 }
 
 /// The next TLS client; never without a TLS listener.
+#[allow(clippy::type_complexity)]
 async fn accept_tls(
-    tls: Option<&(TcpListener, tokio_rustls::TlsAcceptor)>,
-) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr, tokio_rustls::TlsAcceptor)> {
-    let Some((listener, acceptor)) = tls else { return std::future::pending().await };
+    tls: Option<&(TcpListener, tokio_rustls::TlsAcceptor, SocketAddr)>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr, tokio_rustls::TlsAcceptor, SocketAddr)> {
+    let Some((listener, acceptor, local)) = tls else { return std::future::pending().await };
     let (socket, peer) = listener.accept().await?;
-    Ok((socket, peer, acceptor.clone()))
+    Ok((socket, peer, acceptor.clone(), *local))
 }
 
 async fn shutdown_signal() {
@@ -109,4 +146,31 @@ async fn shutdown_signal() {
         _ = term.recv() => info!("SIGTERM received"),
         _ = int.recv() => info!("SIGINT received"),
     }
+}
+
+/// The node's name as the management API shows it (RabbitMQ's `rabbit@HOST`).
+fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("warren@{host}")
+}
+
+/// Imports `--definitions` (RabbitMQ's load_definitions): a file that cannot be read or is
+/// not JSON stops the start; what in it cannot be imported is logged.
+fn load_definitions(
+    management: &warren_management::Management,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading definitions from {}", path.display()))?;
+    let problems = warren_management::definitions::load(management, &text)
+        .map_err(|e| anyhow::anyhow!("definitions in {}: {e}", path.display()))?;
+    for p in &problems {
+        warn!("definitions in {}: not imported: {p}", path.display());
+    }
+    info!("imported definitions from {}", path.display());
+    Ok(())
 }

@@ -77,7 +77,7 @@ fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 /// Serves one TLS client: the handshake (within the handshake timeout), then the connection.
 pub(crate) async fn serve(
     tcp: TcpStream,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     acceptor: TlsAcceptor,
     broker: Arc<Broker>,
     config: Arc<Config>,
@@ -104,7 +104,8 @@ pub(crate) async fn serve(
     let relay =
         tokio::spawn(async move { tokio::io::copy_bidirectional(&mut tls, &mut mine).await });
     let stream = Stream::Unix(theirs);
-    connection::serve(stream, peer, Some(TlsPeer { login }), broker, config, shutdown).await;
+    let tls = Some(TlsPeer { login });
+    connection::serve(stream, peer, local, tls, broker, config, shutdown).await;
     let abort = relay.abort_handle();
     if tokio::time::timeout(LINGER, relay).await.is_err() {
         // The client keeps its side open: the relay (and the socket) go now.

@@ -246,6 +246,11 @@ impl Consumer {
         }
     }
 
+    /// Per-consumer prefetch count (basic.qos before basic.consume); 0 means unlimited.
+    pub fn prefetch(&self) -> u32 {
+        self.prefetch
+    }
+
     /// Unacknowledged deliveries to this consumer.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Acquire)

@@ -66,7 +66,9 @@ impl Queue {
             // core, and each count is a contended cache line.
             let consumer = &st.consumers[idx];
             let event = Event::Deliver { consumer: consumer.clone(), entry };
+            st.delivered += 1;
             if let Err(Event::Deliver { consumer, entry: back, .. }) = consumer.send(event) {
+                st.delivered -= 1;
                 // The consumer's connection is gone: drop the consumer, keep the message.
                 consumer.unsent();
                 st.consumers.remove(idx);
@@ -112,6 +114,7 @@ impl Queue {
         st.last_used = Some(std::time::Instant::now());
         let entry = self.pop_loaded(&mut st, None)?;
         self.mark_delivered(&entry);
+        st.delivered += 1;
         Some((entry, st.ready.len() as u32))
     }
 
@@ -141,6 +144,7 @@ impl Queue {
         }
         let mut deadline = false;
         for mut e in entries {
+            st.returned += 1;
             if returned && self.args.quorum {
                 e.returns = e.returns.saturating_add(1);
                 if st.args.delivery_limit.is_some_and(|l| u64::from(e.returns) > l) {

@@ -101,6 +101,8 @@ pub struct Queue {
     flow: Notify,
     /// Its definition is on disk (always, for a queue that is not durable).
     saved: std::sync::atomic::AtomicBool,
+    /// Deliveries settled (acked, rejected, no-ack), ever: counted without the lock.
+    settled: Padded,
 }
 
 #[derive(Debug, Default)]
@@ -135,7 +137,41 @@ struct State {
     dead_letter: Option<DeadLetterTo>,
     /// The applying policy's name.
     policy: Option<String>,
+    /// Messages enqueued, ever (for the management API's rates).
+    published: u64,
+    /// Deliveries to consumers and basic.get, ever.
+    delivered: u64,
+    /// Deliveries that came back to the queue (requeued, or never reached their consumer).
+    returned: u64,
 }
+
+/// What the management API shows of a queue: depths now, and counters since it was declared
+/// (rates are their differences over time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Ready messages.
+    pub ready: u64,
+    /// Body bytes of the ready messages.
+    pub ready_bytes: u64,
+    /// Delivered and neither acknowledged nor returned yet.
+    pub unacked: u64,
+    /// Consumers.
+    pub consumers: u64,
+    /// Messages enqueued, ever.
+    pub published: u64,
+    /// Deliveries (consumers and basic.get), ever.
+    pub delivered: u64,
+    /// Deliveries acknowledged, rejected or taken with no-ack, ever.
+    pub acked: u64,
+    /// Deliveries returned to the queue (requeued), ever.
+    pub redelivered: u64,
+}
+
+/// A counter on its own cache line (written by consumers' connections, away from the queue's
+/// lock).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded(std::sync::atomic::AtomicU64);
 
 /// What removing a consumer left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,13 +217,19 @@ impl Queue {
             }),
             flow: Notify::new(),
             saved: std::sync::atomic::AtomicBool::new(durable_is_none),
+            settled: Padded::default(),
         }
     }
 
     /// Tells the store that entries are gone for good (acked, rejected without requeue,
     /// delivered with no-ack).
     pub fn settle<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) {
-        self.settle_seqs(entries.into_iter().map(|e| (e.seq, e.stored)));
+        let mut n = 0;
+        self.settle_seqs(entries.into_iter().map(|e| {
+            n += 1;
+            (e.seq, e.stored)
+        }));
+        self.settled.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Removes one entry from the store (if it holds it).
@@ -198,13 +240,15 @@ impl Queue {
     /// basic.reject / basic.nack without requeue: the entries are dead-lettered (reason
     /// `rejected`), or dropped if the queue has no dead-letter exchange.
     pub fn reject(&self, entries: impl IntoIterator<Item = Entry>) {
-        let dead = entries.into_iter().map(|e| Dead {
+        let mut n = 0;
+        let dead = entries.into_iter().inspect(|_| n += 1).map(|e| Dead {
             message: e.message,
             reason: Reason::Rejected,
             seq: e.seq,
             stored: e.stored,
         });
         self.dead_letter_now(dead.collect());
+        self.settled.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The settings in force (the declared arguments with the applying policy) and where dead
@@ -305,9 +349,30 @@ impl Queue {
             .then(|| quorum::delivery_properties(&entry.message.properties, entry.returns))
     }
 
+    /// Depths and counters, for the management API.
+    pub fn stats(&self) -> QueueStats {
+        let settled = self.settled.0.load(std::sync::atomic::Ordering::Relaxed);
+        let st = self.state();
+        QueueStats {
+            ready: st.ready.len() as u64,
+            ready_bytes: st.ready_bytes,
+            unacked: st.delivered.saturating_sub(st.returned).saturating_sub(settled),
+            consumers: st.consumers.len() as u64,
+            published: st.published,
+            delivered: st.delivered,
+            acked: settled,
+            redelivered: st.returned,
+        }
+    }
+
     /// Ready messages.
     pub fn message_count(&self) -> u32 {
         self.state().ready.len() as u32
+    }
+
+    /// Its consumers now (for the management API).
+    pub fn consumers(&self) -> Vec<Arc<Consumer>> {
+        self.state().consumers.clone()
     }
 
     /// Consumers.

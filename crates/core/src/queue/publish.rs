@@ -80,6 +80,7 @@ impl Queue {
             },
         };
         st.ready_bytes += u64::from(size);
+        st.published += 1;
         let slot = Slot { seq, body, redelivered: false, stored, size, expires, level, returns: 0 };
         st.ready.push_back(slot);
         if !st.consumers.is_empty() {

@@ -108,4 +108,55 @@ impl VHost {
         self.persisted(ex.options.durable && q.durable.is_some())?;
         Ok(())
     }
+
+    /// Every binding, as the management API lists them: first the default exchange's implicit
+    /// one to each queue (its name as the key), then each exchange's, by source name.
+    pub fn binding_list(&self) -> Vec<BindingInfo> {
+        let mut out: Vec<BindingInfo> = self
+            .queue_list()
+            .into_iter()
+            .map(|q| BindingInfo {
+                source: String::new(),
+                destination: q.name.to_string(),
+                to_queue: true,
+                routing_key: q.name.to_string(),
+                arguments: FieldTable::new(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.destination.cmp(&b.destination));
+        for x in self.exchange_list() {
+            if x.name.is_empty() {
+                continue;
+            }
+            for (dest, key, args) in x.router().list() {
+                let (destination, to_queue) = match dest {
+                    Destination::Queue(q) => (q.to_string(), true),
+                    Destination::Exchange(e) => (e.to_string(), false),
+                };
+                out.push(BindingInfo {
+                    source: x.name.to_string(),
+                    destination,
+                    to_queue,
+                    routing_key: key.clone(),
+                    arguments: args.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// One binding, as listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingInfo {
+    /// Source exchange ("" for the default exchange).
+    pub source: String,
+    /// Destination queue or exchange.
+    pub destination: String,
+    /// Whether the destination is a queue.
+    pub to_queue: bool,
+    /// Binding key.
+    pub routing_key: String,
+    /// Binding arguments.
+    pub arguments: FieldTable,
 }

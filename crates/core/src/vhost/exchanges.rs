@@ -18,6 +18,13 @@ impl VHost {
         read(&self.exchanges).get(name).cloned()
     }
 
+    /// Every exchange, the default one (named "") included, by name.
+    pub fn exchange_list(&self) -> Vec<Arc<Exchange>> {
+        let mut all: Vec<_> = read(&self.exchanges).values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     pub(super) fn no_exchange(&self, name: &str) -> AmqpError {
         AmqpError::not_found(format!("no exchange '{name}' in vhost '{}'", self.name))
     }

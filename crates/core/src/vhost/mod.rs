@@ -11,6 +11,8 @@ mod queues;
 mod restore;
 mod routing;
 
+pub use bindings::BindingInfo;
+
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};

@@ -15,12 +15,18 @@ use crate::channel::Ctx;
 impl Connection {
     /// Says goodbye as the reason requires, then releases everything the connection held.
     pub(super) async fn finish(&mut self, result: Result<(), ConnError>) {
+        if let Some(info) = self.info.take() {
+            self.broker.connections.unregister(info.id);
+        }
         let close = match &result {
             Err(ConnError::Amqp(e, class_id, method_id)) => {
                 Some((e.code, e.reply_text(), *class_id, *method_id))
             }
             Err(ConnError::Wire(e)) => {
                 Some((e.reply_code(), format!("{} - {e}", reply::name(e.reply_code())), 0, 0))
+            }
+            Err(ConnError::Closed(reason)) => {
+                Some((reply::CONNECTION_FORCED, format!("CONNECTION_FORCED - {reason}"), 0, 0))
             }
             Err(ConnError::Forced) => Some((
                 reply::CONNECTION_FORCED,

@@ -10,6 +10,13 @@ use super::{ConnError, Connection, ctx};
 use crate::channel::{Channel, Ctx};
 
 impl Connection {
+    /// Tells the broker's registry how many channels are open (management API).
+    fn count_channels(&self) {
+        if let Some(info) = &self.info {
+            info.channels.store(self.channels.len() as u32, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     pub(super) fn on_frame(&mut self, frame: Frame) -> Result<(), ConnError> {
         let ch = frame.channel();
         if ch == 0 {
@@ -67,6 +74,7 @@ impl Connection {
                     let mut channel = Box::new(Channel::new(ch, self.generations));
                     channel.counted = Some(counted);
                     self.channels.insert(ch, channel);
+                    self.count_channels();
                     self.send(ch, ChannelOpenOk { channel_id: Default::default() })
                 }
                 Frame::Method { method: Method::ChannelCloseOk(_), .. } => Ok(()),
@@ -83,10 +91,12 @@ impl Connection {
             match frame {
                 Frame::Method { method: Method::ChannelCloseOk(_), .. } => {
                     self.channels.remove(&ch);
+                    self.count_channels();
                 }
                 Frame::Method { method: Method::ChannelClose(_), .. } => {
                     ctx.send(ch, ChannelCloseOk {}).map_err(|e| ConnError::Amqp(e, 20, 41))?;
                     self.channels.remove(&ch);
+                    self.count_channels();
                 }
                 _ => {}
             }
@@ -96,6 +106,7 @@ impl Connection {
             channel.release(&mut ctx);
             ctx.send(ch, ChannelCloseOk {}).map_err(|e| ConnError::Amqp(e, 20, 41))?;
             self.channels.remove(&ch);
+            self.count_channels();
             return Ok(());
         }
         match channel.handle_frame(frame, &mut ctx) {

@@ -2,7 +2,10 @@
 //! and open, with RabbitMQ's server properties, capabilities and refusals.
 
 use bytes::Bytes;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use warren_core::connections::ConnectionInfo;
 use warren_core::users::Access;
 use warren_core::{AmqpError, User};
 use warren_wire::constants::PROTOCOL_HEADER;
@@ -120,6 +123,7 @@ impl Connection {
                 Some(FieldValue::Table(t)) if t.get(name).and_then(FieldValue::as_bool) == Some(true)
             )
         };
+        self.client_properties = start_ok.client_properties.clone();
         self.cancel_notify = capability("consumer_cancel_notify");
         self.blocked_notify = capability("connection.blocked");
         let credentials = match &*start_ok.mechanism {
@@ -184,6 +188,18 @@ impl Connection {
         self.vhost_connection = Some(counted);
         self.counted = vec![node, per_user];
         self.vhost = Some(vhost);
+        let info = Arc::new(ConnectionInfo::new(
+            self.id,
+            &user.name,
+            &open.virtual_host,
+            self.peer,
+            self.local,
+            self.tls.is_some(),
+            std::mem::take(&mut self.client_properties),
+            (self.frame_max, self.channel_max, self.heartbeat),
+        ));
+        self.broker.connections.register(info.clone());
+        self.info = Some(info);
         self.user = user.name;
         self.access = access;
         self.send(0, ConnectionOpenOk { known_hosts: "".into() })?;

@@ -56,6 +56,9 @@ pub(crate) enum ConnError {
     SendTimeout,
     #[error("broker shutting down")]
     Forced,
+    /// Closed through the management API (`DELETE /api/connections/{name}`).
+    #[error("closed by an administrator: {0}")]
+    Closed(String),
 }
 
 /// What TLS established about a client (AMQPS connections only).
@@ -70,6 +73,7 @@ pub(crate) struct TlsPeer {
 pub(crate) async fn serve(
     mut socket: Stream,
     peer: SocketAddr,
+    local: SocketAddr,
     tls: Option<TlsPeer>,
     broker: Arc<Broker>,
     config: Arc<Config>,
@@ -90,6 +94,7 @@ pub(crate) async fn serve(
         let (rd, wr) = socket.into_split();
         let mut conn = Connection::new(id, peer, broker, config, shutdown, rd, Writer::new(wr));
         conn.tls = tls;
+        conn.local = local;
         let result = match tokio::time::timeout(limit, conn.handshake()).await {
             Err(_) => Err(ConnError::Handshake("handshake timed out".into())),
             Ok(Err(e)) => Err(e),
@@ -148,6 +153,12 @@ pub(crate) struct Connection {
     user: String,
     /// What the user may do in the vhost (nothing before connection.open).
     access: Access,
+    /// The listener's address the client came in on.
+    local: SocketAddr,
+    /// Client properties from connection.start-ok (for the management API).
+    client_properties: warren_wire::FieldTable,
+    /// Its record in the broker's registry, once open.
+    info: Option<Arc<warren_core::connections::ConnectionInfo>>,
     /// Boxed: a channel is several hundred bytes, and the map's spare slots would be too.
     channels: HashMap<u16, Box<Channel>>,
     channel_max: u16,
@@ -210,6 +221,9 @@ impl Connection {
             counted: Vec::new(),
             user: String::new(),
             access,
+            local: peer,
+            client_properties: warren_wire::FieldTable::new(),
+            info: None,
             channels: HashMap::new(),
             channel_max: 0,
             frame_max,

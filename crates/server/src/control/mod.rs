@@ -25,7 +25,7 @@ use warren_core::limits::VhostLimits;
 use warren_core::policy::{ApplyTo, Policy};
 use warren_core::usage::UserLimits;
 use warren_core::{AmqpError, Broker};
-use warren_wire::{FieldTable, FieldValue};
+use warren_management::{json_table, table_json};
 
 /// The socket's name in the data dir.
 pub const SOCKET: &str = "warren.sock";
@@ -436,78 +436,5 @@ fn execute(broker: &Broker, fields: &[&str]) -> Result<String, AmqpError> {
             Ok(out)
         }
         _ => users::execute(broker, fields),
-    }
-}
-
-/// A JSON object as a field table (numbers as signed 64-bit integers or doubles).
-fn json_table(text: &str) -> Result<FieldTable, AmqpError> {
-    let bad = |e: String| AmqpError::precondition_failed(format!("Validation failed\n\n{e}"));
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON definition: {e}")))?;
-    match json_value(value) {
-        FieldValue::Table(t) => Ok(t),
-        _ => Err(bad("the definition must be a JSON object".into())),
-    }
-}
-
-fn json_value(v: serde_json::Value) -> FieldValue {
-    use serde_json::Value;
-    match v {
-        Value::Null => FieldValue::Void,
-        Value::Bool(b) => FieldValue::Bool(b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => FieldValue::I64(i),
-            None => FieldValue::F64(n.as_f64().unwrap_or_default()),
-        },
-        Value::String(s) => FieldValue::from(s.as_str()),
-        Value::Array(a) => FieldValue::Array(a.into_iter().map(json_value).collect()),
-        Value::Object(o) => {
-            let mut t = FieldTable::new();
-            for (k, v) in o {
-                t.insert(k.as_str(), json_value(v));
-            }
-            FieldValue::Table(t)
-        }
-    }
-}
-
-/// A field table as JSON (for listings).
-fn table_json(t: &FieldTable) -> String {
-    fn value(v: &FieldValue) -> serde_json::Value {
-        use serde_json::Value;
-        match v {
-            FieldValue::Bool(b) => Value::Bool(*b),
-            FieldValue::F32(f) => serde_json::json!(f),
-            FieldValue::F64(f) => serde_json::json!(f),
-            FieldValue::Array(a) => Value::Array(a.iter().map(value).collect()),
-            FieldValue::Table(t) => {
-                Value::Object(t.iter().map(|(k, v)| (k.to_string(), value(v))).collect())
-            }
-            FieldValue::Void => Value::Null,
-            other => match (other.as_i64(), other.as_str()) {
-                (Some(n), _) => serde_json::json!(n),
-                (_, Some(s)) => Value::String(s.to_string()),
-                _ => Value::String(format!("{other:?}")),
-            },
-        }
-    }
-    value(&FieldValue::Table(t.clone())).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_definitions_become_tables_and_back() {
-        let t =
-            json_table(r#"{"max-length":10,"dead-letter-exchange":"dlx","x":[1.5,true]}"#).unwrap();
-        assert_eq!(t.get("max-length"), Some(&FieldValue::I64(10)));
-        assert_eq!(t.get("dead-letter-exchange").and_then(FieldValue::as_str), Some("dlx"));
-        let back: serde_json::Value = serde_json::from_str(&table_json(&t)).unwrap();
-        assert_eq!(back["max-length"], 10);
-        assert_eq!(back["x"][1], true);
-        assert!(json_table("[1]").is_err());
-        assert!(json_table("{").is_err());
     }
 }

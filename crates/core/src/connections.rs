@@ -1,0 +1,178 @@
+//! The client connections the broker knows of, for the management API: who is connected from
+//! where, to which vhost, with which client properties, how many channels; and a way to close
+//! one (`DELETE /api/connections/{name}`). The server registers each connection once it is
+//! open and removes it when it ends; it updates nothing per message.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use warren_wire::FieldTable;
+
+use crate::queue::ConnectionId;
+
+/// One open client connection.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    /// The broker's id for it.
+    pub id: ConnectionId,
+    /// RabbitMQ's name for it: `peer -> local`, e.g. `127.0.0.1:39502 -> 127.0.0.1:5672`.
+    pub name: String,
+    /// The user it logged in as.
+    pub user: String,
+    /// Its vhost.
+    pub vhost: String,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The listener's address it came in on.
+    pub local: SocketAddr,
+    /// AMQPS.
+    pub tls: bool,
+    /// What the client said of itself in connection.start-ok.
+    pub client_properties: FieldTable,
+    /// Negotiated frame-max, channel-max, heartbeat (seconds).
+    pub frame_max: u32,
+    /// Negotiated channel-max.
+    pub channel_max: u16,
+    /// Negotiated heartbeat, seconds.
+    pub heartbeat: u16,
+    /// When it connected, milliseconds since the Unix epoch.
+    pub connected_at: u64,
+    /// Channels open now (the connection updates it as channels open and close).
+    pub channels: AtomicU32,
+    close: Notify,
+    close_reason: Mutex<Option<String>>,
+}
+
+impl ConnectionInfo {
+    /// A connection's record; `name` is made from the addresses.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ConnectionId,
+        user: &str,
+        vhost: &str,
+        peer: SocketAddr,
+        local: SocketAddr,
+        tls: bool,
+        client_properties: FieldTable,
+        (frame_max, channel_max, heartbeat): (u32, u16, u16),
+    ) -> ConnectionInfo {
+        let connected_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        ConnectionInfo {
+            id,
+            name: format!("{peer} -> {local}"),
+            user: user.into(),
+            vhost: vhost.into(),
+            peer,
+            local,
+            tls,
+            client_properties,
+            frame_max,
+            channel_max,
+            heartbeat,
+            connected_at,
+            channels: AtomicU32::new(0),
+            close: Notify::new(),
+            close_reason: Mutex::new(None),
+        }
+    }
+
+    /// Asks the connection to close with `reason` (it sends connection.close 320).
+    pub fn request_close(&self, reason: &str) {
+        *self.close_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.into());
+        self.close.notify_one();
+    }
+
+    /// Completes once a close was requested; the reason.
+    pub async fn close_requested(&self) -> String {
+        self.close.notified().await;
+        self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
+    }
+
+    /// Channels open now.
+    pub fn channel_count(&self) -> u32 {
+        self.channels.load(Ordering::Relaxed)
+    }
+}
+
+/// The registry the broker keeps.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: Mutex<HashMap<ConnectionId, Arc<ConnectionInfo>>>,
+}
+
+impl Connections {
+    /// Adds an open connection.
+    pub fn register(&self, info: Arc<ConnectionInfo>) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(info.id, info);
+    }
+
+    /// Removes a connection that ended.
+    pub fn unregister(&self, id: ConnectionId) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// Every open connection, oldest first.
+    pub fn list(&self) -> Vec<Arc<ConnectionInfo>> {
+        let mut all: Vec<_> =
+            self.open.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// The connection called `name`.
+    pub fn by_name(&self, name: &str) -> Option<Arc<ConnectionInfo>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|c| c.name == name)
+            .cloned()
+    }
+
+    /// The connection with id `id`.
+    pub fn by_id(&self, id: ConnectionId) -> Option<Arc<ConnectionInfo>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    /// How many are open.
+    pub fn count(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_close_request_reaches_the_connection_even_before_it_waits() {
+        let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
+        let info = Arc::new(ConnectionInfo::new(
+            7,
+            "guest",
+            "/",
+            addr(40000),
+            addr(5672),
+            false,
+            FieldTable::new(),
+            (131072, 2047, 60),
+        ));
+        assert_eq!(info.name, "127.0.0.1:40000 -> 127.0.0.1:5672");
+        let all = Connections::default();
+        all.register(info.clone());
+        assert_eq!(all.by_name("127.0.0.1:40000 -> 127.0.0.1:5672").map(|c| c.id), Some(7));
+        info.request_close("Closed via management plugin");
+        let reason =
+            tokio::time::timeout(std::time::Duration::from_secs(5), info.close_requested())
+                .await
+                .expect("the request was kept");
+        assert_eq!(reason, "Closed via management plugin");
+        all.unregister(7);
+        assert_eq!(all.count(), 0);
+    }
+}
