@@ -8,13 +8,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
 use warren_wire::FieldTable;
 
 use crate::queue::ConnectionId;
 
 /// One open client connection.
-#[derive(Debug)]
 pub struct ConnectionInfo {
     /// The broker's id for it.
     pub id: ConnectionId,
@@ -42,12 +40,20 @@ pub struct ConnectionInfo {
     pub connected_at: u64,
     /// Channels open now (the connection updates it as channels open and close).
     pub channels: AtomicU32,
-    close: Notify,
+    /// Wakes the connection to close (set by the server; nothing waits per message).
+    closer: Box<dyn Fn() + Send + Sync>,
     close_reason: Mutex<Option<String>>,
 }
 
+impl std::fmt::Debug for ConnectionInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionInfo").field("id", &self.id).field("name", &self.name).finish()
+    }
+}
+
 impl ConnectionInfo {
-    /// A connection's record; `name` is made from the addresses.
+    /// A connection's record; `name` is made from the addresses; `closer` wakes the
+    /// connection when a close is requested.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: ConnectionId,
@@ -58,6 +64,7 @@ impl ConnectionInfo {
         tls: bool,
         client_properties: FieldTable,
         (frame_max, channel_max, heartbeat): (u32, u16, u16),
+        closer: Box<dyn Fn() + Send + Sync>,
     ) -> ConnectionInfo {
         let connected_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -76,7 +83,7 @@ impl ConnectionInfo {
             heartbeat,
             connected_at,
             channels: AtomicU32::new(0),
-            close: Notify::new(),
+            closer,
             close_reason: Mutex::new(None),
         }
     }
@@ -84,13 +91,12 @@ impl ConnectionInfo {
     /// Asks the connection to close with `reason` (it sends connection.close 320).
     pub fn request_close(&self, reason: &str) {
         *self.close_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.into());
-        self.close.notify_one();
+        (self.closer)();
     }
 
-    /// Completes once a close was requested; the reason.
-    pub async fn close_requested(&self) -> String {
-        self.close.notified().await;
-        self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
+    /// Why a close was requested, if one was.
+    pub fn close_reason(&self) -> Option<String> {
+        self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Channels open now.
@@ -149,9 +155,11 @@ impl Connections {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_close_request_reaches_the_connection_even_before_it_waits() {
+    #[test]
+    fn a_close_request_reaches_the_connection_with_its_reason() {
         let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
+        let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let w = woken.clone();
         let info = Arc::new(ConnectionInfo::new(
             7,
             "guest",
@@ -161,17 +169,16 @@ mod tests {
             false,
             FieldTable::new(),
             (131072, 2047, 60),
+            Box::new(move || w.store(true, std::sync::atomic::Ordering::SeqCst)),
         ));
         assert_eq!(info.name, "127.0.0.1:40000 -> 127.0.0.1:5672");
         let all = Connections::default();
         all.register(info.clone());
         assert_eq!(all.by_name("127.0.0.1:40000 -> 127.0.0.1:5672").map(|c| c.id), Some(7));
+        assert_eq!(info.close_reason(), None);
         info.request_close("Closed via management plugin");
-        let reason =
-            tokio::time::timeout(std::time::Duration::from_secs(5), info.close_requested())
-                .await
-                .expect("the request was kept");
-        assert_eq!(reason, "Closed via management plugin");
+        assert!(woken.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(info.close_reason().as_deref(), Some("Closed via management plugin"));
         all.unregister(7);
         assert_eq!(all.count(), 0);
     }

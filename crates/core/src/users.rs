@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use regex_lite::Regex;
-use warren_wire::ShortStr;
 
 use crate::error::{AmqpError, Result};
 use crate::password::PasswordHash;
@@ -143,7 +142,7 @@ pub fn refused(kind: Kind, name: &str, vhost: &str, user: &str) -> AmqpError {
 /// The last exchange a channel was allowed to publish to (see [`Access::check_publish`]).
 #[derive(Debug, Default)]
 pub struct PublishCache {
-    exchange: Option<ShortStr>,
+    exchange: Option<String>,
     generation: u64,
 }
 
@@ -199,7 +198,9 @@ impl Access {
         self.generation
     }
 
-    fn refresh(&mut self) {
+    /// Looks the permissions up again if any changed since the last look (the connection
+    /// calls this once per batch of frames it reads, so that a change applies at once).
+    pub fn refresh(&mut self) {
         let now = self.broker.permission_generation();
         if now != self.generation {
             self.generation = now;
@@ -211,14 +212,28 @@ impl Access {
 
     /// Checks write on the exchange a publish goes to, remembering the last exchange
     /// allowed (with the permission generation) in `cache`: a publisher repeating its
-    /// exchange costs one atomic load and a name comparison.
-    pub fn check_publish(&mut self, exchange: &ShortStr, cache: &mut PublishCache) -> Result<()> {
-        let now = self.broker.permission_generation();
-        if cache.generation == now && cache.exchange.as_ref() == Some(exchange) {
+    /// exchange costs a name comparison.
+    pub fn check_publish(&mut self, exchange: &str, cache: &mut PublishCache) -> Result<()> {
+        // Against the generation of the last `refresh` (the connection refreshes once per
+        // batch of frames it reads): nothing shared is touched per publish.
+        let same = |name: &str| {
+            name.len() == exchange.len()
+                && (name.is_empty() || name.as_bytes() == exchange.as_bytes())
+        };
+        if cache.generation == self.generation && cache.exchange.as_deref().is_some_and(same) {
             return Ok(());
         }
         self.check(Perm::Write, Kind::Exchange, exchange)?;
-        *cache = PublishCache { exchange: Some(exchange.clone()), generation: now };
+        // A copy: a clone of the name would be a slice of the connection's read buffer, and
+        // would keep that buffer from being reused.
+        match &mut cache.exchange {
+            Some(name) => {
+                name.clear();
+                name.push_str(exchange);
+            }
+            none => *none = Some(exchange.to_string()),
+        }
+        cache.generation = self.generation;
         Ok(())
     }
 

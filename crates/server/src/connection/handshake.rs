@@ -197,11 +197,15 @@ impl Connection {
             self.tls.is_some(),
             std::mem::take(&mut self.client_properties),
             (self.frame_max, self.channel_max, self.heartbeat),
+            {
+                let stop = self.shutdown.clone();
+                Box::new(move || stop.cancel())
+            },
         ));
         self.broker.connections.register(info.clone());
         self.info = Some(info);
         self.user = user.name;
-        self.access = access;
+        *self.access = access;
         self.send(0, ConnectionOpenOk { known_hosts: "".into() })?;
         self.flush_all().await?;
         tracing::info!(user = %self.user, vhost = %open.virtual_host, "connection open");

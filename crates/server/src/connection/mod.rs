@@ -136,6 +136,8 @@ pub(crate) struct Connection {
     tls: Option<TlsPeer>,
     broker: Arc<Broker>,
     config: Arc<Config>,
+    /// Cancelled at shutdown, or when the management API closes this connection (a child of
+    /// the broker's shutdown token).
     shutdown: CancellationToken,
     rd: ReadHalf,
     inbuf: ReadBuf,
@@ -151,8 +153,10 @@ pub(crate) struct Connection {
     /// Counted against the node's and the user's connection limits while open.
     counted: Vec<warren_core::usage::Counted>,
     user: String,
-    /// What the user may do in the vhost (nothing before connection.open).
-    access: Access,
+    /// What the user may do in the vhost (nothing before connection.open). Boxed: the
+    /// connection's future stays as small as before it (measured: inline, 16-byte 1p1c
+    /// throughput fell 4-5%).
+    access: Box<Access>,
     /// The listener's address the client came in on.
     local: SocketAddr,
     /// Client properties from connection.start-ok (for the management API).
@@ -202,14 +206,14 @@ impl Connection {
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let frame_max = config.frame_max;
-        let access = Access::new(broker.clone(), "", "");
+        let access = Box::new(Access::new(broker.clone(), "", ""));
         Connection {
             id,
             peer,
             tls: None,
             broker,
             config,
-            shutdown,
+            shutdown: shutdown.child_token(),
             rd,
             inbuf: ReadBuf::new(),
             out: Out::default(),

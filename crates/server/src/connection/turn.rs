@@ -40,14 +40,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Completes when the management API asks this connection to close; the reason.
-async fn close_requested(info: Option<&warren_core::connections::ConnectionInfo>) -> String {
-    match info {
-        Some(info) => info.close_requested().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Waits until `queue`'s congestion may be over: its wake-up, or 10 ms (a consumer's lag
 /// can clear without the queue hearing of it). The caller looks again.
 async fn flow_wait(queue: Option<Arc<Queue>>) {
@@ -68,7 +60,8 @@ impl Connection {
             tokio::time::interval(if hb.is_zero() { Duration::from_secs(3600) } else { hb / 2 });
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.shutdown.clone();
-        // Set by the handshake: the management API may ask to close the connection.
+        // Set by the handshake: the management API may ask to close the connection (through
+        // the shutdown token, with its reason here).
         let info = self.info.clone();
         // Frames a client sent right behind connection.open (pipelined) are already buffered.
         while let Some(frame) = decode_frame(&mut self.inbuf.buf, self.frame_max)? {
@@ -96,8 +89,12 @@ impl Connection {
                 .then(|| self.writer.last_progress() + send_timeout);
             let mut frames = 0usize;
             tokio::select! {
-                _ = shutdown.cancelled() => return Err(ConnError::Forced),
-                reason = close_requested(info.as_deref()) => return Err(ConnError::Closed(reason)),
+                _ = shutdown.cancelled() => {
+                    return Err(match info.as_ref().and_then(|i| i.close_reason()) {
+                        Some(reason) => ConnError::Closed(reason),
+                        None => ConnError::Forced,
+                    });
+                }
                 () = sleep_until(stalled_until), if stalled_until.is_some() => {
                     if self.writer.backed_up()
                         && self.writer.last_progress().elapsed() >= send_timeout
@@ -113,6 +110,8 @@ impl Connection {
                     }
                     self.last_read = Instant::now();
                     self.turn = self.last_read;
+                    // Permission changes apply from this batch of frames on.
+                    self.access.refresh();
                     while let Some(frame) = decode_frame(&mut self.inbuf.buf, self.frame_max)? {
                         self.on_frame(self.inbuf.detach(frame))?;
                         frames += 1;
