@@ -28,7 +28,7 @@ if [ -z "$broker" ]; then
   (cd "$root" && cargo build -q -p warren)
   data="$(mktemp -d)"
   log="$data/warren.log"
-  "$root/target/debug/warren" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --data-dir "$data/d" >"$log" 2>&1 &
+  "$root/target/debug/warren" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --data-dir "$data/d" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do
     grep -q "listening on" "$log" 2>/dev/null && break

@@ -193,7 +193,7 @@ RPID=""
 start_warren() { # [fresh]
     if [ "${1:-}" = fresh ]; then rm -rf "$WDATA"; fi
     mkdir -p "$WDATA"
-    "$WARREN" --listen "127.0.0.1:$WPORT" --management-listen 127.0.0.1:0 --data-dir "$WDATA" >>"$LOGDIR/warren.log" 2>&1 &
+    "$WARREN" --listen "127.0.0.1:$WPORT" --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --data-dir "$WDATA" >>"$LOGDIR/warren.log" 2>&1 &
     WPID=$!
 }
 await_warren() {

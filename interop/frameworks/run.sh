@@ -43,7 +43,7 @@ if [ -z "$broker" ]; then
   if [ "$build" = 1 ]; then (cd "$root" && cargo build -q -p warren) || exit 2; fi
   data="$(mktemp -d)"
   out="$data/warren.log"
-  "${WARREN_BIN:-$root/target/debug/warren}" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --data-dir "$data/data" >"$out" 2>&1 &
+  "${WARREN_BIN:-$root/target/debug/warren}" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --data-dir "$data/data" >"$out" 2>&1 &
   pid=$!
   addr=""
   for _ in $(seq 1 300); do

@@ -25,6 +25,8 @@ pub struct TestBroker {
     pub addr: SocketAddr,
     /// Where its management API listens (an ephemeral port unless a test says otherwise).
     pub http: Option<SocketAddr>,
+    /// Where its Prometheus metrics are served (likewise).
+    pub metrics: Option<SocketAddr>,
     /// Its data dir.
     pub data_dir: PathBuf,
     /// The extra flags and environment it was started with (a restart keeps them).
@@ -85,15 +87,18 @@ impl TestBroker {
     pub fn start_in(data_dir: PathBuf, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
         cmd.arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&data_dir);
-        if !args.contains(&"--management-listen") {
-            // Tests run side by side: never the fixed default port.
-            cmd.arg("--management-listen").arg("127.0.0.1:0");
+        // Tests run side by side: never the fixed default ports.
+        for flag in ["--management-listen", "--prometheus-listen"] {
+            if !args.contains(&flag) {
+                cmd.arg(flag).arg("127.0.0.1:0");
+            }
         }
         cmd.args(args)
             .env("RUST_LOG", "info")
             .env_remove("WARREN_LISTEN")
             .env_remove("WARREN_DATA_DIR")
             .env_remove("WARREN_MANAGEMENT_LISTEN")
+            .env_remove("WARREN_PROMETHEUS_LISTEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in envs {
@@ -104,15 +109,19 @@ impl TestBroker {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
-            let mut http = None;
+            let (mut http, mut metrics) = (None, None);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(at) = line.find("management API on http://") {
                     http = line[at + "management API on http://".len()..].trim().parse().ok();
                 }
+                if let Some(at) = line.find("Prometheus metrics on http://") {
+                    let rest = &line[at + "Prometheus metrics on http://".len()..];
+                    metrics = rest.trim().trim_end_matches("/metrics").parse().ok();
+                }
                 if let Some(at) = line.find("listening on ") {
                     let addr = line[at + "listening on ".len()..].trim().to_string();
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send((addr, http));
+                        let _ = tx.send((addr, http, metrics));
                     }
                 }
                 if std::env::var_os("WARREN_E2E_LOG").is_some() {
@@ -120,13 +129,14 @@ impl TestBroker {
                 }
             }
         });
-        let (addr, http) =
+        let (addr, http, metrics) =
             rx.recv_timeout(Duration::from_secs(30)).expect("warren did not log 'listening on'");
         let addr = addr.parse().expect("listening address");
         TestBroker {
             child,
             addr,
             http,
+            metrics,
             data_dir,
             args: args.iter().map(|a| a.to_string()).collect(),
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

@@ -16,6 +16,7 @@ mod flow;
 mod http;
 mod limits;
 mod management;
+mod metrics;
 mod node_limits;
 mod paging;
 mod permissions;

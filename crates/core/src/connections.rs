@@ -5,12 +5,96 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use warren_wire::FieldTable;
 
 use crate::queue::ConnectionId;
+
+/// What a connection's channels did, as RabbitMQ's channel metrics count it. The connection
+/// counts in a plain copy and publishes it here once per turn (a few relaxed stores, no
+/// shared write per message).
+#[derive(Debug, Default)]
+pub struct ChannelCounters {
+    /// basic.publish received.
+    pub published: AtomicU64,
+    /// Publishes that no queue took and that were returned (mandatory).
+    pub returned: AtomicU64,
+    /// Publishes that no queue took and that were dropped.
+    pub dropped: AtomicU64,
+    /// Deliveries to consumers that acknowledge.
+    pub delivered_ack: AtomicU64,
+    /// Deliveries to no-ack consumers.
+    pub delivered_no_ack: AtomicU64,
+    /// basic.get answered with a message, acknowledged mode.
+    pub get_ack: AtomicU64,
+    /// basic.get answered with a message, no-ack.
+    pub get_no_ack: AtomicU64,
+    /// basic.get answered get-empty.
+    pub get_empty: AtomicU64,
+    /// Deliveries the client acknowledged.
+    pub acked: AtomicU64,
+    /// Deliveries flagged redelivered.
+    pub redelivered: AtomicU64,
+}
+
+/// The plain copy a connection counts in (see [`ChannelCounters`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// See [`ChannelCounters`].
+    pub published: u64,
+    /// See [`ChannelCounters`].
+    pub returned: u64,
+    /// See [`ChannelCounters`].
+    pub dropped: u64,
+    /// See [`ChannelCounters`].
+    pub delivered_ack: u64,
+    /// See [`ChannelCounters`].
+    pub delivered_no_ack: u64,
+    /// See [`ChannelCounters`].
+    pub get_ack: u64,
+    /// See [`ChannelCounters`].
+    pub get_no_ack: u64,
+    /// See [`ChannelCounters`].
+    pub get_empty: u64,
+    /// See [`ChannelCounters`].
+    pub acked: u64,
+    /// See [`ChannelCounters`].
+    pub redelivered: u64,
+}
+
+impl ChannelCounters {
+    /// Sets the counters to a connection's counts.
+    pub fn store(&self, c: &Counts) {
+        let r = Ordering::Relaxed;
+        self.published.store(c.published, r);
+        self.returned.store(c.returned, r);
+        self.dropped.store(c.dropped, r);
+        self.delivered_ack.store(c.delivered_ack, r);
+        self.delivered_no_ack.store(c.delivered_no_ack, r);
+        self.get_ack.store(c.get_ack, r);
+        self.get_no_ack.store(c.get_no_ack, r);
+        self.get_empty.store(c.get_empty, r);
+        self.acked.store(c.acked, r);
+        self.redelivered.store(c.redelivered, r);
+    }
+
+    /// Adds them into `c`.
+    pub fn add_to(&self, c: &mut Counts) {
+        let r = Ordering::Relaxed;
+        c.published += self.published.load(r);
+        c.returned += self.returned.load(r);
+        c.dropped += self.dropped.load(r);
+        c.delivered_ack += self.delivered_ack.load(r);
+        c.delivered_no_ack += self.delivered_no_ack.load(r);
+        c.get_ack += self.get_ack.load(r);
+        c.get_no_ack += self.get_no_ack.load(r);
+        c.get_empty += self.get_empty.load(r);
+        c.acked += self.acked.load(r);
+        c.redelivered += self.redelivered.load(r);
+    }
+}
 
 /// One open client connection.
 pub struct ConnectionInfo {
@@ -40,6 +124,8 @@ pub struct ConnectionInfo {
     pub connected_at: u64,
     /// Channels open now (the connection updates it as channels open and close).
     pub channels: AtomicU32,
+    /// What its channels did.
+    pub counters: ChannelCounters,
     /// Wakes the connection to close (set by the server; nothing waits per message).
     closer: Box<dyn Fn() + Send + Sync>,
     close_reason: Mutex<Option<String>>,
@@ -83,6 +169,7 @@ impl ConnectionInfo {
             heartbeat,
             connected_at,
             channels: AtomicU32::new(0),
+            counters: ChannelCounters::default(),
             closer,
             close_reason: Mutex::new(None),
         }
@@ -109,17 +196,41 @@ impl ConnectionInfo {
 #[derive(Debug, Default)]
 pub struct Connections {
     open: Mutex<HashMap<ConnectionId, Arc<ConnectionInfo>>>,
+    /// Connections opened and closed, ever.
+    opened: AtomicU64,
+    closed: AtomicU64,
+    /// What the channels of connections that have closed did.
+    gone: Mutex<Counts>,
 }
 
 impl Connections {
     /// Adds an open connection.
     pub fn register(&self, info: Arc<ConnectionInfo>) {
+        self.opened.fetch_add(1, Ordering::Relaxed);
         self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(info.id, info);
     }
 
-    /// Removes a connection that ended.
+    /// Removes a connection that ended (its final counts were stored).
     pub fn unregister(&self, id: ConnectionId) {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let removed = self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        if let Some(info) = removed {
+            self.closed.fetch_add(1, Ordering::Relaxed);
+            info.counters.add_to(&mut self.gone.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
+    /// Connections opened and closed since the start.
+    pub fn churn(&self) -> (u64, u64) {
+        (self.opened.load(Ordering::Relaxed), self.closed.load(Ordering::Relaxed))
+    }
+
+    /// What every connection's channels did since the start, closed ones included.
+    pub fn totals(&self) -> Counts {
+        let mut c = *self.gone.lock().unwrap_or_else(|p| p.into_inner());
+        for info in self.list() {
+            info.counters.add_to(&mut c);
+        }
+        c
     }
 
     /// Every open connection, oldest first.

@@ -16,6 +16,7 @@ mod exchanges;
 mod health;
 mod json;
 mod overview;
+mod prometheus;
 mod query;
 mod queues;
 mod rates;
@@ -46,6 +47,25 @@ pub struct Listener {
     pub addr: SocketAddr,
 }
 
+/// The node's resource limits and where its disk stands, for `/api/nodes` and the metrics.
+pub struct Resources {
+    /// The memory high watermark in bytes, if known.
+    pub memory_limit: Option<u64>,
+    /// The free disk space limit in bytes.
+    pub disk_free_limit: u64,
+    /// Free bytes on the data dir's file system now.
+    pub disk_free: Box<dyn Fn() -> Option<u64> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Resources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resources")
+            .field("memory_limit", &self.memory_limit)
+            .field("disk_free_limit", &self.disk_free_limit)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the API serves from.
 #[derive(Debug)]
 pub struct Management {
@@ -55,13 +75,24 @@ pub struct Management {
     pub node: String,
     /// The broker's listeners.
     pub listeners: Vec<Listener>,
+    /// Limits and disk space.
+    pub resources: Resources,
+    /// When the node started.
+    pub started: std::time::Instant,
     rates: rates::Rates,
 }
 
 impl Management {
     /// The API's state for `broker`.
-    pub fn new(broker: Arc<Broker>, node: String, listeners: Vec<Listener>) -> Arc<Management> {
-        Arc::new(Management { broker, node, listeners, rates: rates::Rates::default() })
+    pub fn new(
+        broker: Arc<Broker>,
+        node: String,
+        listeners: Vec<Listener>,
+        resources: Resources,
+    ) -> Arc<Management> {
+        let started = std::time::Instant::now();
+        let rates = rates::Rates::default();
+        Arc::new(Management { broker, node, listeners, resources, started, rates })
     }
 }
 
@@ -154,6 +185,8 @@ pub fn router(state: Arc<Management>) -> Router {
         .fallback(error::not_found)
         .with_state(state)
 }
+
+pub use prometheus::serve as serve_prometheus;
 
 /// Serves the API on `listener` until `shutdown` completes; the rate sampler runs meanwhile.
 pub async fn serve(

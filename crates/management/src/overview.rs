@@ -148,7 +148,7 @@ pub(crate) async fn feature_flags(_: Caller) -> Json<Value> {
 }
 
 /// Resident memory of this process, from /proc (0 where there is none).
-fn resident_bytes() -> u64 {
+pub(crate) fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     pages * 4096
@@ -163,6 +163,10 @@ fn node_json(state: &Management) -> Value {
         "os_pid": std::process::id().to_string(),
         "processors": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "mem_used": resident_bytes(),
+        "mem_limit": state.resources.memory_limit,
+        "disk_free": (state.resources.disk_free)(),
+        "disk_free_limit": state.resources.disk_free_limit,
+        "uptime": state.started.elapsed().as_millis() as u64,
         "mem_alarm": alarms.is_set(warren_core::Resource::Memory),
         "disk_free_alarm": alarms.is_set(warren_core::Resource::Disk),
         "partitions": [],

@@ -67,7 +67,7 @@ pub fn parse_watermark(s: &str) -> Result<Watermark, String> {
 }
 
 /// Free bytes for the broker (not root) on the file system of `path`.
-fn disk_free(path: &Path) -> std::io::Result<u64> {
+pub fn disk_free(path: &Path) -> std::io::Result<u64> {
     let st = rustix::fs::statvfs(path)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
@@ -119,6 +119,16 @@ impl Limits {
             memory.map_or("(unknown)".to_string(), |m| format!("{m} bytes")),
         );
         Limits { disk_free: config.disk_free_limit, memory }
+    }
+
+    /// The memory high watermark in bytes, if the memory available is known.
+    pub fn memory(&self) -> Option<u64> {
+        self.memory
+    }
+
+    /// The free disk space limit in bytes.
+    pub fn disk_free(&self) -> u64 {
+        self.disk_free
     }
 }
 

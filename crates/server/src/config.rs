@@ -132,6 +132,10 @@ pub struct Config {
     #[arg(long, env = "WARREN_MANAGEMENT_LISTEN", default_value = "0.0.0.0:15672")]
     pub management_listen: Switch,
 
+    /// Where Prometheus metrics are served (RabbitMQ's prometheus.tcp.port, 15692), or `off`.
+    #[arg(long, env = "WARREN_PROMETHEUS_LISTEN", default_value = "0.0.0.0:15692")]
+    pub prometheus_listen: Switch,
+
     /// A definitions file (RabbitMQ's JSON export) imported at start, as RabbitMQ's
     /// load_definitions: users, vhosts, permissions, policies, queues, exchanges, bindings.
     #[arg(long, env = "WARREN_DEFINITIONS")]

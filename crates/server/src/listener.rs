@@ -50,7 +50,29 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
         }
         None => None,
     };
-    let management = warren_management::Management::new(broker.clone(), node_name(), listeners);
+    let metrics = match config.prometheus_listen.0 {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} for Prometheus metrics"))?;
+            let metrics_local = l.local_addr().context("reading the metrics address")?;
+            listeners.push(warren_management::Listener {
+                protocol: "http/prometheus",
+                addr: metrics_local,
+            });
+            info!("Prometheus metrics on http://{metrics_local}/metrics");
+            Some(l)
+        }
+        None => None,
+    };
+    let data_dir = config.data_dir.clone();
+    let resources = warren_management::Resources {
+        memory_limit: limits.memory(),
+        disk_free_limit: limits.disk_free(),
+        disk_free: Box::new(move || alarm::disk_free(&data_dir).ok()),
+    };
+    let management =
+        warren_management::Management::new(broker.clone(), node_name(), listeners, resources);
     if let Some(path) = &config.definitions {
         load_definitions(&management, path)?;
     }
@@ -61,6 +83,15 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
     tokio::spawn(alarm::monitor(broker.clone(), config.clone(), limits, shutdown.clone()));
     let control = control_socket.map(|socket| {
         tokio::spawn(crate::control::serve(broker.clone(), socket, shutdown.clone()))
+    });
+    let metrics = metrics.map(|l| {
+        let (stop, state) = (shutdown.clone(), management.clone());
+        tokio::spawn(async move {
+            let stopped = async move { stop.cancelled().await };
+            if let Err(e) = warren_management::serve_prometheus(l, state, stopped).await {
+                warn!("Prometheus metrics stopped: {e}");
+            }
+        })
     });
     let http = http.map(|l| {
         let stop = shutdown.clone();
@@ -110,9 +141,9 @@ pub async fn run(config: Config, broker: Arc<Broker>, limits: Limits) -> anyhow:
     if let Some(control) = control {
         let _ = control.await;
     }
-    if let Some(http) = http {
+    for server in [http, metrics].into_iter().flatten() {
         // Requests in flight finish; a client keeping a connection open does not hold us.
-        let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     }
     info!("stopped");
     Ok(())

@@ -120,11 +120,10 @@ impl Queue {
     }
 
     pub(super) fn settle_seqs(&self, entries: impl Iterator<Item = (u64, bool)>) {
-        if let Some(d) = &self.durable {
-            for (seq, stored) in entries {
-                if stored {
-                    d.store.remove(d.id, seq);
-                }
+        // Always walked: the caller counts what it settles.
+        for (seq, stored) in entries {
+            if stored && let Some(d) = &self.durable {
+                d.store.remove(d.id, seq);
             }
         }
     }

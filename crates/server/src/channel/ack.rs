@@ -75,6 +75,9 @@ impl Channel {
         };
         let range = self.find(tag, multiple)?;
         let settled: Vec<Unacked> = self.unacked.drain(range).collect();
+        if how == Settle::Ack {
+            ctx.counts.acked += settled.len() as u64;
+        }
         match &mut self.tx {
             Some(tx) => tx.settles.extend(settled.into_iter().map(|u| (u, how))),
             None => apply(settled, how, ctx),
@@ -122,11 +125,14 @@ impl Channel {
         let props = quorum_props.as_ref().unwrap_or(&msg.properties);
         encode_deliver(ctx.out, self.id, d, props, &msg.body, ctx.frame_max)
             .map_err(|e| AmqpError::internal(format!("encoding basic.deliver: {e}")))?;
+        ctx.counts.redelivered += u64::from(entry.redelivered);
         if consumer.no_ack {
+            ctx.counts.delivered_no_ack += 1;
             consumer.release(1);
             consumer.queue.settle([&entry]);
             ctx.redispatch(&consumer.queue);
         } else {
+            ctx.counts.delivered_ack += 1;
             if consumer.written() {
                 // It had as many deliveries on their way as it may: it can take more now.
                 ctx.redispatch(&consumer.queue);

@@ -229,7 +229,12 @@ impl Channel {
         for q in self.scratch.congested.drain(..) {
             ctx.hold(q);
         }
+        ctx.counts.published += 1;
+        if routed.queues == 0 && !mandatory {
+            ctx.counts.dropped += 1;
+        }
         if routed.queues == 0 && mandatory {
+            ctx.counts.returned += 1;
             let ret = Method::from(BasicReturn {
                 reply_code: reply::NO_ROUTE,
                 reply_text: "NO_ROUTE".into(),
@@ -259,8 +264,15 @@ impl Channel {
         ctx.access.check(Perm::Read, Kind::Queue, &queue_name)?;
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection)?;
         let Some((entry, message_count)) = queue.get() else {
+            ctx.counts.get_empty += 1;
             return ctx.send(self.id, BasicGetEmpty { cluster_id: "".into() });
         };
+        if m.no_ack {
+            ctx.counts.get_no_ack += 1;
+        } else {
+            ctx.counts.get_ack += 1;
+        }
+        ctx.counts.redelivered += u64::from(entry.redelivered);
         let delivery_tag = self.take_tag();
         let msg = entry.message.clone();
         let ok = Method::from(BasicGetOk {

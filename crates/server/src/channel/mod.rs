@@ -43,6 +43,8 @@ pub(crate) struct Ctx<'a> {
     /// What the authenticated user may do in the vhost (and its name: publishes with another
     /// user_id are refused).
     pub access: &'a mut warren_core::users::Access,
+    /// What the connection's channels did (the management API's and Prometheus' counters).
+    pub counts: &'a mut warren_core::connections::Counts,
     /// Queues whose consumers may have room again: dispatched at the end of the batch.
     pub dispatch: &'a mut Vec<Arc<Queue>>,
     /// Congested queues published to: the connection stops reading until they drain.

@@ -16,6 +16,7 @@ impl Connection {
     /// Says goodbye as the reason requires, then releases everything the connection held.
     pub(super) async fn finish(&mut self, result: Result<(), ConnError>) {
         if let Some(info) = self.info.take() {
+            info.counters.store(&self.counts);
             self.broker.connections.unregister(info.id);
         }
         let close = match &result {

@@ -118,6 +118,7 @@ macro_rules! ctx {
             frame_max: $conn.frame_max,
             config: &$conn.config,
             access: &mut $conn.access,
+            counts: &mut $conn.counts,
             dispatch: &mut $conn.dispatch,
             held: &mut $conn.held,
             lag: &$conn.lag,
@@ -161,6 +162,8 @@ pub(crate) struct Connection {
     local: SocketAddr,
     /// Client properties from connection.start-ok (for the management API).
     client_properties: warren_wire::FieldTable,
+    /// What its channels did (published to its record once per turn). Boxed, as `access`.
+    counts: Box<warren_core::connections::Counts>,
     /// Its record in the broker's registry, once open.
     info: Option<Arc<warren_core::connections::ConnectionInfo>>,
     /// Boxed: a channel is several hundred bytes, and the map's spare slots would be too.
@@ -227,6 +230,7 @@ impl Connection {
             access,
             local: peer,
             client_properties: warren_wire::FieldTable::new(),
+            counts: Box::default(),
             info: None,
             channels: HashMap::new(),
             channel_max: 0,

@@ -258,6 +258,9 @@ impl Connection {
         for q in self.dispatch.drain(..) {
             q.dispatch();
         }
+        if let Some(info) = &self.info {
+            info.counters.store(&self.counts);
+        }
         // Behind if deliveries piled up in the inbox during the turn, or the socket does not
         // take the output as fast as it is made.
         if self.writer.pending_bytes() >= LAGGING_OUTPUT {
