@@ -4,6 +4,7 @@
 mod acks;
 mod alarm;
 mod broker;
+mod cli;
 mod connection;
 mod consume;
 mod conventions;
