@@ -36,31 +36,6 @@ fn quote(s: &str) -> String {
     out
 }
 
-/// Undoes percent-encoding (a path segment arrives decoded; keys are compared decoded).
-fn unquote(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |i: usize| {
-            bytes
-                .get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
-        };
-        match (bytes[i], hex(i + 1)) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A short, stable digest of binding arguments (RabbitMQ hashes the Erlang term; any stable
 /// digest serves: clients only hand back what they were given).
 fn args_digest(args: &FieldTable) -> String {
@@ -73,7 +48,8 @@ fn args_digest(args: &FieldTable) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.to_be_bytes())
 }
 
-/// A binding's properties key: how the API names it in a URL.
+/// A binding's properties key: how the API names it (a URL segment carries it
+/// percent-encoded once more, and arrives decoded to this).
 fn properties_key(key: &str, args: &FieldTable) -> String {
     match (key.is_empty(), args.is_empty()) {
         (true, true) => "~".into(),
@@ -196,7 +172,7 @@ pub(crate) async fn one(
     let found = between_of(&v, &source, &kind, &destination)?;
     let b = found
         .iter()
-        .find(|b| unquote(&properties_key(&b.routing_key, &b.arguments)) == props)
+        .find(|b| properties_key(&b.routing_key, &b.arguments) == props)
         .ok_or(ApiError::NotFound)?;
     Ok(Json(binding_json(&v.name, b)))
 }
@@ -260,7 +236,7 @@ pub(crate) async fn delete(
     let found = between_of(&v, &source, &kind, &destination)?;
     let b = found
         .into_iter()
-        .find(|b| unquote(&properties_key(&b.routing_key, &b.arguments)) == props)
+        .find(|b| properties_key(&b.routing_key, &b.arguments) == props)
         .ok_or(ApiError::NotFound)?;
     check(&caller, &state, &vhost, &b.source, to_queue, &destination)?;
     tokio::task::block_in_place(|| {
@@ -286,6 +262,5 @@ mod tests {
         let k = properties_key("k", &args);
         assert!(k.starts_with("k~") && k.len() > 3, "{k}");
         assert_eq!(k, properties_key("k", &args), "stable");
-        assert_eq!(unquote("a+b%2Fc%7E"), "a+b/c~");
     }
 }
