@@ -3,6 +3,8 @@
 //! `administrator`, `monitoring`, `policymaker`, `management`), so that tools written for
 //! RabbitMQ (Flower, KEDA, NServiceBus, scripts, `rabbitmqadmin`) work unchanged.
 //!
+//! The web UI (`/`, `ui/index.html`, built in) is a page over the same API.
+//!
 //! It reads the routing core's state directly (queue depths and counters, the connection
 //! registry) and changes it through the same core operations AMQP uses; nothing here sits on
 //! the AMQP hot path. Rates come from a sampler that reads the counters every 5 seconds.
@@ -182,11 +184,27 @@ pub fn router(state: Arc<Management>) -> Router {
         )
         .route("/api/aliveness-test/{vhost}", get(health::aliveness))
         .route("/api/rebalance/queues", put(health::rebalance).post(health::rebalance))
+        .route("/", get(ui))
+        .route("/index.html", get(ui))
+        .route("/favicon.ico", get(|| async { axum::http::StatusCode::NO_CONTENT }))
         .fallback(error::not_found)
         .with_state(state)
 }
 
 pub use prometheus::serve as serve_prometheus;
+
+/// The web UI: one page, built into the binary (nothing is fetched from elsewhere).
+const UI: &str = include_str!("../ui/index.html");
+
+async fn ui() -> impl axum::response::IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        UI,
+    )
+}
 
 /// Serves the API on `listener` until `shutdown` completes; the rate sampler runs meanwhile.
 pub async fn serve(
