@@ -112,8 +112,9 @@ pub struct ConnectionInfo {
     pub local: SocketAddr,
     /// AMQPS.
     pub tls: bool,
-    /// What the client said of itself in connection.start-ok.
-    pub client_properties: FieldTable,
+    /// What the client said of itself in connection.start-ok, as it was encoded (a few hundred
+    /// bytes, owned: decoded only when the management API asks).
+    client_properties: bytes::Bytes,
     /// Negotiated frame-max, channel-max, heartbeat (seconds).
     pub frame_max: u32,
     /// Negotiated channel-max.
@@ -148,7 +149,7 @@ impl ConnectionInfo {
         peer: SocketAddr,
         local: SocketAddr,
         tls: bool,
-        client_properties: FieldTable,
+        client_properties: &FieldTable,
         (frame_max, channel_max, heartbeat): (u32, u16, u16),
         closer: Box<dyn Fn() + Send + Sync>,
     ) -> ConnectionInfo {
@@ -163,7 +164,13 @@ impl ConnectionInfo {
             peer,
             local,
             tls,
-            client_properties,
+            client_properties: {
+                let mut buf = bytes::BytesMut::new();
+                match client_properties.encode(&mut buf) {
+                    Ok(()) => buf.freeze(),
+                    Err(_) => bytes::Bytes::new(),
+                }
+            },
             frame_max,
             channel_max,
             heartbeat,
@@ -184,6 +191,11 @@ impl ConnectionInfo {
     /// Why a close was requested, if one was.
     pub fn close_reason(&self) -> Option<String> {
         self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The client properties from connection.start-ok.
+    pub fn client_properties(&self) -> FieldTable {
+        FieldTable::decode(&self.client_properties).unwrap_or_default()
     }
 
     /// Channels open now.
@@ -278,11 +290,15 @@ mod tests {
             addr(40000),
             addr(5672),
             false,
-            FieldTable::new(),
+            &FieldTable::new().with("connection_name", "billing"),
             (131072, 2047, 60),
             Box::new(move || w.store(true, std::sync::atomic::Ordering::SeqCst)),
         ));
         assert_eq!(info.name, "127.0.0.1:40000 -> 127.0.0.1:5672");
+        assert_eq!(
+            info.client_properties().get("connection_name").and_then(|v| v.as_str()),
+            Some("billing")
+        );
         let all = Connections::default();
         all.register(info.clone());
         assert_eq!(all.by_name("127.0.0.1:40000 -> 127.0.0.1:5672").map(|c| c.id), Some(7));

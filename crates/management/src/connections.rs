@@ -18,8 +18,9 @@ use crate::json::table_json;
 use crate::query::{Params, listing};
 
 fn connection_json(state: &Management, c: &ConnectionInfo) -> Value {
+    let client_properties = c.client_properties();
     let provided =
-        c.client_properties.get("connection_name").and_then(|v| v.as_str()).map(str::to_string);
+        client_properties.get("connection_name").and_then(|v| v.as_str()).map(str::to_string);
     json!({
         "name": c.name,
         "node": state.node,
@@ -38,7 +39,7 @@ fn connection_json(state: &Management, c: &ConnectionInfo) -> Value {
         "frame_max": c.frame_max,
         "timeout": c.heartbeat,
         "connected_at": c.connected_at,
-        "client_properties": table_json(&c.client_properties),
+        "client_properties": table_json(&client_properties),
         "user_provided_name": provided,
     })
 }
