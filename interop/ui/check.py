@@ -99,7 +99,8 @@ try:
     step("the queue is deleted", gone)
     shot("05-queue-deleted")
 
-    for page, marker in [("connections", "Connections"), ("exchanges", "amq.topic"), ("admin", "Permissions")]:
+    for page, marker in [("connections", "Connections"), ("channels", "Channels"),
+                         ("exchanges", "amq.topic"), ("admin", "Permissions")]:
         driver.get(url + "/#/" + page)
         wait.until(ec.text_to_be_present_in_element((By.ID, "app"), marker))
         step(f"the {page} page loads", True)

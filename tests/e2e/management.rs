@@ -232,7 +232,11 @@ async fn connections_are_listed_and_closed_with_320() {
     let http = api(&broker);
     let props = ConnectionProperties::default().with_connection_name("billing".into());
     let conn = within(Connection::connect(&broker.uri(), props)).await.expect("connect");
-    let _ch = within(conn.create_channel()).await.expect("channel");
+    let ch = within(conn.create_channel()).await.expect("channel");
+    within(ch.confirm_select(lapin::options::ConfirmSelectOptions::default()))
+        .await
+        .expect("confirm");
+    within(ch.basic_qos(5, BasicQosOptions::default())).await.expect("qos");
     let list = guest(http, "GET", "/api/connections", None).await.json();
     let c = list.as_array().and_then(|a| a.first()).cloned().expect("one connection");
     assert_eq!(c["user_provided_name"], "billing");
@@ -245,6 +249,19 @@ async fn connections_are_listed_and_closed_with_320() {
     let encoded = name.replace(':', "%3A").replace(' ', "%20").replace('>', "%3E");
     let one = guest(http, "GET", &format!("/api/connections/{encoded}"), None).await;
     assert_eq!(one.json()["name"], json!(name));
+    // Its channels, as the connection describes them.
+    let channels = guest(http, "GET", "/api/channels", None).await.json();
+    let c1 = &channels[0];
+    assert_eq!(c1["name"], json!(format!("{name} (1)")));
+    assert_eq!((c1["number"].clone(), c1["confirm"].clone()), (json!(1), json!(true)));
+    assert_eq!(
+        (c1["prefetch_count"].clone(), c1["transactional"].clone()),
+        (json!(5), json!(false))
+    );
+    let mine = guest(http, "GET", &format!("/api/connections/{encoded}/channels"), None).await;
+    assert_eq!(mine.json().as_array().map(Vec::len), Some(1));
+    let one = guest(http, "GET", &format!("/api/channels/{encoded}%20(1)"), None).await;
+    assert_eq!(one.json()["connection_details"]["name"], json!(name));
     let closed = guest(http, "DELETE", &format!("/api/connections/{encoded}"), None).await;
     assert_eq!(closed.status, 204);
     // The client hears 320 CONNECTION_FORCED.

@@ -96,6 +96,31 @@ impl ChannelCounters {
     }
 }
 
+/// One channel, as the management API shows it (asked of the connection when needed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Channel number.
+    pub number: u16,
+    /// Consumers on it.
+    pub consumers: u32,
+    /// Deliveries not yet acknowledged.
+    pub unacked: u32,
+    /// Prefetch for its next consumers (basic.qos, global=false).
+    pub prefetch: u32,
+    /// Its shared window (basic.qos, global=true).
+    pub global_prefetch: u32,
+    /// In confirm mode.
+    pub confirm: bool,
+    /// In transaction mode.
+    pub transactional: bool,
+    /// Publishes not yet confirmed.
+    pub unconfirmed: u64,
+    /// Publishes of the open transaction.
+    pub uncommitted_messages: u32,
+    /// Settles of the open transaction.
+    pub uncommitted_acks: u32,
+}
+
 /// One open client connection.
 pub struct ConnectionInfo {
     /// The broker's id for it.
@@ -129,6 +154,8 @@ pub struct ConnectionInfo {
     pub counters: ChannelCounters,
     /// Wakes the connection to close (set by the server; nothing waits per message).
     closer: Box<dyn Fn() + Send + Sync>,
+    /// The connection's event inbox, to ask it about its channels.
+    events: Option<tokio::sync::mpsc::UnboundedSender<crate::Event>>,
     close_reason: Mutex<Option<String>>,
 }
 
@@ -178,7 +205,28 @@ impl ConnectionInfo {
             channels: AtomicU32::new(0),
             counters: ChannelCounters::default(),
             closer,
+            events: None,
             close_reason: Mutex::new(None),
+        }
+    }
+
+    /// Lets [`ConnectionInfo::channels`] ask the connection through its event inbox.
+    pub fn with_events(mut self, events: tokio::sync::mpsc::UnboundedSender<crate::Event>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// What its channels are doing, asked of the connection (empty if it does not answer
+    /// within a second: it may be busy writing to a slow client).
+    pub async fn channels(&self) -> Vec<ChannelInfo> {
+        let Some(events) = &self.events else { return Vec::new() };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if events.send(crate::Event::Describe { reply }).is_err() {
+            return Vec::new();
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(1), answer).await {
+            Ok(Ok(list)) => list,
+            _ => Vec::new(),
         }
     }
 

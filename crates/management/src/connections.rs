@@ -1,6 +1,7 @@
-//! Client connections and consumers: `/api/connections` (list, one, `DELETE` closes it with
-//! 320 CONNECTION_FORCED), `/api/vhosts/{vhost}/connections`, `/api/consumers`. Monitoring
-//! users and administrators see every connection, others their own.
+//! Client connections, their channels and consumers: `/api/connections` (list, one, `DELETE`
+//! closes it with 320 CONNECTION_FORCED), `/api/channels` (asked of each connection when
+//! listed), `/api/vhosts/{vhost}/connections`, `/api/consumers`. Monitoring users and
+//! administrators see every connection, others their own.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use warren_core::Consumer;
-use warren_core::connections::ConnectionInfo;
+use warren_core::connections::{ChannelInfo, ConnectionInfo};
 
 use crate::Management;
 use crate::auth::Caller;
@@ -169,4 +170,91 @@ pub(crate) async fn consumers_in_vhost(
 ) -> ApiResult<Json<Value>> {
     let v = caller.vhost(&state, &vhost)?;
     Ok(Json(Value::Array(vhost_consumers(&state, &v))))
+}
+
+fn channel_json(state: &Management, c: &ConnectionInfo, ch: &ChannelInfo) -> Value {
+    json!({
+        "name": format!("{} ({})", c.name, ch.number),
+        "number": ch.number,
+        "node": state.node,
+        "user": c.user,
+        "vhost": c.vhost,
+        "state": "running",
+        "connection_details": {
+            "name": c.name,
+            "peer_host": c.peer.ip().to_string(),
+            "peer_port": c.peer.port(),
+        },
+        "consumer_count": ch.consumers,
+        "messages_unacknowledged": ch.unacked,
+        "messages_unconfirmed": ch.unconfirmed,
+        "messages_uncommitted": ch.uncommitted_messages,
+        "acks_uncommitted": ch.uncommitted_acks,
+        "prefetch_count": ch.prefetch,
+        "global_prefetch_count": ch.global_prefetch,
+        "confirm": ch.confirm,
+        "transactional": ch.transactional,
+    })
+}
+
+async fn channels_of(state: &Management, conns: &[Arc<ConnectionInfo>]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for c in conns {
+        for ch in c.channels().await {
+            out.push(channel_json(state, c, &ch));
+        }
+    }
+    out
+}
+
+fn visible_connections(
+    state: &Management,
+    caller: &Caller,
+    keep: impl Fn(&ConnectionInfo) -> bool,
+) -> Vec<Arc<ConnectionInfo>> {
+    state.broker.connections.list().into_iter().filter(|c| visible(caller, c) && keep(c)).collect()
+}
+
+pub(crate) async fn channels(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Query(params): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let conns = visible_connections(&state, &caller, |_| true);
+    listing(channels_of(&state, &conns).await, &params)
+}
+
+pub(crate) async fn channels_in_vhost(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+    Query(params): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    caller.vhost(&state, &vhost)?;
+    let conns = visible_connections(&state, &caller, |c| c.vhost == vhost);
+    listing(channels_of(&state, &conns).await, &params)
+}
+
+pub(crate) async fn channels_of_connection(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let c = find(&state, &caller, &name)?;
+    Ok(Json(Value::Array(channels_of(&state, &[c]).await)))
+}
+
+/// `/api/channels/{name}`: a channel by its name, `CONNECTION (NUMBER)`.
+pub(crate) async fn channel(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (conn, number) =
+        name.strip_suffix(')').and_then(|n| n.rsplit_once(" (")).ok_or(ApiError::NotFound)?;
+    let number: u16 = number.parse().map_err(|_| ApiError::NotFound)?;
+    let c = find(&state, &caller, conn)?;
+    let ch = c.channels().await.into_iter().find(|ch| ch.number == number);
+    let ch = ch.ok_or(ApiError::NotFound)?;
+    Ok(Json(channel_json(&state, &c, &ch)))
 }

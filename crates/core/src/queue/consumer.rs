@@ -57,6 +57,11 @@ pub enum Event {
         /// may have been reused since).
         consumer: Arc<Consumer>,
     },
+    /// The management API asks what the connection's channels are doing.
+    Describe {
+        /// Where the answer goes.
+        reply: tokio::sync::oneshot::Sender<Vec<crate::connections::ChannelInfo>>,
+    },
 }
 
 /// The channel-wide prefetch window (`basic.qos` with `global=true`), shared by the channel's

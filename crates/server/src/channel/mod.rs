@@ -311,6 +311,26 @@ impl Channel {
         }
     }
 
+    /// What the management API shows of this channel.
+    pub(crate) fn describe(&self) -> warren_core::connections::ChannelInfo {
+        use std::sync::atomic::Ordering::Relaxed;
+        warren_core::connections::ChannelInfo {
+            number: self.id,
+            consumers: self.consumers.len() as u32,
+            unacked: self.unacked.len() as u32,
+            prefetch: self.consumer_prefetch,
+            global_prefetch: self.limit.prefetch.load(Relaxed),
+            confirm: self.confirms.is_some(),
+            transactional: self.tx.is_some(),
+            unconfirmed: self
+                .confirms
+                .as_ref()
+                .map_or(0, |c| (c.next - 1).saturating_sub(c.told_up_to)),
+            uncommitted_messages: self.tx.as_ref().map_or(0, |t| t.publishes.len() as u32),
+            uncommitted_acks: self.tx.as_ref().map_or(0, |t| t.settles.len() as u32),
+        }
+    }
+
     /// The next delivery tag.
     pub(crate) fn take_tag(&mut self) -> u64 {
         let t = self.next_tag;

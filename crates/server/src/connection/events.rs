@@ -49,6 +49,13 @@ impl Connection {
                 let mut ctx = ctx!(self, vhost);
                 c.committed(failed, &mut ctx).map_err(|e| ConnError::Amqp(e, 90, 20))
             }
+            Event::Describe { reply } => {
+                let mut list: Vec<_> =
+                    self.channels.values().filter(|c| !c.closing).map(|c| c.describe()).collect();
+                list.sort_by_key(|c| c.number);
+                let _ = reply.send(list);
+                Ok(())
+            }
             Event::Cancelled { consumer } => {
                 let channel = consumer.channel;
                 let known = self

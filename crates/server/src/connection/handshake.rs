@@ -191,20 +191,23 @@ impl Connection {
         self.vhost_connection = Some(counted);
         self.counted = vec![node, per_user];
         self.vhost = Some(vhost);
-        let info = Arc::new(ConnectionInfo::new(
-            self.id,
-            &user.name,
-            &open.virtual_host,
-            self.peer,
-            self.local,
-            self.tls.is_some(),
-            &std::mem::take(&mut self.client_properties),
-            (self.frame_max, self.channel_max, self.heartbeat),
-            {
-                let stop = self.shutdown.clone();
-                Box::new(move || stop.cancel())
-            },
-        ));
+        let info = Arc::new(
+            ConnectionInfo::new(
+                self.id,
+                &user.name,
+                &open.virtual_host,
+                self.peer,
+                self.local,
+                self.tls.is_some(),
+                &std::mem::take(&mut self.client_properties),
+                (self.frame_max, self.channel_max, self.heartbeat),
+                {
+                    let stop = self.shutdown.clone();
+                    Box::new(move || stop.cancel())
+                },
+            )
+            .with_events(self.events_tx.clone()),
+        );
         self.broker.connections.register(info.clone());
         self.info = Some(info);
         self.user = user.name;
