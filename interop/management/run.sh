@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# RabbitMQ's own rabbitmqadmin (the management plugin's Python CLI, shipped with Debian's
-# rabbitmq-server package) against warren's management API: it declares, lists, publishes,
-# gets, binds, manages users and permissions, exports and imports definitions, as its users
-# type it. The same checks pass against RabbitMQ 3.10.8 with the management plugin
-# (--api HOST:PORT).
+# The management API against RabbitMQ's:
+# 1. RabbitMQ's own rabbitmqadmin (the management plugin's Python CLI, shipped with Debian's
+#    rabbitmq-server package): it declares, lists, publishes, gets, binds, manages users and
+#    permissions, exports and imports definitions, as its users type it. The same checks pass
+#    against RabbitMQ 3.10.8 with the management plugin (--api HOST:PORT).
+# 2. conformance.py: 57 requests, their status codes and JSON keys compared with RabbitMQ
+#    3.10.8's answers to the same requests (rabbitmq-3.10.8.json, recorded with --record).
 #
-# Usage: interop/management/run.sh [--api HOST:PORT] [--no-build]
+# Usage: interop/management/run.sh [--api HOST:PORT --amqp HOST:PORT] [--no-build]
 #   --api       use that management API (guest/guest) instead of starting a fresh warren
+#   --amqp      its AMQP port (for the conformance walk's consumer)
 #   --no-build  do not run `cargo build -p warren` (uses target/debug/warren as it is)
 # rabbitmqadmin: $RABBITMQADMIN, or on the PATH, or taken out of Debian's rabbitmq-server
 # package (`apt-get download`, no install) into target/rabbitmqadmin.
@@ -15,10 +18,12 @@ set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 api=""
+amqp=""
 build=1
 while [ $# -gt 0 ]; do
   case "$1" in
   --api) api="$2"; shift 2 ;;
+  --amqp) amqp="$2"; shift 2 ;;
   --no-build) build=0; shift ;;
   -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
   *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -59,6 +64,7 @@ if [ -z "$api" ]; then
     sleep 0.1
   done
   api="$(sed -n 's|.*management API on http://||p' "$data/warren.log" | head -1)"
+  amqp="$(sed -n 's|.*listening on ||p' "$data/warren.log" | head -1)"
   [ -n "$api" ] || { cat "$data/warren.log" >&2; echo "warren did not start" >&2; exit 2; }
   log "broker: warren, management API on $api"
 fi
@@ -112,4 +118,19 @@ check "delete queue" "queue deleted" adm delete queue name=adm-q
 check "delete exchange" "exchange deleted" adm delete exchange name=adm-x
 check "delete user" "user deleted" adm delete user name=adm-u
 rm -f "$defs"
+
+if [ -n "$amqp" ]; then
+  py="$root/target/interop-venv/bin/python"
+  if ! "$py" -c 'import pika' 2>/dev/null; then
+    py="$root/target/management-venv/bin/python"
+    if ! "$py" -c 'import pika' 2>/dev/null; then
+      log "creating target/management-venv (pika)"
+      python3 -m venv "$root/target/management-venv" >&2 || exit 2
+      "$root/target/management-venv/bin/pip" install -q --disable-pip-version-check pika==1.3.2 >&2 || exit 2
+    fi
+  fi
+  log "conformance: the same requests as RabbitMQ 3.10.8's recorded answers"
+  "$py" "$here/conformance.py" --compare "$here/rabbitmq-3.10.8.json" --api "$api" --amqp "$amqp" ||
+    failed=1
+fi
 exit "$failed"
