@@ -10,8 +10,11 @@ use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions, QueuePurgeOptions,
 };
+
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 
 use crate::TestBroker;
 use crate::support::{channel, code, ctl, within};
@@ -83,6 +86,32 @@ async fn fixtures() -> (TestBroker, Connection) {
     (broker, admin)
 }
 
+/// Publishes one message on a confirm-mode channel and waits for its outcome.
+async fn publish_to(c: &Channel, exchange: &str, key: &str) -> lapin::Result<Confirmation> {
+    let confirm = within(c.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        b"x",
+        BasicProperties::default(),
+    ))
+    .await
+    .expect("sent");
+    within(confirm).await
+}
+
+/// exchange.bind `destination` <- `source` with key `k`.
+async fn bind_exchanges(c: &Channel, destination: &str, source: &str) -> lapin::Result<()> {
+    within(c.exchange_bind(
+        destination.into(),
+        source.into(),
+        "k".into(),
+        ExchangeBindOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+}
+
 async fn ch(conn: &Connection) -> Channel {
     within(conn.create_channel()).await.expect("channel.open")
 }
@@ -149,51 +178,15 @@ async fn each_operation_needs_the_permission_rabbitmq_checks() {
     // write: publish (the default exchange is amq.default), and being bound to.
     let nowrite = connect_as(&broker, "pt_nowrite", "/").await.expect("login");
     let c = channel(&nowrite).await;
-    let confirm = within(c.basic_publish(
-        "".into(),
-        "pq.a".into(),
-        BasicPublishOptions::default(),
-        b"x",
-        BasicProperties::default(),
-    ))
-    .await
-    .expect("sent");
-    let e = within(confirm).await.unwrap_err();
+    let e = publish_to(&c, "", "pq.a").await.unwrap_err();
     assert_eq!(refusal(&e), denied("exchange", "amq.default", "pt_nowrite"));
     let c = channel(&nowrite).await;
-    let confirm = within(c.basic_publish(
-        "missingx".into(),
-        "k".into(),
-        BasicPublishOptions::default(),
-        b"x",
-        BasicProperties::default(),
-    ))
-    .await
-    .expect("sent");
-    let e = within(confirm).await.unwrap_err();
+    let e = publish_to(&c, "missingx", "k").await.unwrap_err();
     assert_eq!(refusal(&e), denied("exchange", "missingx", "pt_nowrite"), "before existence");
     let defx = connect_as(&broker, "pt_defx", "/").await.expect("login");
     let c = channel(&defx).await;
-    let confirm = within(c.basic_publish(
-        "".into(),
-        "pq.a".into(),
-        BasicPublishOptions::default(),
-        b"x",
-        BasicProperties::default(),
-    ))
-    .await
-    .expect("sent");
-    assert!(within(confirm).await.expect("write on amq.default is enough").is_ack());
-    let confirm = within(c.basic_publish(
-        "px.e".into(),
-        "k".into(),
-        BasicPublishOptions::default(),
-        b"x",
-        BasicProperties::default(),
-    ))
-    .await
-    .expect("sent");
-    let e = within(confirm).await.unwrap_err();
+    assert!(publish_to(&c, "", "pq.a").await.expect("write on amq.default is enough").is_ack());
+    let e = publish_to(&c, "px.e", "k").await.unwrap_err();
     assert_eq!(refusal(&e), denied("exchange", "px.e", "pt_defx"));
 
     // read: consume, get, purge; and binding from an exchange.
@@ -222,38 +215,14 @@ async fn each_operation_needs_the_permission_rabbitmq_checks() {
     // Bindings: write on the destination first, then read on the source.
     let bind_a = connect_as(&broker, "pt_bindA", "/").await.expect("login");
     let c = ch(&bind_a).await;
-    let e = within(c.exchange_bind(
-        "px.f".into(),
-        "px.e".into(),
-        "k".into(),
-        ExchangeBindOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap_err();
+    let e = bind_exchanges(&c, "px.f", "px.e").await.unwrap_err();
     assert_eq!(refusal(&e), denied("exchange", "px.e", "pt_bindA"));
     let bind_b = connect_as(&broker, "pt_bindB", "/").await.expect("login");
     let c = ch(&bind_b).await;
-    let e = within(c.exchange_bind(
-        "ex.other".into(),
-        "px.e".into(),
-        "k".into(),
-        ExchangeBindOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .unwrap_err();
+    let e = bind_exchanges(&c, "ex.other", "px.e").await.unwrap_err();
     assert_eq!(refusal(&e), denied("exchange", "ex.other", "pt_bindB"));
     let c = ch(&bind_b).await;
-    within(c.exchange_bind(
-        "px.f".into(),
-        "px.e".into(),
-        "k".into(),
-        ExchangeBindOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .expect("write on px.f, read on px.e");
+    bind_exchanges(&c, "px.f", "px.e").await.expect("write on px.f, read on px.e");
 
     // A server-named queue is checked by its generated name.
     let app = connect_as(&broker, "pt_app", "/").await.expect("login");
