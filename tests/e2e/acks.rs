@@ -434,3 +434,47 @@ async fn a_reopened_channel_number_never_gets_the_old_channels_confirms() {
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), raw.frame()).await;
     assert!(quiet.is_err(), "nothing more on the channel: {quiet:?}");
 }
+
+/// Commits sent back to back (the second before the first's commit-ok, as a pipelining
+/// client does): each commit-ok comes, in order, and every publish of both is enqueued.
+#[tokio::test]
+async fn pipelined_commits_each_complete_in_order() {
+    use warren_wire::BasicProperties;
+    use warren_wire::method::{BasicPublish, QueueDeclare, TxCommit, TxSelect};
+    let broker = TestBroker::start();
+    let mut raw = Raw::open(broker.addr, 0).await;
+    raw.send(1, ChannelOpen::default()).await;
+    let Method::ChannelOpenOk(_) = raw.method().await else { panic!("open-ok") };
+    let durable = QueueDeclare { queue: "txq".into(), durable: true, ..Default::default() };
+    raw.send(1, durable).await;
+    let Method::QueueDeclareOk(_) = raw.method().await else { panic!("declare-ok") };
+    raw.send(1, TxSelect::default()).await;
+    let Method::TxSelectOk(_) = raw.method().await else { panic!("select-ok") };
+    let persistent = BasicProperties { delivery_mode: Some(2), ..Default::default() };
+    let mut out = bytes::BytesMut::new();
+    for round in 0..2u8 {
+        for _ in 0..3 {
+            let m = BasicPublish { routing_key: "txq".into(), ..Default::default() }.into();
+            warren_wire::frame::encode_content(&mut out, 1, &m, &persistent, &[round], 131_072)
+                .expect("encode");
+        }
+        Frame::method(1, TxCommit::default()).encode(&mut out).expect("encode");
+    }
+    raw.send_bytes(&out).await;
+    for n in 0..2 {
+        let m = raw.method().await;
+        assert!(matches!(m, Method::TxCommitOk(_)), "commit-ok {n}: {m:?}");
+    }
+    let conn = broker.connect().await;
+    let ch = crate::support::within(conn.create_channel()).await.expect("channel");
+    let mut got = Vec::new();
+    while let Some(m) = crate::support::within(
+        ch.basic_get("txq".into(), lapin::options::BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .expect("get")
+    {
+        got.push(m.delivery.data[0]);
+    }
+    assert_eq!(got, [0, 0, 0, 1, 1, 1], "both commits' publishes, in order");
+}

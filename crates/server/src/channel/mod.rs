@@ -257,6 +257,8 @@ pub(crate) struct Channel {
     pub commit_sync: Option<u64>,
     /// A tx.commit waiting for the store.
     pub commit: Option<Commit>,
+    /// Commits received while `commit` was on its way, in order.
+    pub queued_commits: VecDeque<Tx>,
     /// Counted against the user's and the node's channel limits while open.
     pub counted: Option<warren_core::usage::Counted>,
     /// Tells this channel from an earlier one of the same number on the connection.
@@ -301,6 +303,7 @@ impl Channel {
             confirm_sync: None,
             commit_sync: None,
             commit: None,
+            queued_commits: VecDeque::new(),
             counted: None,
             generation,
             last_queue: None,
@@ -460,6 +463,9 @@ impl Channel {
         // (Its publishes not yet enqueued are dropped: the store releases their records.)
         if let Some(commit) = self.commit.take() {
             unacked.extend(commit.settles.into_iter().map(|(u, _)| u));
+        }
+        for tx in self.queued_commits.drain(..) {
+            unacked.extend(tx.settles.into_iter().map(|(u, _)| u));
         }
         unacked.sort_by_key(|u| u.tag);
         ack::requeue_all(unacked, ctx);

@@ -75,6 +75,16 @@ impl Channel {
         let Some(tx) = self.tx.replace(Tx::default()) else {
             return Err(AmqpError::precondition_failed("channel is not transactional"));
         };
+        if self.commit.is_some() {
+            // A commit sent before the last one's commit-ok: it starts once that one is done,
+            // so that commit-oks come in order and each waits for its own messages.
+            self.queued_commits.push_back(tx);
+            return Ok(());
+        }
+        self.start_commit(tx, ctx)
+    }
+
+    fn start_commit(&mut self, tx: Tx, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         // The publishes were routed when published (queues deleted since are skipped). All
         // or nothing: the persistent ones are written to the store now, and every publish
         // goes to its queues only once they are all on disk.
@@ -144,7 +154,11 @@ impl Channel {
         for (u, how) in commit.settles {
             ack::apply(vec![u], how, ctx);
         }
-        ctx.send(self.id, TxCommitOk {})
+        ctx.send(self.id, TxCommitOk {})?;
+        match self.queued_commits.pop_front() {
+            Some(next) => self.start_commit(next, ctx),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn tx_rollback(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
