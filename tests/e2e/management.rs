@@ -223,6 +223,21 @@ async fn exchanges_bindings_listings_and_health_checks() {
     assert_eq!(alive.json(), json!({"status": "ok"}));
     let flags = guest(http, "GET", "/api/feature-flags", None).await.json();
     assert!(flags.as_array().unwrap().iter().any(|f| f["name"] == "quorum_queue"));
+    // What the AMQP wire could not carry is refused, not stored (the core relies on it).
+    let long = "k".repeat(256);
+    let q = guest(http, "PUT", &format!("/api/queues/%2F/{long}"), None).await;
+    assert_eq!(q.status, 400);
+    let body = json!({"routing_key": long, "arguments": {}}).to_string();
+    let b = guest(http, "POST", "/api/bindings/%2F/e/ex2/q/q1", Some(&body)).await;
+    assert_eq!(b.status, 400);
+    let body = json!({"routing_key": "q1", "arguments": {long.clone(): 1}}).to_string();
+    let b = guest(http, "POST", "/api/bindings/%2F/e/ex2/q/q1", Some(&body)).await;
+    assert_eq!(b.status, 400);
+    let body = json!({"properties": {"message_id": long}, "routing_key": "q1", "payload": "x",
+        "payload_encoding": "string"})
+    .to_string();
+    let p = guest(http, "POST", "/api/exchanges/%2F/amq.default/publish", Some(&body)).await;
+    assert_eq!(p.status, 400);
     assert_eq!(guest(http, "DELETE", "/api/exchanges/%2F/ex2", None).await.status, 204);
 }
 

@@ -263,8 +263,10 @@ impl Broker {
     /// Creates a vhost if there is none of that name (`add_vhost`, the API's PUT), and saves
     /// the definitions; whether it is new.
     pub fn create_vhost(&self, name: &str) -> crate::Result<bool> {
-        if name.is_empty() {
-            return Err(crate::AmqpError::precondition_failed("a vhost name cannot be empty"));
+        if name.is_empty() || name.len() > 255 {
+            return Err(crate::AmqpError::precondition_failed(
+                "a vhost name must have 1 to 255 bytes",
+            ));
         }
         if self.vhost(name).is_some() {
             return Ok(false);

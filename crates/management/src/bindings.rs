@@ -16,7 +16,7 @@ use warren_wire::FieldTable;
 
 use crate::Management;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, short};
 use crate::exchanges::exchange_name;
 use crate::json::{object_table, table_json};
 use crate::query::{Params, listing};
@@ -204,6 +204,7 @@ pub(crate) async fn create(
     let to_queue = to_queue_kind(&kind)?;
     let b = body_json(&body)?;
     let key = b.get("routing_key").and_then(Value::as_str).unwrap_or("").to_string();
+    short(&key, "the routing key")?;
     let args = b
         .get("arguments")
         .map_or(Some(FieldTable::new()), object_table)

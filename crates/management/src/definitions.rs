@@ -18,6 +18,7 @@ use warren_core::password::{self, PasswordHash};
 use warren_core::policy::{ApplyTo, Policy};
 use warren_core::users::{Permissions, parse_tags};
 use warren_core::vhost::VHost;
+use warren_wire::FieldTable;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -165,6 +166,21 @@ fn items<'a>(d: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
     d.get(key).and_then(Value::as_array).into_iter().flatten()
 }
 
+/// An item's `arguments` (or `definition`) as a field table; a problem if it is not one.
+fn table_of(item: &Value, key: &str, problems: &mut Vec<String>) -> Option<FieldTable> {
+    match item.get(key) {
+        None => Some(FieldTable::new()),
+        Some(v) => {
+            let t = object_table(v);
+            if t.is_none() {
+                problems
+                    .push(format!("{key} of {item}: not an object with keys of at most 255 bytes"));
+            }
+            t
+        }
+    }
+}
+
 fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
@@ -254,7 +270,11 @@ fn import_into(state: &Management, d: &Value, only: Option<&str>) -> Vec<String>
         let name = text(p, "name");
         let set = ApplyTo::parse(p.get("apply-to").and_then(Value::as_str).unwrap_or("all"))
             .and_then(|apply| {
-                let definition = p.get("definition").and_then(object_table).unwrap_or_default();
+                let definition = p.get("definition").and_then(object_table).ok_or_else(|| {
+                    warren_core::AmqpError::precondition_failed(
+                        "the definition is not an object with keys of at most 255 bytes",
+                    )
+                })?;
                 let priority = p.get("priority").and_then(Value::as_i64).unwrap_or(0);
                 Policy::new(name, text(p, "pattern"), apply, priority, definition)
             })
@@ -263,7 +283,18 @@ fn import_into(state: &Management, d: &Value, only: Option<&str>) -> Vec<String>
             problems.push(format!("policy '{name}' in vhost '{}': {}", v.name, e.text));
         }
     }
+    // Names and keys the wire could not carry are refused (the core relies on the bound).
+    let too_long = |item: &Value, keys: &[&str], problems: &mut Vec<String>| {
+        let long: Vec<&str> = keys.iter().copied().filter(|k| text(item, k).len() > 255).collect();
+        if !long.is_empty() {
+            problems.push(format!("{} longer than 255 bytes in {item}", long.join(", ")));
+        }
+        !long.is_empty()
+    };
     for x in items(d, "exchanges") {
+        if too_long(x, &["name", "type"], &mut problems) {
+            continue;
+        }
         let Some(v) = vhost(x, &mut problems) else { continue };
         let name = text(x, "name");
         let kind = text(x, "type");
@@ -272,20 +303,29 @@ fn import_into(state: &Management, d: &Value, only: Option<&str>) -> Vec<String>
             durable: flag(x, "durable", true).unwrap_or(true),
             auto_delete: flag(x, "auto_delete", false).unwrap_or(false),
             internal: flag(x, "internal", false).unwrap_or(false),
-            arguments: x.get("arguments").and_then(object_table).unwrap_or_default(),
+            arguments: match table_of(x, "arguments", &mut problems) {
+                Some(t) => t,
+                None => continue,
+            },
         };
         if let Err(e) = v.declare_exchange(name, kind, false, options) {
             problems.push(format!("exchange '{name}' in vhost '{}': {}", v.name, e.text));
         }
     }
     for q in items(d, "queues") {
+        if too_long(q, &["name"], &mut problems) {
+            continue;
+        }
         let Some(v) = vhost(q, &mut problems) else { continue };
         let name = text(q, "name");
         let options = QueueOptions {
             durable: flag(q, "durable", true).unwrap_or(true),
             exclusive: None,
             auto_delete: flag(q, "auto_delete", false).unwrap_or(false),
-            arguments: q.get("arguments").and_then(object_table).unwrap_or_default(),
+            arguments: match table_of(q, "arguments", &mut problems) {
+                Some(t) => t,
+                None => continue,
+            },
         };
         match v.declare_queue(name, false, options, 0) {
             Ok(d) => v.watch_expiry(&d.queue),
@@ -293,10 +333,13 @@ fn import_into(state: &Management, d: &Value, only: Option<&str>) -> Vec<String>
         }
     }
     for bd in items(d, "bindings") {
+        if too_long(bd, &["routing_key"], &mut problems) {
+            continue;
+        }
         let Some(v) = vhost(bd, &mut problems) else { continue };
         let (source, dest, key) =
             (text(bd, "source"), text(bd, "destination"), text(bd, "routing_key"));
-        let args = bd.get("arguments").and_then(object_table).unwrap_or_default();
+        let Some(args) = table_of(bd, "arguments", &mut problems) else { continue };
         let bound = match text(bd, "destination_type") {
             "exchange" => v.bind_exchange(dest, source, key, &args),
             _ => v.bind_queue(dest, source, key, &args, 0),

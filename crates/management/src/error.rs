@@ -73,5 +73,15 @@ pub(crate) async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
+/// Refuses a name or key the AMQP wire could not carry (a short string: 255 bytes at most):
+/// the core relies on that bound, and a message or definition holding a longer one could not
+/// be delivered or saved.
+pub(crate) fn short(value: &str, what: &str) -> Result<(), ApiError> {
+    if value.len() > 255 {
+        return Err(ApiError::BadRequest(format!("{what} is longer than 255 bytes")));
+    }
+    Ok(())
+}
+
 /// What a handler returns.
 pub(crate) type ApiResult<T> = Result<T, ApiError>;

@@ -18,7 +18,7 @@ use warren_wire::BasicProperties;
 
 use crate::Management;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, short};
 use crate::json::{object_table, table_json};
 use crate::query::{Params, listing};
 use crate::users::{body_json, created};
@@ -99,8 +99,10 @@ pub(crate) async fn put(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let v = caller.vhost(&state, &vhost)?;
+    short(&name, "the exchange name")?;
     let b = body_json(&body)?;
     let kind = b.get("type").and_then(Value::as_str).unwrap_or("direct").to_string();
+    short(&kind, "the exchange type")?;
     let arguments = b
         .get("arguments")
         .map_or(Some(Default::default()), object_table)
@@ -183,8 +185,10 @@ pub(crate) async fn publish(
         return Err(ApiError::BadRequest(format!("[{}]", missing.join(",\n "))));
     }
     let exchange = exchange_name(&name);
+    short(exchange, "the exchange name")?;
     caller.access(&state, &vhost).check(Perm::Write, Kind::Exchange, exchange)?;
     let routing_key = b["routing_key"].as_str().unwrap_or("").to_string();
+    short(&routing_key, "the routing key")?;
     let payload = b["payload"].as_str().unwrap_or("");
     let body = match b["payload_encoding"].as_str() {
         Some("string") => bytes::Bytes::copy_from_slice(payload.as_bytes()),
@@ -195,6 +199,11 @@ pub(crate) async fn publish(
         _ => return Err(ApiError::BadRequest("payload_encoding: string or base64".into())),
     };
     let props = properties(&b["properties"])?;
+    if props.encode(&mut bytes::BytesMut::new()).is_err() {
+        return Err(ApiError::BadRequest(
+            "a property is longer than the wire allows (255 bytes for a short string)".into(),
+        ));
+    }
     if props.user_id.as_deref().is_some_and(|u| *u != *caller.user.name) {
         return Err(ApiError::BadRequest(format!(
             "user_id property set to '{}' but authenticated user was '{}'",

@@ -32,19 +32,24 @@ pub fn json_table(text: &str) -> Result<FieldTable, AmqpError> {
     let bad = |e: String| AmqpError::precondition_failed(format!("Validation failed\n\n{e}"));
     let value: Value =
         serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON definition: {e}")))?;
-    object_table(&value).ok_or_else(|| bad("the definition must be a JSON object".into()))
+    object_table(&value).ok_or_else(|| {
+        bad("the definition must be a JSON object with keys of at most 255 bytes".into())
+    })
 }
 
-/// A JSON object (or null) as a field table.
+/// A JSON object (or null) as a field table; `None` if it is not one, or if it would not
+/// encode on the wire (a key longer than 255 bytes): such a table could not be saved in the
+/// definitions nor sent to a client.
 pub fn object_table(v: &Value) -> Option<FieldTable> {
-    match v {
-        Value::Null => Some(FieldTable::new()),
+    let t = match v {
+        Value::Null => FieldTable::new(),
         Value::Object(_) => match json_value(v) {
-            FieldValue::Table(t) => Some(t),
-            _ => None,
+            FieldValue::Table(t) => t,
+            _ => return None,
         },
-        _ => None,
-    }
+        _ => return None,
+    };
+    t.encode(&mut bytes::BytesMut::new()).ok().map(|()| t)
 }
 
 /// A field value as JSON.
@@ -82,5 +87,7 @@ mod tests {
         assert_eq!(t.get("b").and_then(FieldValue::as_str), Some("x"));
         assert_eq!(json_table("[1]").unwrap_err().code, 406);
         assert_eq!(json_table("{").unwrap_err().code, 406);
+        let long = serde_json::json!({ "k".repeat(256): 1 });
+        assert_eq!(object_table(&long), None, "a key the wire cannot carry");
     }
 }

@@ -16,7 +16,7 @@ use warren_core::{Queue, QueueOptions};
 use crate::Management;
 use crate::auth::Caller;
 use crate::connections::consumer_json;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, short};
 use crate::exchanges::flag;
 use crate::json::{object_table, table_json};
 use crate::query::{Params, listing};
@@ -100,6 +100,7 @@ pub(crate) async fn put(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let v = caller.vhost(&state, &vhost)?;
+    short(&name, "the queue name")?;
     let b = body_json(&body)?;
     let arguments = b
         .get("arguments")
