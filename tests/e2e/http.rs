@@ -27,16 +27,18 @@ impl Answer {
     }
 }
 
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
+/// The body of a chunked answer, on bytes (a chunk may end inside a character).
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&rest[..eol]).unwrap_or("0");
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
+        let after = &rest[eol + 2..];
+        if n == 0 || after.len() < n {
             break;
         }
-        out.push_str(&after[..n]);
-        rest = &after[n + 2..];
+        out.extend_from_slice(&after[..n]);
+        rest = after[n..].strip_prefix(b"\r\n").unwrap_or(&after[n..]);
     }
     out
 }
@@ -49,6 +51,18 @@ pub async fn request(
     auth: Option<(&str, &str)>,
     body: Option<&str>,
 ) -> Answer {
+    request_typed(addr, method, path, auth, body, "application/json").await
+}
+
+/// As [`request`], with the body's content type.
+pub async fn request_typed(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    body: Option<&str>,
+    content_type: &str,
+) -> Answer {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some((u, p)) = auth {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
@@ -57,7 +71,7 @@ pub async fn request(
     let body = body.unwrap_or("");
     if !body.is_empty() || matches!(method, "PUT" | "POST") {
         req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
             body.len()
         ));
     }
@@ -68,8 +82,9 @@ pub async fn request(
     s.write_all(req.as_bytes()).await.expect("send");
     let mut raw = Vec::new();
     crate::support::within(s.read_to_end(&mut raw)).await.expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").expect("a whole answer");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a whole answer");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let rest = &raw[split + 4..];
     let mut lines = head.lines();
     let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok());
     let headers: Vec<(String, String)> = lines
@@ -79,7 +94,8 @@ pub async fn request(
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+    let body = String::from_utf8_lossy(&body).into_owned();
     Answer { status: status.expect("a status line"), headers, body }
 }
 

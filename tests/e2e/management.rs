@@ -356,6 +356,21 @@ async fn users_permissions_and_definitions_round_trip_with_rabbitmq() {
     assert_eq!(q["type"], "quorum");
     let b = guest(h, "GET", "/api/bindings/imported/e/app.events/q/app.jobs", None).await.json();
     assert_eq!(b[0]["routing_key"], "jobs.#");
+    // A body that does not say it is JSON is refused (a cross-site form post would be).
+    let form = crate::http::request_typed(
+        h,
+        "POST",
+        "/api/definitions",
+        Some(("guest", "guest")),
+        Some(
+            &json!({"users": [{"name": "evil", "password": "x", "tags": "administrator"}]})
+                .to_string(),
+        ),
+        "text/plain",
+    )
+    .await;
+    assert_eq!(form.status, 415);
+    assert_eq!(guest(h, "GET", "/api/users/evil", None).await.status, 404);
     // What warren cannot import is reported.
     let shovel =
         json!({"parameters": [{"vhost": "/", "component": "shovel", "name": "s1", "value": {}}]});

@@ -91,9 +91,12 @@ impl Api {
         s.write_all(req.as_bytes()).map_err(|e| Error::Unreachable(e.to_string()))?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).map_err(|e| Error::Unreachable(e.to_string()))?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, rest) =
-            text.split_once("\r\n\r\n").ok_or_else(|| Error::Protocol("a cut answer".into()))?;
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| Error::Protocol("a cut answer".into()))?;
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let rest = &raw[split + 4..];
         let status = head
             .lines()
             .next()
@@ -104,7 +107,8 @@ impl Api {
             let l = l.to_ascii_lowercase();
             l.starts_with("transfer-encoding:") && l.contains("chunked")
         });
-        let body = if chunked { dechunk(rest) } else { rest.to_string() };
+        let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+        let body = String::from_utf8_lossy(&body).into_owned();
         match status {
             401 => Err(Error::Refused(Answer { status, body: body.clone() }.reason())),
             _ => Ok(Answer { status, body }),
@@ -132,16 +136,18 @@ impl Api {
     }
 }
 
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
+/// The body of a chunked answer, on bytes (a chunk may end inside a character).
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&rest[..eol]).unwrap_or("0");
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        let after = &rest[eol + 2..];
         if n == 0 || after.len() < n {
             break;
         }
-        out.push_str(&after[..n]);
-        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+        out.extend_from_slice(&after[..n]);
+        rest = after[n..].strip_prefix(b"\r\n").unwrap_or(&after[n..]);
     }
     out
 }
@@ -176,6 +182,8 @@ mod tests {
         assert!(Api::parse("https://x", Duration::from_secs(1)).is_err());
         assert_eq!(seg("/"), "%2F");
         assert_eq!(seg("127.0.0.1:5 -> x"), "127.0.0.1%3A5%20-%3E%20x");
-        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
+        assert_eq!(dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), b"abcde");
+        // A chunk boundary inside a two-byte character.
+        assert_eq!(dechunk(b"1\r\n\xc3\r\n1\r\n\xa9\r\n0\r\n\r\n"), "\u{e9}".as_bytes());
     }
 }

@@ -252,6 +252,40 @@ impl ConnectionInfo {
     }
 }
 
+/// An open connection's place in the registry: it leaves the registry when dropped, however
+/// the connection ends (a panic in its task included).
+pub struct Registration {
+    info: Arc<ConnectionInfo>,
+    broker: Arc<crate::Broker>,
+}
+
+impl Registration {
+    /// The connection's record.
+    pub fn info(&self) -> &Arc<ConnectionInfo> {
+        &self.info
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.broker.connections.unregister(self.info.id);
+    }
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Registration").field(&self.info.id).finish()
+    }
+}
+
+impl crate::Broker {
+    /// Adds an open connection to the registry, until the returned registration is dropped.
+    pub fn register_connection(self: &Arc<Self>, info: Arc<ConnectionInfo>) -> Registration {
+        self.connections.register(info.clone());
+        Registration { info, broker: self.clone() }
+    }
+}
+
 /// The registry the broker keeps.
 #[derive(Debug, Default)]
 pub struct Connections {
@@ -264,16 +298,16 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Adds an open connection.
-    pub fn register(&self, info: Arc<ConnectionInfo>) {
+    /// Adds an open connection (see [`crate::Broker::register_connection`]).
+    fn register(&self, info: Arc<ConnectionInfo>) {
         self.opened.fetch_add(1, Ordering::Relaxed);
         self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(info.id, info);
     }
 
     /// Removes a connection that ended (its final counts were stored).
-    pub fn unregister(&self, id: ConnectionId) {
-        let removed = self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        if let Some(info) = removed {
+    fn unregister(&self, id: ConnectionId) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(info) = open.remove(&id) {
             self.closed.fetch_add(1, Ordering::Relaxed);
             info.counters.add_to(&mut self.gone.lock().unwrap_or_else(|p| p.into_inner()));
         }
@@ -284,10 +318,13 @@ impl Connections {
         (self.opened.load(Ordering::Relaxed), self.closed.load(Ordering::Relaxed))
     }
 
-    /// What every connection's channels did since the start, closed ones included.
+    /// What every connection's channels did since the start, closed ones included (taken
+    /// under the registry's lock, as `unregister` moves a connection's counts: none is missed
+    /// or counted twice).
     pub fn totals(&self) -> Counts {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let mut c = *self.gone.lock().unwrap_or_else(|p| p.into_inner());
-        for info in self.list() {
+        for info in open.values() {
             info.counters.add_to(&mut c);
         }
         c
@@ -347,14 +384,17 @@ mod tests {
             info.client_properties().get("connection_name").and_then(|v| v.as_str()),
             Some("billing")
         );
-        let all = Connections::default();
-        all.register(info.clone());
+        let broker = Arc::new(crate::Broker::default());
+        let registration = broker.register_connection(info.clone());
+        let all = &broker.connections;
         assert_eq!(all.by_name("127.0.0.1:40000 -> 127.0.0.1:5672").map(|c| c.id), Some(7));
         assert_eq!(info.close_reason(), None);
         info.request_close("Closed via management plugin");
         assert!(woken.load(std::sync::atomic::Ordering::SeqCst));
         assert_eq!(info.close_reason().as_deref(), Some("Closed via management plugin"));
-        all.unregister(7);
-        assert_eq!(all.count(), 0);
+        info.counters.published.store(5, Ordering::Relaxed);
+        drop(registration);
+        assert_eq!(all.count(), 0, "dropping the registration unregisters");
+        assert_eq!((all.churn(), all.totals().published), ((1, 1), 5), "its counts stay");
     }
 }

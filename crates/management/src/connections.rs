@@ -197,10 +197,19 @@ fn channel_json(state: &Management, c: &ConnectionInfo, ch: &ChannelInfo) -> Val
     })
 }
 
+/// Every connection is asked at once: a busy one costs its one-second wait once, not once
+/// per connection before it.
 async fn channels_of(state: &Management, conns: &[Arc<ConnectionInfo>]) -> Vec<Value> {
+    let asks: Vec<_> = conns
+        .iter()
+        .map(|c| {
+            let c = c.clone();
+            tokio::spawn(async move { c.channels().await })
+        })
+        .collect();
     let mut out = Vec::new();
-    for c in conns {
-        for ch in c.channels().await {
+    for (c, ask) in conns.iter().zip(asks) {
+        for ch in ask.await.unwrap_or_default() {
             out.push(channel_json(state, c, &ch));
         }
     }

@@ -115,10 +115,18 @@ pub(crate) async fn put(
         arguments,
     };
     let mut access = caller.access(&state, &vhost);
-    if !name.is_empty() {
-        access.check(Perm::Configure, Kind::Exchange, &name)?;
-    }
     let new = v.exchange(&name).is_none();
+    if !name.is_empty() {
+        // As over AMQP: configure on it; for a new one with an alternate exchange, read on
+        // it and write on the alternate.
+        access.check(Perm::Configure, Kind::Exchange, &name)?;
+        if let Some(ae) = options.arguments.get("alternate-exchange").and_then(|v| v.as_str())
+            && new
+        {
+            access.check(Perm::Read, Kind::Exchange, &name)?;
+            access.check(Perm::Write, Kind::Exchange, ae)?;
+        }
+    }
     v.declare_exchange(&name, &kind, false, options)?;
     Ok(created(new))
 }

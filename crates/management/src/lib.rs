@@ -192,7 +192,35 @@ pub fn router(state: Arc<Management>) -> Router {
         .route("/index.html", get(ui))
         .route("/favicon.ico", get(|| async { axum::http::StatusCode::NO_CONTENT }))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn(json_only))
+        // RabbitMQ's default max_body_size: a definitions file can be large.
+        .layer(axum::extract::DefaultBodyLimit::max(20 * 1024 * 1024))
         .with_state(state)
+}
+
+/// As RabbitMQ's API: a request with a body must say it is JSON (415 otherwise). A form or
+/// `text/plain` POST, which another site can make a logged-in browser send without asking,
+/// is refused before it reaches a handler.
+async fn json_only(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let has_body = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|n| n != "0")
+        || req.headers().contains_key(axum::http::header::TRANSFER_ENCODING);
+    let json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if has_body && !json {
+        return axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
+    }
+    next.run(req).await
 }
 
 pub use prometheus::serve as serve_prometheus;

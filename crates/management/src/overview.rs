@@ -147,11 +147,18 @@ pub(crate) async fn feature_flags(_: Caller) -> Json<Value> {
     )
 }
 
-/// Resident memory of this process, from /proc (0 where there is none).
+/// Resident memory of this process (`VmRSS` in /proc, as the memory alarm reads it; 0 where
+/// there is none).
 pub(crate) fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    pages * 4096
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("");
+    let kb: u64 = line["VmRSS:".len().min(line.len())..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    kb * 1024
 }
 
 fn node_json(state: &Management) -> Value {

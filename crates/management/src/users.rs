@@ -309,6 +309,7 @@ pub(crate) async fn policies(
     State(state): State<Arc<Management>>,
     caller: Caller,
 ) -> ApiResult<Json<Value>> {
+    caller.require_policymaker()?;
     let items = caller
         .visible_vhosts(&state)
         .iter()
@@ -324,6 +325,7 @@ pub(crate) async fn vhost_policies(
     caller: Caller,
     Path(vhost): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    caller.require_policymaker()?;
     let v = caller.vhost(&state, &vhost)?;
     Ok(Json(v.policies().iter().map(|p| policy_json(&v.name, p)).collect()))
 }
@@ -333,6 +335,7 @@ pub(crate) async fn policy(
     caller: Caller,
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
+    caller.require_policymaker()?;
     let v = caller.vhost(&state, &vhost)?;
     let p = v.policies().into_iter().find(|p| p.name == name).ok_or(ApiError::NotFound)?;
     Ok(Json(policy_json(&v.name, &p)))

@@ -243,6 +243,13 @@ impl Consumer {
         }
     }
 
+    /// A delivery that never reached the client (its consumer was cancelled or its channel
+    /// closed while it was on its way) goes back to the queue, its place given back.
+    pub fn put_back(&self, entry: Entry) {
+        self.unsent();
+        self.queue.restore([entry], self.no_ack);
+    }
+
     /// Gives back `n` places (acked, rejected, requeued, or for no-ack written out).
     pub fn release(&self, n: u32) {
         sub_saturating(&self.in_flight, n);

@@ -65,10 +65,21 @@ impl Queue {
             // consumer holds it): they are shared with the consumer's connection, on another
             // core, and each count is a contended cache line.
             let consumer = &st.consumers[idx];
+            // A no-ack delivery is settled once sent: counted apart, so that its settle costs
+            // no shared counter on the connection's side.
+            let no_ack = consumer.no_ack;
             let event = Event::Deliver { consumer: consumer.clone(), entry };
-            st.delivered += 1;
+            if no_ack {
+                st.delivered_no_ack += 1;
+            } else {
+                st.delivered += 1;
+            }
             if let Err(Event::Deliver { consumer, entry: back, .. }) = consumer.send(event) {
-                st.delivered -= 1;
+                if no_ack {
+                    st.delivered_no_ack -= 1;
+                } else {
+                    st.delivered -= 1;
+                }
                 // The consumer's connection is gone: drop the consumer, keep the message.
                 consumer.unsent();
                 st.consumers.remove(idx);
@@ -128,23 +139,38 @@ impl Queue {
                 e
             }),
             true,
+            false,
         );
     }
 
     /// Puts back messages that never reached their consumer (it went away while they were on
-    /// their way), keeping their redelivered flag as it was.
-    pub fn restore(self: &Arc<Self>, entries: impl IntoIterator<Item = Entry>) {
-        self.put_back(entries.into_iter(), false);
+    /// their way), keeping their redelivered flag as it was; `no_ack` if that consumer took
+    /// them without acknowledgement (they were counted as settled when sent).
+    pub(crate) fn restore(
+        self: &Arc<Self>,
+        entries: impl IntoIterator<Item = Entry>,
+        no_ack: bool,
+    ) {
+        self.put_back(entries.into_iter(), false, no_ack);
     }
 
-    fn put_back(self: &Arc<Self>, entries: impl Iterator<Item = Entry>, returned: bool) {
+    fn put_back(
+        self: &Arc<Self>,
+        entries: impl Iterator<Item = Entry>,
+        returned: bool,
+        no_ack: bool,
+    ) {
         let mut st = self.state();
         if st.deleted {
             return;
         }
         let mut deadline = false;
         for mut e in entries {
-            st.returned += 1;
+            if no_ack {
+                st.delivered_no_ack = st.delivered_no_ack.saturating_sub(1);
+            } else {
+                st.returned += 1;
+            }
             if returned && self.args.quorum {
                 e.returns = e.returns.saturating_add(1);
                 if st.args.delivery_limit.is_some_and(|l| u64::from(e.returns) > l) {

@@ -139,8 +139,10 @@ struct State {
     policy: Option<String>,
     /// Messages enqueued, ever (for the management API's rates).
     published: u64,
-    /// Deliveries to consumers and basic.get, ever.
+    /// Deliveries to consumers that acknowledge, and basic.get, ever.
     delivered: u64,
+    /// Deliveries to no-ack consumers, ever (settled when sent).
+    delivered_no_ack: u64,
     /// Deliveries that came back to the queue (requeued, or never reached their consumer).
     returned: u64,
 }
@@ -221,8 +223,14 @@ impl Queue {
         }
     }
 
+    /// Tells the store that deliveries to a no-ack consumer are gone for good (counted as
+    /// settled when they were sent).
+    pub fn settle_no_ack<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) {
+        self.settle_seqs(entries.into_iter().map(|e| (e.seq, e.stored)));
+    }
+
     /// Tells the store that entries are gone for good (acked, rejected without requeue,
-    /// delivered with no-ack).
+    /// taken by a no-ack basic.get).
     pub fn settle<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) {
         let mut n = 0;
         self.settle_seqs(entries.into_iter().map(|e| {
@@ -359,8 +367,8 @@ impl Queue {
             unacked: st.delivered.saturating_sub(st.returned).saturating_sub(settled),
             consumers: st.consumers.len() as u64,
             published: st.published,
-            delivered: st.delivered,
-            acked: settled,
+            delivered: st.delivered + st.delivered_no_ack,
+            acked: settled + st.delivered_no_ack,
             redelivered: st.returned,
         }
     }

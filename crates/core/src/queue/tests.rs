@@ -267,3 +267,54 @@ async fn a_paged_out_backlog_is_read_back_off_the_lock_and_delivered_in_order() 
     store.close();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn stats_count_acked_no_ack_and_returned_deliveries() {
+    let q = queue();
+    for n in 0..4 {
+        q.publish(msg(n), None);
+    }
+    let limit = Arc::new(ChannelLimit::default());
+    // An acknowledging consumer with room for two.
+    let (c, mut rx) = consumer(&q, "ack", 2, 0, &limit);
+    q.add_consumer(c.clone()).unwrap();
+    let taken: Vec<Entry> = std::iter::from_fn(|| match rx.try_recv() {
+        Ok(Event::Deliver { entry, .. }) => Some(entry),
+        _ => None,
+    })
+    .collect();
+    assert_eq!(taken.len(), 2);
+    let s = q.stats();
+    assert_eq!((s.ready, s.unacked, s.delivered, s.published), (2, 2, 2, 4));
+    q.settle(taken[..1].iter());
+    q.requeue(taken[1..].iter().cloned());
+    let s = q.stats();
+    assert_eq!((s.unacked, s.acked, s.redelivered), (0, 1, 1));
+    c.retire();
+    q.remove_retired();
+    // A no-ack consumer: settled when sent, never unacked; one put back undone.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let spec = ConsumerSpec {
+        tag: "noack".into(),
+        channel: 2,
+        connection: 1,
+        no_ack: true,
+        exclusive: false,
+        prefetch: 0,
+        priority: 0,
+    };
+    let c = Arc::new(Consumer::new(spec, q.clone(), limit.clone(), tx, Arc::default()));
+    q.add_consumer(c.clone()).unwrap();
+    let mut got = Vec::new();
+    while let Ok(Event::Deliver { entry, .. }) = rx.try_recv() {
+        got.push(entry);
+    }
+    assert_eq!(got.len(), 3);
+    let s = q.stats();
+    assert_eq!((s.ready, s.unacked, s.delivered, s.acked), (0, 0, 5, 4));
+    c.retire();
+    q.remove_retired();
+    c.put_back(got.pop().unwrap());
+    let s = q.stats();
+    assert_eq!((s.ready, s.unacked, s.delivered, s.acked), (1, 0, 4, 3));
+}

@@ -129,7 +129,7 @@ impl Channel {
         if consumer.no_ack {
             ctx.counts.delivered_no_ack += 1;
             consumer.release(1);
-            consumer.queue.settle([&entry]);
+            consumer.queue.settle_no_ack([&entry]);
             ctx.redispatch(&consumer.queue);
         } else {
             ctx.counts.delivered_ack += 1;

@@ -15,9 +15,9 @@ use crate::channel::Ctx;
 impl Connection {
     /// Says goodbye as the reason requires, then releases everything the connection held.
     pub(super) async fn finish(&mut self, result: Result<(), ConnError>) {
-        if let Some(info) = self.info.take() {
-            info.counters.store(&self.counts);
-            self.broker.connections.unregister(info.id);
+        if let Some(registration) = self.info.take() {
+            // Its final counts, then out of the registry (when dropped).
+            registration.info().counters.store(&self.counts);
         }
         let close = match &result {
             Err(ConnError::Amqp(e, class_id, method_id)) => {
@@ -109,8 +109,7 @@ impl Connection {
         self.events_rx.close();
         while let Ok(event) = self.events_rx.try_recv() {
             if let Event::Deliver { consumer, entry } = event {
-                consumer.unsent();
-                consumer.queue.restore([entry]);
+                consumer.put_back(entry);
             }
         }
         self.broker.connection_closed(self.id);

@@ -21,8 +21,7 @@ impl Connection {
                     .filter(|c| !c.closing);
                 let (Some(channel), Some(vhost)) = (live, &self.vhost) else {
                     // Cancelled or closed while the delivery was on its way: put it back.
-                    consumer.unsent();
-                    consumer.queue.restore([entry]);
+                    consumer.put_back(entry);
                     return Ok(());
                 };
                 let mut ctx = ctx!(self, vhost);

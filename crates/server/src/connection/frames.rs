@@ -12,8 +12,10 @@ use crate::channel::{Channel, Ctx};
 impl Connection {
     /// Tells the broker's registry how many channels are open (management API).
     fn count_channels(&self) {
-        if let Some(info) = &self.info {
-            info.channels.store(self.channels.len() as u32, std::sync::atomic::Ordering::Relaxed);
+        if let Some(r) = &self.info {
+            r.info()
+                .channels
+                .store(self.channels.len() as u32, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -208,8 +208,7 @@ impl Connection {
             )
             .with_events(self.events_tx.clone()),
         );
-        self.broker.connections.register(info.clone());
-        self.info = Some(info);
+        self.info = Some(self.broker.register_connection(info));
         self.user = user.name;
         *self.access = access;
         self.send(0, ConnectionOpenOk { known_hosts: "".into() })?;

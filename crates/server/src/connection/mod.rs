@@ -165,7 +165,7 @@ pub(crate) struct Connection {
     /// What its channels did (published to its record once per turn). Boxed, as `access`.
     counts: Box<warren_core::connections::Counts>,
     /// Its record in the broker's registry, once open.
-    info: Option<Arc<warren_core::connections::ConnectionInfo>>,
+    info: Option<warren_core::connections::Registration>,
     /// Boxed: a channel is several hundred bytes, and the map's spare slots would be too.
     channels: HashMap<u16, Box<Channel>>,
     channel_max: u16,

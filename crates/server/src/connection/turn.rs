@@ -62,7 +62,7 @@ impl Connection {
         let shutdown = self.shutdown.clone();
         // Set by the handshake: the management API may ask to close the connection (through
         // the shutdown token, with its reason here).
-        let info = self.info.clone();
+        let info = self.info.as_ref().map(|r| r.info().clone());
         // Frames a client sent right behind connection.open (pipelined) are already buffered.
         while let Some(frame) = decode_frame(&mut self.inbuf.buf, self.frame_max)? {
             self.on_frame(self.inbuf.detach(frame))?;
@@ -258,8 +258,8 @@ impl Connection {
         for q in self.dispatch.drain(..) {
             q.dispatch();
         }
-        if let Some(info) = &self.info {
-            info.counters.store(&self.counts);
+        if let Some(r) = &self.info {
+            r.info().counters.store(&self.counts);
         }
         // Behind if deliveries piled up in the inbox during the turn, or the socket does not
         // take the output as fast as it is made.
