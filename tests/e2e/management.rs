@@ -377,8 +377,17 @@ async fn users_permissions_and_definitions_round_trip_with_rabbitmq() {
     let refused = guest(h, "POST", "/api/definitions", Some(&shovel.to_string())).await;
     assert_eq!(refused.status, 400);
     assert!(refused.json()["reason"].as_str().unwrap().contains("shovel"), "{}", refused.body);
-    // Deleting the vhost deletes what is in it.
+    // Deleting the vhost deletes what is in it and closes its connections.
     assert_eq!(guest(http, "DELETE", "/api/vhosts/dev", None).await.status, 204);
+    let mut closed = false;
+    for _ in 0..100 {
+        if !conn.status().connected() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(closed, "the vhost's connection was closed");
     assert_eq!(guest(http, "GET", "/api/vhosts/dev", None).await.status, 404);
     assert_eq!(guest(http, "DELETE", "/api/vhosts/dev", None).await.status, 404);
     let _: Value = guest(http, "GET", "/api/vhosts", None).await.json();
