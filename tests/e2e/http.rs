@@ -27,22 +27,6 @@ impl Answer {
     }
 }
 
-/// The body of a chunked answer, on bytes (a chunk may end inside a character).
-fn dechunk(mut rest: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&rest[..eol]).unwrap_or("0");
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        let after = &rest[eol + 2..];
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.extend_from_slice(&after[..n]);
-        rest = after[n..].strip_prefix(b"\r\n").unwrap_or(&after[n..]);
-    }
-    out
-}
-
 /// Sends one request; `auth` is (user, password).
 pub async fn request(
     addr: SocketAddr,
@@ -94,7 +78,7 @@ pub async fn request_typed(
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+    let body = if chunked { warren_cli::dechunk(rest) } else { rest.to_vec() };
     let body = String::from_utf8_lossy(&body).into_owned();
     Answer { status: status.expect("a status line"), headers, body }
 }

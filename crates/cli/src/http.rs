@@ -137,7 +137,7 @@ impl Api {
 }
 
 /// The body of a chunked answer, on bytes (a chunk may end inside a character).
-fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+pub fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
         let size = std::str::from_utf8(&rest[..eol]).unwrap_or("0");

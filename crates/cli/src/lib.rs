@@ -24,7 +24,7 @@ mod listing;
 
 use std::time::Duration;
 
-pub use http::Api;
+pub use http::{Api, dechunk};
 
 /// Why a command failed, with its exit code.
 #[derive(Debug, thiserror::Error)]
