@@ -16,7 +16,7 @@ use warren_core::QueueOptions;
 use warren_core::exchange::{ExchangeKind, ExchangeOptions};
 use warren_core::password::{self, PasswordHash};
 use warren_core::policy::{ApplyTo, Policy};
-use warren_core::users::{Permissions, parse_tags};
+use warren_core::users::Permissions;
 use warren_core::vhost::VHost;
 use warren_wire::FieldTable;
 
@@ -24,7 +24,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::exchanges::flag;
 use crate::json::{object_table, table_json};
-use crate::users::body_json;
+use crate::users::{body_json, password_of, tags_of};
 use crate::{Management, RABBITMQ_VERSION};
 
 fn vhost_parts(v: &VHost, with_vhost: bool) -> (Vec<Value>, Vec<Value>, Vec<Value>, Vec<Value>) {
@@ -199,28 +199,8 @@ fn import_into(state: &Management, d: &Value, only: Option<&str>) -> Vec<String>
         }
         for u in items(d, "users") {
             let name = text(u, "name");
-            let algorithm = u.get("hashing_algorithm").and_then(Value::as_str);
-            let hash = match (u.get("password"), text(u, "password_hash")) {
-                (Some(Value::String(p)), _) => Ok(Some(PasswordHash::new(p))),
-                (_, "") => Ok(None),
-                (_, h) if algorithm.is_none_or(|a| a == password::ALGORITHM) => {
-                    PasswordHash::from_base64(h)
-                        .map(Some)
-                        .ok_or_else(|| "password_hash is not a salted SHA-256 hash".to_string())
-                }
-                _ => Err(format!(
-                    "hashing algorithm {} is not supported (only {})",
-                    algorithm.unwrap_or_default(),
-                    password::ALGORITHM
-                )),
-            };
-            let tags = match u.get("tags") {
-                Some(Value::Array(a)) => {
-                    a.iter().filter_map(Value::as_str).flat_map(parse_tags).collect()
-                }
-                Some(Value::String(s)) => parse_tags(s),
-                _ => Vec::new(),
-            };
+            let hash = password_of(u);
+            let tags = tags_of(u.get("tags"));
             match hash {
                 Ok(h) => {
                     if let Err(e) = b.put_user(name, Some(h), Some(tags)) {

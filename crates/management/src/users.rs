@@ -182,13 +182,37 @@ pub(crate) async fn user(
     Ok(Json(user_json(&state, &u)))
 }
 
-/// Tags as the API takes them: a comma-separated string or an array.
-fn tags_of(v: Option<&Value>) -> Vec<String> {
+/// Tags as the API and definitions give them: a comma-separated string or an array.
+pub(crate) fn tags_of(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::String(s)) => parse_tags(s),
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).flat_map(parse_tags).collect(),
         _ => Vec::new(),
     }
+}
+
+/// A user's password as the API and definitions give it (as RabbitMQ): a password, or a hash
+/// made elsewhere (RabbitMQ's own export) in RabbitMQ's algorithm, or neither (no password
+/// login). The reason it is refused, if it is.
+pub(crate) fn password_of(u: &Value) -> Result<Option<PasswordHash>, String> {
+    if let Some(p) = u.get("password").and_then(Value::as_str) {
+        return Ok(Some(PasswordHash::new(p)));
+    }
+    let hash = u.get("password_hash").and_then(Value::as_str).unwrap_or("");
+    if hash.is_empty() {
+        return Ok(None);
+    }
+    let algorithm = u.get("hashing_algorithm").and_then(Value::as_str);
+    if algorithm.is_some_and(|a| a != password::ALGORITHM) {
+        return Err(format!(
+            "hashing algorithm {} is not supported (only {})",
+            algorithm.unwrap_or_default(),
+            password::ALGORITHM
+        ));
+    }
+    PasswordHash::from_base64(hash)
+        .map(Some)
+        .ok_or_else(|| "password_hash is not a salted SHA-256 hash".to_string())
 }
 
 pub(crate) async fn put_user(
@@ -199,28 +223,7 @@ pub(crate) async fn put_user(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     let b = body_json(&body)?;
-    // As RabbitMQ: a password, or a hash made elsewhere (RabbitMQ's own export), or neither
-    // (no password login).
-    let password = if let Some(p) = b.get("password").and_then(Value::as_str) {
-        Some(PasswordHash::new(p))
-    } else if let Some(h) = b.get("password_hash").and_then(Value::as_str) {
-        let algorithm = b.get("hashing_algorithm").and_then(Value::as_str);
-        if algorithm.is_some_and(|a| a != password::ALGORITHM) {
-            return Err(ApiError::BadRequest(format!(
-                "hashing algorithm {} is not supported (only {})",
-                algorithm.unwrap_or_default(),
-                password::ALGORITHM
-            )));
-        }
-        match h {
-            "" => None,
-            h => Some(PasswordHash::from_base64(h).ok_or_else(|| {
-                ApiError::BadRequest("password_hash is not a salted SHA-256 hash".into())
-            })?),
-        }
-    } else {
-        None
-    };
+    let password = password_of(&b).map_err(ApiError::BadRequest)?;
     let new = state.broker.put_user(&name, Some(password), Some(tags_of(b.get("tags"))))?;
     Ok(created(new))
 }
