@@ -25,9 +25,10 @@ pub mod paths;
 mod reader;
 mod record;
 mod recover;
+pub mod stream;
 mod writer;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +43,7 @@ pub use error::StoreError;
 pub use io::Faults;
 pub use message::Message;
 pub use recover::{RecoveredMessage, RecoveredQueue, RecoveryStats};
+pub use stream::{Cursor, StreamConfig, StreamLog, StreamRecord};
 pub use writer::Done;
 use writer::{Request, Writer};
 
@@ -129,6 +131,22 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(StoreError::io("syncing directory", dir))
 }
 
+/// Deletes the directories of streams the definitions do not name (deleted while the broker
+/// was stopping, or never saved).
+fn remove_unknown_streams(dir: &Path, known: &HashSet<QueueId>) {
+    let Ok(entries) = std::fs::read_dir(dir.join(stream::format::STREAMS)) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        let id = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok());
+        if id.is_some_and(|id| !known.contains(&id)) {
+            tracing::info!("removing stream files of an unknown queue: {}", path.display());
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!("removing {}: {e}", path.display());
+            }
+        }
+    }
+}
+
 fn check_format(dir: &Path) -> Result<(), StoreError> {
     let path = dir.join(paths::FORMAT);
     let expected = format!("warren-data-format {}\n", paths::FORMAT_VERSION);
@@ -177,6 +195,7 @@ impl Store {
             })
             .collect();
         let rec = recover::recover(dir, &known)?;
+        remove_unknown_streams(dir, &known);
         let shared = Arc::new(reader::Shared::new(dir.to_path_buf()));
         let writer = Writer {
             dir: dir.to_path_buf(),
@@ -185,6 +204,7 @@ impl Store {
             refs: rec.refs,
             recent: Default::default(),
             queues: rec.queues,
+            streams: HashMap::new(),
             done: Vec::new(),
             last_sync: Instant::now(),
             shared: shared.clone(),

@@ -32,7 +32,7 @@ fn msg(body: &str) -> Arc<Message> {
     ))
 }
 
-fn defs(ids: &[u64]) -> Definitions {
+pub(crate) fn defs(ids: &[u64]) -> Definitions {
     Definitions {
         queues: ids
             .iter()

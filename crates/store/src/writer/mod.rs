@@ -67,6 +67,12 @@ pub(crate) enum Request {
     Delivered { queue: QueueId, seq: u64 },
     /// The queue was deleted: its files go, its messages are released.
     DropQueue { queue: QueueId },
+    /// A stream opened: the writer appends to it from now on.
+    OpenStream(Box<crate::stream::StreamFiles>),
+    /// Append `message` to stream `stream` at `offset` (offsets of one stream arrive in order).
+    StreamAppend { stream: QueueId, offset: u64, message: Arc<Message> },
+    /// The stream was deleted.
+    DropStream { stream: QueueId },
     /// Run `Done` once everything before it is on disk.
     Sync(Done),
     /// Sync, then stop.
@@ -86,6 +92,8 @@ pub(crate) struct Writer {
     /// (where, enqueues still to come, the failure epoch when it was written).
     pub recent: HashMap<u64, (Location, u32, u64)>,
     pub queues: HashMap<QueueId, QueueFiles>,
+    /// Open streams.
+    pub streams: HashMap<QueueId, crate::stream::StreamFiles>,
     pub done: Vec<Done>,
     pub last_sync: Instant,
     /// Shared with readers: pending appends, read handles, the failure epoch.
@@ -136,6 +144,16 @@ impl Writer {
                         must_sync = true;
                         shutdown = true;
                     }
+                    Request::StreamAppend { stream, offset, message } => {
+                        // Stream records are committed (readable) only once fsync'd.
+                        must_sync = true;
+                        if let Some(s) = self.streams.get_mut(&stream)
+                            && let Err(e) = s.append(&self.io, offset, &message)
+                        {
+                            self.fail(&e);
+                        }
+                        self.taken(&message);
+                    }
                     other => {
                         if let Err(e) = self.handle(other) {
                             self.fail(&e);
@@ -158,7 +176,9 @@ impl Writer {
     }
 
     fn is_dirty(&self) -> bool {
-        self.seg.dirty || self.queues.values().any(QueueFiles::pending)
+        self.seg.dirty
+            || self.queues.values().any(QueueFiles::pending)
+            || self.streams.values().any(crate::stream::StreamFiles::pending)
     }
 
     /// Notes a failure: the batch's completions will see a new epoch. Logged at most every
@@ -196,6 +216,7 @@ impl Writer {
             self.fail(&e);
         }
         self.flush_queues(fsync, acks);
+        self.flush_streams(fsync);
         if fsync {
             self.last_sync = Instant::now();
         }
@@ -265,7 +286,17 @@ impl Writer {
                 self.drop_queue(queue);
                 Ok(())
             }
-            Request::Sync(_) | Request::Shutdown(_) => Ok(()),
+            Request::OpenStream(files) => {
+                self.streams.insert(files.log.id, *files);
+                Ok(())
+            }
+            Request::DropStream { stream } => {
+                if let Some(s) = self.streams.remove(&stream) {
+                    s.delete();
+                }
+                Ok(())
+            }
+            Request::Sync(_) | Request::Shutdown(_) | Request::StreamAppend { .. } => Ok(()),
         }
     }
 
@@ -408,6 +439,25 @@ impl Writer {
                 && let Err(e) = q.flush(&self.io, &self.dir, *id, fsync, acks)
             {
                 failures.push(e);
+            }
+        }
+        for e in &failures {
+            self.fail(e);
+        }
+    }
+
+    /// Writes, fsyncs and commits every stream's buffered records (if `fsync`: stream
+    /// records are committed only once on disk); failures are noted for the epoch. Age
+    /// retention is looked at as time passes.
+    fn flush_streams(&mut self, fsync: bool) {
+        let mut failures = Vec::new();
+        for s in self.streams.values_mut() {
+            if fsync && s.pending() {
+                if let Err(e) = s.flush(&self.io) {
+                    failures.push(e);
+                }
+            } else {
+                s.retain_if_due();
             }
         }
         for e in &failures {
