@@ -31,6 +31,7 @@ mod raw;
 mod routing;
 mod rpc;
 mod scale;
+mod streams;
 mod support;
 mod tls;
 mod ttl;

@@ -811,7 +811,7 @@ async fn bind_with_empty_queue_and_key_uses_the_queue_name_as_key() {
 async fn unimplemented_queue_arguments_are_a_540_connection_error() {
     let broker = TestBroker::start();
     let (bystander, bystander_ch) = broker.channel().await;
-    for (arg, value) in [("x-queue-type", text("stream")), ("x-queue-type", text("other"))] {
+    for (arg, value) in [("x-queue-type", text("other")), ("x-queue-type", text("kafka"))] {
         let (conn, ch) = broker.channel().await;
         let args = table(&[(arg, value)]);
         let c = refused(ch.queue_declare("withargs".into(), plain(), args)).await;

@@ -34,6 +34,7 @@ pub mod persistence;
 pub mod policy;
 pub mod publish;
 pub mod queue;
+pub mod stream;
 pub mod usage;
 pub mod users;
 pub mod vhost;

@@ -197,7 +197,8 @@ fn reserve(message: &Arc<Message>, queues: &[Arc<Queue>]) -> Option<Reserved> {
     if !message.is_persistent() {
         return None;
     }
-    let mut durable = queues.iter().filter_map(|q| q.durable.as_ref());
+    // Streams keep their messages in their own logs, whatever the delivery mode.
+    let mut durable = queues.iter().filter(|q| !q.is_stream()).filter_map(|q| q.durable.as_ref());
     let d = durable.next()?;
     let enqueues = 1 + durable.count() as u32;
     Some(Reserved {
@@ -234,7 +235,26 @@ fn enqueue_reserved(
     let mut enqueued = 0;
     let mut rejected = false;
     let mut moved = false;
+    // The oldest failure epoch of the stream appends: a confirm must wait for the store's sync
+    // and be a nack if a write failed since.
+    let mut streamed: Option<u64> = None;
     for q in queues.drain(..) {
+        if let Some((outcome, epoch)) = q.publish_stream(message.clone()) {
+            if let Some(e) = epoch {
+                streamed = Some(streamed.map_or(e, |s: u64| s.min(e)));
+            }
+            match outcome {
+                Publish::Enqueued => enqueued += 1,
+                Publish::Congested => {
+                    enqueued += 1;
+                    if !congested.iter().any(|c| Arc::ptr_eq(c, &q)) {
+                        congested.push(q);
+                    }
+                }
+                Publish::Deleted | Publish::Rejected => {}
+            }
+            continue;
+        }
         let at = stored.as_ref().filter(|_| q.durable.is_some()).map(|r| r.at);
         let outcome = q.publish_from(message.clone(), at, origin);
         let taken = matches!(outcome, Publish::Enqueued | Publish::Congested);
@@ -256,7 +276,11 @@ fn enqueue_reserved(
             }
         }
     }
-    (Routed { queues: enqueued, stored: stored.map(|r| r.at.epoch), rejected }, moved)
+    let stored = match (stored.map(|r| r.at.epoch), streamed) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    (Routed { queues: enqueued, stored, rejected }, moved)
 }
 
 #[cfg(test)]

@@ -30,7 +30,13 @@ const API_CONNECTION: warren_core::ConnectionId = 0;
 fn queue_json(state: &Management, vhost: &str, q: &Queue) -> Value {
     let s = q.stats();
     let r = state.rates.queue(vhost, &q.name);
-    let kind = if q.args.quorum { "quorum" } else { "classic" };
+    let kind = if q.is_stream() {
+        "stream"
+    } else if q.args.quorum {
+        "quorum"
+    } else {
+        "classic"
+    };
     json!({
         "name": q.name.to_string(),
         "vhost": vhost,
@@ -214,6 +220,9 @@ pub(crate) async fn get_messages(
         .map(|t| t as usize);
     caller.access(&state, &vhost).check(Perm::Read, Kind::Queue, &name)?;
     let q = v.queue_for(&name, API_CONNECTION)?;
+    if q.is_stream() {
+        return Err(warren_core::stream::not_supported("basic.get", &name, &vhost).into());
+    }
     let mut out = Vec::new();
     let mut taken = Vec::new();
     for _ in 0..count {

@@ -40,6 +40,9 @@ fn pick_consumer(st: &State, single_active: bool) -> Option<usize> {
 impl Queue {
     /// Delivers ready messages to consumers with room, round-robin.
     pub fn dispatch(self: &Arc<Self>) {
+        if let Some(s) = &self.stream {
+            return s.dispatch(self);
+        }
         let mut st = self.state();
         self.dispatch_locked(&mut st);
     }
@@ -121,6 +124,9 @@ impl Queue {
 
     /// basic.get: takes the first ready message, with the count left behind.
     pub fn get(&self) -> Option<(Entry, u32)> {
+        if self.is_stream() {
+            return None;
+        }
         let mut st = self.state();
         st.last_used = Some(std::time::Instant::now());
         let entry = self.pop_loaded(&mut st, None)?;
@@ -160,6 +166,10 @@ impl Queue {
         returned: bool,
         no_ack: bool,
     ) {
+        if self.is_stream() {
+            // Nothing goes back to a stream: its readers have their own offsets.
+            return;
+        }
         let mut st = self.state();
         if st.deleted {
             return;
@@ -195,9 +205,31 @@ impl Queue {
     /// Adds a consumer (refused if the queue or the consumer wants exclusivity and cannot have
     /// it) and delivers what is ready.
     pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<()> {
+        let spec = crate::stream::ReadSpec {
+            start: crate::stream::Start::Next,
+            filter: None,
+            match_unfiltered: false,
+        };
+        self.add_reader(consumer, spec)
+    }
+
+    /// Adds a consumer; on a stream, reading where `spec` says (elsewhere `spec` is unused).
+    pub fn add_reader(
+        self: &Arc<Self>,
+        consumer: Arc<Consumer>,
+        spec: crate::stream::ReadSpec,
+    ) -> Result<()> {
         let mut st = self.state();
         if st.deleted {
             return Err(AmqpError::not_found(format!("no queue '{}'", self.name)));
+        }
+        if let Some(s) = &self.stream {
+            // `exclusive` means nothing to a stream (as RabbitMQ): every reader is independent.
+            st.consumers.push(consumer.clone());
+            st.had_consumer = true;
+            drop(st);
+            s.add(self, consumer, spec);
+            return Ok(());
         }
         // Only the first consumer can be exclusive: looking at it is enough (no scan).
         if st.consumers.first().is_some_and(|c| c.exclusive)
@@ -222,6 +254,9 @@ impl Queue {
         let before = st.consumers.len();
         st.consumers.retain(|c| c.is_active());
         let found = st.consumers.len() != before;
+        if let Some(s) = &self.stream {
+            s.remove_retired();
+        }
         if found && st.consumers.is_empty() {
             // Unused from now on: x-expires counts from here.
             st.last_used = Some(std::time::Instant::now());

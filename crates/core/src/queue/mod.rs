@@ -21,8 +21,10 @@ mod ttl;
 
 use std::sync::{Arc, Mutex, Weak};
 
+pub(crate) use publish::WRITE_BACKLOG_HIGH;
 use read_back::READ_AHEAD;
 use ready::Ready;
+pub(crate) use ttl::NEVER;
 use warren_wire::{FieldTable, ShortStr};
 
 use crate::dead_letter::{Dead, DeadLetterTo, Reason};
@@ -103,6 +105,9 @@ pub struct Queue {
     saved: std::sync::atomic::AtomicBool,
     /// Deliveries settled (acked, rejected, no-ack), ever: counted without the lock.
     settled: Padded,
+    /// A stream queue's log and readers (`x-queue-type: stream`); the ready list and the
+    /// rest of the state then stay unused, but for its consumers.
+    stream: Option<crate::stream::Stream>,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +204,35 @@ impl Queue {
         pager: Option<Arc<Store>>,
         vhost: Weak<VHost>,
     ) -> Self {
+        Self::build(name, options, durable, pager, vhost, None)
+    }
+
+    /// A stream queue of `vhost` (see [`crate::stream`]), its log opened (or recovered) in
+    /// `durable`'s store under its id.
+    pub fn new_stream(
+        name: ShortStr,
+        options: QueueOptions,
+        durable: Durable,
+        vhost: Weak<VHost>,
+    ) -> Result<Arc<Self>> {
+        let config = crate::stream::args::check_args(&options.arguments, &name, "")?;
+        let stream = crate::stream::Stream::open(&durable.store, durable.id, config)?;
+        let pager = Some(durable.store.clone());
+        let q = Arc::new(Self::build(name, options, Some(durable), pager, vhost, Some(stream)));
+        if let Some(s) = &q.stream {
+            s.hook(Arc::downgrade(&q));
+        }
+        Ok(q)
+    }
+
+    fn build(
+        name: ShortStr,
+        options: QueueOptions,
+        durable: Option<Durable>,
+        pager: Option<Arc<Store>>,
+        vhost: Weak<VHost>,
+        stream: Option<crate::stream::Stream>,
+    ) -> Self {
         let durable_is_none = durable.is_none();
         let pager = pager.or_else(|| durable.as_ref().map(|d| d.store.clone()));
         // Checked at declare (and so in the definitions): read leniently here.
@@ -220,6 +254,28 @@ impl Queue {
             flow: Notify::new(),
             saved: std::sync::atomic::AtomicBool::new(durable_is_none),
             settled: Padded::default(),
+            stream,
+        }
+    }
+
+    /// The stream, if this is a stream queue.
+    pub fn stream(&self) -> Option<&crate::stream::Stream> {
+        self.stream.as_ref()
+    }
+
+    /// Whether this is a stream queue.
+    pub fn is_stream(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// RabbitMQ's type name of the queue (`rabbit_classic_queue` ...), as its errors say it.
+    pub fn type_module(&self) -> &'static str {
+        if self.is_stream() {
+            "rabbit_stream_queue"
+        } else if self.args.quorum {
+            "rabbit_quorum_queue"
+        } else {
+            "rabbit_classic_queue"
         }
     }
 
@@ -308,6 +364,9 @@ impl Queue {
 
     /// Removes every message that is ready (not those awaiting an ack); returns how many.
     pub fn purge(&self) -> u32 {
+        if self.is_stream() {
+            return 0;
+        }
         let mut st = self.state();
         let n = st.ready.len() as u32;
         self.forget(st.ready.iter().map(|s| (s.seq, s.stored, &s.body)), true);
@@ -352,6 +411,9 @@ impl Queue {
     /// The properties a delivery of `entry` carries, if not the message's own: a quorum
     /// queue adds `x-delivery-count`.
     pub fn delivery_properties(&self, entry: &Entry) -> Option<bytes::Bytes> {
+        if self.is_stream() {
+            return Some(crate::stream::delivery_properties(&entry.message.properties, entry.seq));
+        }
         self.args
             .quorum
             .then(|| quorum::delivery_properties(&entry.message.properties, entry.returns))
@@ -360,6 +422,21 @@ impl Queue {
     /// Depths and counters, for the management API.
     pub fn stats(&self) -> QueueStats {
         let settled = self.settled.0.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = &self.stream {
+            // As RabbitMQ: every retained message is ready; deliveries are never unacked
+            // messages of the stream (acks give credit only).
+            let stats = s.stats();
+            return QueueStats {
+                ready: stats.messages,
+                ready_bytes: stats.bytes,
+                unacked: 0,
+                consumers: self.state().consumers.len() as u64,
+                published: stats.published,
+                delivered: stats.delivered,
+                acked: settled,
+                redelivered: 0,
+            };
+        }
         let st = self.state();
         QueueStats {
             ready: st.ready.len() as u64,
@@ -375,6 +452,9 @@ impl Queue {
 
     /// Ready messages.
     pub fn message_count(&self) -> u32 {
+        if let Some(s) = &self.stream {
+            return s.len().min(u64::from(u32::MAX)) as u32;
+        }
         self.state().ready.len() as u32
     }
 
@@ -403,7 +483,9 @@ impl Queue {
     pub(crate) fn delete(&self) -> u32 {
         let mut st = self.state();
         st.deleted = true;
-        if let Some(d) = &self.durable {
+        if let Some(s) = &self.stream {
+            s.delete();
+        } else if let Some(d) = &self.durable {
             d.store.drop_queue(d.id);
         }
         let n = st.ready.len() as u32;

@@ -15,7 +15,7 @@ use crate::message::Message;
 /// Publishers into a queue with a store are held back (as by [`flow`](super::flow)) while the
 /// store has more than this many bytes of messages still to write (stored or paged out), until
 /// it is down to half of it.
-const WRITE_BACKLOG_HIGH: u64 = 64 * 1024 * 1024;
+pub(crate) const WRITE_BACKLOG_HIGH: u64 = 64 * 1024 * 1024;
 
 impl Queue {
     /// Enqueues a message and delivers it at once if a consumer has room. `stored` is the
@@ -23,6 +23,23 @@ impl Queue {
     /// was deleted meanwhile (nothing enqueued), or is congested (see [`flow`](super::flow)).
     pub fn publish(self: &Arc<Self>, message: Arc<Message>, stored: Option<Stored>) -> Publish {
         self.publish_from(message, stored, None)
+    }
+
+    /// Appends a message to a stream queue: the outcome, and the store's failure epoch at the
+    /// append (the confirm waits for the store's sync). `None` for a queue that is not a
+    /// stream.
+    pub fn publish_stream(&self, message: Arc<Message>) -> Option<(Publish, Option<u64>)> {
+        let stream = self.stream.as_ref()?;
+        let Some((epoch, behind)) = stream.publish(message) else {
+            return Some((Publish::Deleted, None));
+        };
+        self.state().published += 1;
+        if behind {
+            // The disk does not keep up: the publisher waits for it.
+            self.state().throttling = true;
+            return Some((Publish::Congested, Some(epoch)));
+        }
+        Some((Publish::Enqueued, Some(epoch)))
     }
 
     /// As [`Queue::publish`], for a message dead-lettered from the stored entry `origin`
@@ -33,6 +50,9 @@ impl Queue {
         stored: Option<Stored>,
         origin: Option<(QueueId, u64)>,
     ) -> Publish {
+        if let Some((outcome, _)) = self.publish_stream(message.clone()) {
+            return outcome;
+        }
         let mut st = self.state();
         if st.deleted {
             return Publish::Deleted;

@@ -19,7 +19,7 @@ use super::{Queue, State};
 use crate::dead_letter::Reason;
 
 /// A deadline that never comes.
-pub(super) const NEVER: u64 = u64::MAX;
+pub(crate) const NEVER: u64 = u64::MAX;
 
 fn start() -> Instant {
     static START: OnceLock<Instant> = OnceLock::new();

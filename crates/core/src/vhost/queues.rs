@@ -13,6 +13,7 @@ use crate::error::{AmqpError, Result};
 use crate::exchange::{Destination, Exchange};
 use crate::policy;
 use crate::queue::{ConnectionId, Durable, Queue, QueueArgs, QueueOptions, quorum};
+use crate::stream;
 use crate::users::{Access, Kind, Perm};
 
 /// The arguments a classic queue's redeclare must repeat exactly, as RabbitMQ compares them
@@ -69,7 +70,13 @@ fn check_queue_args(current: &FieldTable, got: &FieldTable, name: &str, vhost: &
         (Some(v), Some(_)) => format!("'{}'", plain(v)),
         (Some(v), None) => format!("the value '{}' of type '{}'", plain(v), v.rabbit_type()),
     };
-    let compared = if quorum::is_quorum(current) { QUORUM_QUEUE_ARGS } else { CLASSIC_QUEUE_ARGS };
+    let compared = if quorum::is_quorum(current) {
+        QUORUM_QUEUE_ARGS
+    } else if stream::args::is_stream(current) {
+        stream::args::EQUIVALENT_ARGS
+    } else {
+        CLASSIC_QUEUE_ARGS
+    };
     for arg in compared {
         let (a, b) = (current.get(arg), got.get(arg));
         let same = match (a, b) {
@@ -171,15 +178,23 @@ impl VHost {
             return self.queue_for(name, connection).map(answer);
         }
         let quorum = quorum::is_quorum(&options.arguments);
+        let is_stream = stream::args::is_stream(&options.arguments);
         if let Some(t) = options.arguments.get("x-queue-type")
             && t.as_str() != Some("classic")
             && !quorum
+            && !is_stream
         {
             let shown =
                 t.as_str().map_or_else(|| "(not a string)".to_string(), |s| format!("'{s}'"));
             return Err(AmqpError::not_implemented(format!(
-                "queue type {shown}: only classic and quorum queues are implemented by warren"
+                "queue type {shown}: only classic, quorum and stream queues are implemented by \
+                 warren"
             )));
+        }
+        if is_stream && name.is_empty() {
+            return Err(AmqpError::precondition_failed(
+                "Cannot declare a server-named queue for type rabbit_stream_queue",
+            ));
         }
         // As RabbitMQ: every client-chosen amq.* name is refused.
         if name.starts_with("amq.") {
@@ -193,6 +208,9 @@ impl VHost {
         }
         if quorum {
             quorum::check_args(&options.arguments, &name, &self.name)?;
+        }
+        if is_stream {
+            stream::args::check_args(&options.arguments, &name, &self.name)?;
         }
         let dead_letter = DeadLetterTo::parse(&options.arguments, &name, &self.name)?;
         QueueArgs::parse(&options.arguments, &name, &self.name)?;
@@ -246,6 +264,9 @@ impl VHost {
                 &self.name,
             )?;
         }
+        if is_stream {
+            stream::args::check_new(&options, &name, &self.name)?;
+        }
         let replies = |m: &HashMap<ShortStr, Arc<Queue>>| {
             m.keys().filter(|k| k.starts_with(REPLY_TO)).count()
         };
@@ -259,7 +280,17 @@ impl VHost {
         };
         let is_durable = durable.is_some();
         let pager = self.persistence.as_ref().map(|p| p.store.clone());
-        let q = Arc::new(Queue::with_store(name.clone(), options, durable, pager, self.me.clone()));
+        let q = match (is_stream, durable) {
+            (true, Some(d)) => Queue::new_stream(name.clone(), options, d, self.me.clone())?,
+            (true, None) => {
+                return Err(AmqpError::not_implemented(
+                    "stream queues need a data directory (the broker runs without one)",
+                ));
+            }
+            (false, durable) => {
+                Arc::new(Queue::with_store(name.clone(), options, durable, pager, self.me.clone()))
+            }
+        };
         q.apply_policy(policy::applying(&read(&self.policies), &name, Some(q.args.quorum)));
         map.insert(name, q.clone());
         drop(map);
@@ -293,7 +324,11 @@ impl VHost {
 
     /// queue.purge: the number of messages removed.
     pub fn purge_queue(&self, queue: &str, connection: ConnectionId) -> Result<u32> {
-        Ok(self.queue_for(queue, connection)?.purge())
+        let q = self.queue_for(queue, connection)?;
+        if q.is_stream() {
+            return Err(stream::not_supported("queue.purge", queue, &self.name));
+        }
+        Ok(q.purge())
     }
 
     /// queue.delete: the number of ready messages it held.
@@ -305,6 +340,8 @@ impl VHost {
         connection: ConnectionId,
     ) -> Result<u32> {
         let q = self.queue_for(queue, connection)?;
+        // As RabbitMQ: a stream is deleted whatever if_unused and if_empty say.
+        let (if_unused, if_empty) = (if_unused && !q.is_stream(), if_empty && !q.is_stream());
         if if_unused && q.consumer_count() > 0 {
             return Err(AmqpError::precondition_failed(format!(
                 "queue '{queue}' in vhost '{}' in use",

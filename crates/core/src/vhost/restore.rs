@@ -78,6 +78,17 @@ impl VHost {
         };
         let durable = Durable { store: p.store.clone(), id: def.id };
         let name: ShortStr = def.name.as_str().into();
+        if crate::stream::args::is_stream(&options.arguments) {
+            match Queue::new_stream(name.clone(), options, durable, self.me.clone()) {
+                Ok(q) => {
+                    q.mark_saved();
+                    write(&self.queues).insert(name, q);
+                }
+                // Its files are kept for the next start: better than losing the stream.
+                Err(e) => tracing::error!("stream '{name}' could not be opened: {}", e.text),
+            }
+            return;
+        }
         let q = Arc::new(Queue::with_store(
             name.clone(),
             options,

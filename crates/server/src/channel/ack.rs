@@ -74,6 +74,16 @@ impl Channel {
             _ => return Ok(()),
         };
         let range = self.find(tag, multiple)?;
+        if how != Settle::Ack
+            && let Some(u) = self.unacked.range(range.clone()).find(|u| u.queue().is_stream())
+        {
+            let (queue, vhost) = (&u.queue().name, &ctx.vhost.name);
+            return Err(warren_core::stream::not_supported(
+                "basic.nack and basic.reject",
+                queue,
+                vhost,
+            ));
+        }
         let settled: Vec<Unacked> = self.unacked.drain(range).collect();
         if how == Settle::Ack {
             ctx.counts.acked += settled.len() as u64;

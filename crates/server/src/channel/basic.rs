@@ -95,7 +95,6 @@ impl Channel {
             ctx.config.consumer_max_per_channel(),
             self.consumers.len(),
         )?;
-        let priority = consumer_priority(&m.arguments)?;
         let queue = if *queue_name == *REPLY_TO {
             if !m.no_ack {
                 return Err(AmqpError::precondition_failed("reply consumer cannot acknowledge"));
@@ -110,10 +109,38 @@ impl Channel {
             ctx.access.check(Perm::Read, Kind::Queue, &queue_name)?;
             ctx.vhost.queue_for(&queue_name, ctx.connection)?
         };
-        if queue.args.quorum && self.limit.prefetch.load(Ordering::Acquire) > 0 {
+        let vhost = &ctx.vhost.name;
+        let global_qos = self.limit.prefetch.load(Ordering::Acquire) > 0;
+        let read_spec = if queue.is_stream() {
+            // RabbitMQ's order: arguments, then the prefetch, no-ack and global qos.
+            let spec = warren_core::stream::args::read_spec(&m.arguments, &queue_name, vhost)?;
+            if self.consumer_prefetch == 0 {
+                return Err(AmqpError::precondition_failed(format!(
+                    "consumer prefetch count is not set for 'queue '{queue_name}' in vhost \
+                     '{vhost}''"
+                )));
+            }
+            if m.no_ack {
+                return Err(AmqpError::not_implemented(format!(
+                    "automatic acknowledgement not supported by stream queues queue \
+                     '{queue_name}' in vhost '{vhost}'"
+                )));
+            }
+            Some(spec)
+        } else {
+            if m.arguments.get("x-stream-offset").is_some() {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid arg 'x-stream-offset' for queue '{queue_name}' in vhost '{vhost}' of \
+                     queue type {}",
+                    queue.type_module()
+                )));
+            }
+            None
+        };
+        let priority = consumer_priority(&m.arguments)?;
+        if (queue.args.quorum || queue.is_stream()) && global_qos {
             return Err(AmqpError::not_implemented(format!(
-                "queue '{queue_name}' in vhost '{}' does not support global qos",
-                ctx.vhost.name
+                "queue '{queue_name}' in vhost '{vhost}' does not support global qos"
             )));
         }
         let spec = ConsumerSpec {
@@ -132,7 +159,11 @@ impl Channel {
             ctx.events.clone(),
             ctx.lag.clone(),
         ));
-        queue.add_consumer(consumer.clone()).map_err(|e| match e.code {
+        let added = match read_spec {
+            Some(spec) => queue.add_reader(consumer.clone(), spec),
+            None => queue.add_consumer(consumer.clone()),
+        };
+        added.map_err(|e| match e.code {
             403 => AmqpError::access_refused(format!(
                 "queue '{queue_name}' in vhost '{}' in exclusive use",
                 ctx.vhost.name
@@ -263,6 +294,10 @@ impl Channel {
         let queue_name = self.queue_name(&m.queue)?;
         ctx.access.check(Perm::Read, Kind::Queue, &queue_name)?;
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection)?;
+        if queue.is_stream() {
+            let vhost = &ctx.vhost.name;
+            return Err(warren_core::stream::not_supported("basic.get", &queue_name, vhost));
+        }
         let Some((entry, message_count)) = queue.get() else {
             ctx.counts.get_empty += 1;
             return ctx.send(self.id, BasicGetEmpty { cluster_id: "".into() });
@@ -308,6 +343,11 @@ impl Channel {
         if !requeue {
             // As RabbitMQ: redelivery to the same consumer is not supported.
             return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        if let Some(u) = self.unacked.iter().find(|u| u.queue().is_stream()) {
+            // Nothing goes back to a stream (RabbitMQ's channel fails here too, with 541).
+            let (queue, vhost) = (&u.queue().name, &ctx.vhost.name);
+            return Err(warren_core::stream::not_supported("basic.recover", queue, vhost));
         }
         let all: Vec<Unacked> = self.unacked.drain(..).collect();
         super::ack::requeue_all(all, ctx);
