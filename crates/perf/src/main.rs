@@ -7,6 +7,7 @@
 //! - `throughput`: the throughput and latency subcommands.
 //! - `backlog`: the backlog and ready subcommands.
 //! - `connections`: the connections subcommand.
+//! - `stream`: stream queues: fill, read from the start, many readers at spread offsets.
 //! - `churn`: large operations (many consumers, many bindings) and their cost to others.
 //! - `stats`: counters, progress line, /proc readings.
 
@@ -15,6 +16,7 @@ mod churn;
 mod client;
 mod connections;
 mod stats;
+mod stream;
 mod throughput;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +44,9 @@ enum Command {
     /// Close a channel of N consumers and delete a queue of N bindings, while a probe
     /// connection measures its round trips.
     Churn(churn::Opts),
+    /// Fill a stream queue, read it whole from `first`, attach many readers at spread
+    /// offsets; rates and memory.
+    Stream(stream::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             Command::Backlog(o) => backlog::run(o).await,
             Command::Ready(o) => backlog::ready(o).await,
             Command::Churn(o) => churn::run(o).await,
+            Command::Stream(o) => stream::run(o).await,
         }
     })
 }
