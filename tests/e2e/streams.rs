@@ -683,3 +683,29 @@ async fn confirmed_stream_messages_survive_kill_9_with_dense_offsets() {
         next_id = ids.last().map_or(0, |l| l + 1).max(next_id + 1_000_000);
     }
 }
+
+/// Not a `rabbit_` test: RabbitMQ 3.10.8 drops a message dead-lettered into a stream (checked
+/// with pika: the stream stays empty).
+#[tokio::test]
+async fn a_stream_can_be_a_dead_letter_target() {
+    let broker = TestBroker::start();
+    let conn = broker.connect().await;
+    let ch = channel(&conn).await;
+    fresh(&ch, "st-dead", stream(&[])).await;
+    let args = table(&[
+        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-routing-key", text("st-dead")),
+    ]);
+    fresh(&ch, "st-source", args).await;
+    publish_props(&ch, "", "st-source", "rejected", BasicProperties::default()).await;
+    let m = within(ch.basic_get("st-source".into(), BasicGetOptions::default()))
+        .await
+        .expect("basic.get")
+        .expect("a message");
+    within(m.delivery.reject(lapin::options::BasicRejectOptions { requeue: false }))
+        .await
+        .expect("reject");
+    let mut c = reader(&conn, "st-dead", 10, offset_arg(text("first"))).await;
+    assert_eq!(bodies(&take(&mut c, 5, QUIET, true).await), ["rejected"]);
+    delete(&conn, &["st-dead", "st-source"]).await;
+}

@@ -40,8 +40,11 @@ pub struct Stream {
     log: Arc<StreamLog>,
     store: Arc<Store>,
     state: Mutex<State>,
-    /// Where disk reads run (`None` outside a runtime: reads are then made in place).
-    runtime: Option<tokio::runtime::Handle>,
+    /// Where disk reads run: the runtime of the first consumer (a stream restored at start-up
+    /// is opened before the runtime exists); never the store's writer thread, whose commits
+    /// only deliver what is in memory. Unset outside a runtime (tests): reads are then made
+    /// in place.
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -98,7 +101,7 @@ impl Stream {
             log,
             store: store.clone(),
             state: Mutex::new(State::default()),
-            runtime: tokio::runtime::Handle::try_current().ok(),
+            runtime: std::sync::OnceLock::new(),
         })
     }
 
@@ -153,6 +156,11 @@ impl Stream {
 
     /// Adds a consumer reading from where `spec` says, and delivers what it can.
     pub(crate) fn add(&self, queue: &Arc<Queue>, consumer: Arc<Consumer>, spec: ReadSpec) {
+        if self.runtime.get().is_none()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let _ = self.runtime.set(handle);
+        }
         let log = &self.log;
         let committed = log.committed();
         let (next, pending) = match spec.start {

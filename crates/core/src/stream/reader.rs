@@ -156,7 +156,7 @@ impl Stream {
     fn start_read(&self, queue: &Arc<Queue>, r: &mut Reader) -> Option<ReadResult> {
         let cursor = if r.cursor.next == r.next { r.cursor } else { Cursor::at(r.next) };
         let time = r.pending_time;
-        let Some(runtime) = &self.runtime else {
+        let Some(runtime) = self.runtime.get() else {
             return Some(read(&self.log, cursor, time));
         };
         r.reading = true;

@@ -170,7 +170,8 @@ impl VHost {
             q.touch();
             DeclaredQueue {
                 message_count: q.message_count(),
-                consumer_count: q.consumer_count(),
+                // As RabbitMQ: a stream's declare-ok counts no consumers.
+                consumer_count: if q.is_stream() { 0 } else { q.consumer_count() },
                 queue: q,
             }
         };

@@ -9,7 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
@@ -45,10 +45,10 @@ pub(crate) struct StreamFiles {
     /// (offset, timestamp, chunk) of the last record buffered.
     last: Option<(u64, u64, u64)>,
     retention_checked: Instant,
-}
-
-fn open_write(path: &std::path::Path) -> Result<File, StoreError> {
-    OpenOptions::new().write(true).open(path).map_err(StoreError::io("opening", path))
+    /// What the buffered records cost in memory ([`crate::reader::record_cost`]): counted in
+    /// the store's write backlog until they are on disk, so that publishers are held back
+    /// while a failing disk keeps them in memory.
+    cost: u64,
 }
 
 fn open_append(path: &std::path::Path) -> Option<File> {
@@ -56,17 +56,17 @@ fn open_append(path: &std::path::Path) -> Option<File> {
 }
 
 impl StreamFiles {
-    /// The writer's side of `log`, whose current segment starts at `seg_first` and ends at
-    /// `size`.
+    /// The writer's side of `log`, whose current segment (`file`, open for writing) starts at
+    /// `seg_first` and ends at `size`.
     pub(crate) fn new(
         log: Arc<StreamLog>,
+        file: File,
         seg_first: u64,
         size: u64,
         since_point: u64,
-    ) -> Result<StreamFiles, StoreError> {
-        let file = open_write(&format::segment(&log.dir, seg_first))?;
+    ) -> StreamFiles {
         let index = open_append(&format::index(&log.dir, seg_first));
-        Ok(StreamFiles {
+        StreamFiles {
             log,
             file,
             index,
@@ -79,7 +79,8 @@ impl StreamFiles {
             chunk: None,
             last: None,
             retention_checked: Instant::now(),
-        })
+            cost: 0,
+        }
     }
 
     /// Whether records wait to be written or synced.
@@ -92,6 +93,7 @@ impl StreamFiles {
     pub(crate) fn append(
         &mut self,
         io: &Io,
+        backlog: &AtomicU64,
         offset: u64,
         message: &Message,
     ) -> Result<(), StoreError> {
@@ -99,8 +101,9 @@ impl StreamFiles {
         let magic = format::SEGMENT_MAGIC.len() as u64;
         let estimate = 128 + message.body.len() as u64 + message.properties.len() as u64;
         if self.size > magic && self.size + estimate > self.log.config.segment_max {
-            result = self.roll(io, offset);
+            result = self.roll(io, backlog, offset);
         }
+        self.cost += crate::reader::record_cost(message);
         let (chunk, ts) = *self.chunk.get_or_insert_with(|| (offset, now_ms()));
         let at = self.size;
         let len = format::encode(&mut self.buf, offset, chunk, ts, message);
@@ -116,10 +119,9 @@ impl StreamFiles {
 
     /// Commits what is buffered, then starts a segment at `offset`. If the commit or the new
     /// segment fails, the records go on into the current segment.
-    fn roll(&mut self, io: &Io, offset: u64) -> Result<(), StoreError> {
-        self.flush(io)?;
-        let view = create_segment(&self.log.dir, offset)?;
-        let file = open_write(&format::segment(&self.log.dir, offset))?;
+    fn roll(&mut self, io: &Io, backlog: &AtomicU64, offset: u64) -> Result<(), StoreError> {
+        self.flush(io, backlog)?;
+        let (view, file) = create_segment(&self.log.dir, offset)?;
         self.log.segments.write().unwrap_or_else(|p| p.into_inner()).push_back(view);
         self.file = file;
         self.index = open_append(&format::index(&self.log.dir, offset));
@@ -133,7 +135,7 @@ impl StreamFiles {
 
     /// Writes the buffer at its position and fsyncs it; then the records are committed. On a
     /// failure the buffer stays, for the next batch to write again.
-    pub(crate) fn flush(&mut self, io: &Io) -> Result<(), StoreError> {
+    pub(crate) fn flush(&mut self, io: &Io, backlog: &AtomicU64) -> Result<(), StoreError> {
         self.chunk = None;
         if self.buf.is_empty() {
             return Ok(());
@@ -163,6 +165,7 @@ impl StreamFiles {
         }
         self.points.clear();
         self.buf.clear();
+        backlog.fetch_sub(std::mem::take(&mut self.cost), Ordering::Relaxed);
         if self.buf.capacity() > 8 * 1024 * 1024 {
             self.buf.shrink_to(1024 * 1024);
         }
@@ -223,7 +226,8 @@ impl StreamFiles {
     }
 
     /// The stream was deleted: its directory goes.
-    pub(crate) fn delete(self) {
+    pub(crate) fn delete(self, backlog: &AtomicU64) {
+        backlog.fetch_sub(self.cost, Ordering::Relaxed);
         self.log.dropped.store(true, Ordering::Release);
         if let Err(e) = std::fs::remove_dir_all(&self.log.dir)
             && e.kind() != std::io::ErrorKind::NotFound

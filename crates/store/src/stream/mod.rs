@@ -12,9 +12,9 @@
 //!   rolled at the size limit, retention (whole segments, oldest first, by size and age).
 //! - `open`: recovery of a stream's directory at start-up.
 //!
-//! Retention deletes a segment's files while a reader may be in it: readers hold the file
-//! open (`Arc<File>`), so a read in progress finishes on the old data; the next read of a
-//! reader that was left behind starts at the new first offset.
+//! Retention deletes a segment's files while a reader may be in it: a read opens the file
+//! under the segments' lock and holds it open, so a read in progress finishes on the old data;
+//! the next read of a reader that was left behind starts at the new first offset.
 
 mod files;
 pub mod format;
@@ -82,19 +82,26 @@ impl Cursor {
     }
 }
 
-/// One segment as readers see it (the committed part).
+/// One segment as readers see it (the committed part). Its file is opened by each read (no
+/// descriptor is held per segment).
 #[derive(Debug)]
 pub(crate) struct SegmentView {
     /// Offset of its first record (its name).
     pub first: u64,
-    /// Opened for reading.
-    pub file: Arc<File>,
     /// Its sparse index.
     pub points: Vec<Point>,
     /// End of its committed records.
     pub end: u64,
     /// Offset and timestamp of its last committed record.
     pub last: Option<(u64, u64)>,
+}
+
+/// What [`StreamLog::locate`] found.
+enum Located {
+    /// (file, segment's first offset, position, committed end, path)
+    At(File, u64, u64, u64, PathBuf),
+    /// The cursor is before every retained segment, which now start at this offset.
+    Before(u64),
 }
 
 /// Called with the new committed offset after each batch that committed records.
@@ -197,14 +204,24 @@ impl StreamLog {
             if cursor.next >= committed {
                 return Ok(out);
             }
-            let Some((file, seg_first, pos, end, path)) = self.locate(cursor) else {
-                return Ok(out);
+            let (file, seg_first, pos, end, path) = match self.locate(cursor)? {
+                Located::At(file, seg_first, pos, end, path) => (file, seg_first, pos, end, path),
+                Located::Before(first) => {
+                    // Retention dropped the segment in between: go on from the new start.
+                    *cursor = Cursor::at(first);
+                    continue;
+                }
             };
             if pos >= end {
-                // At the end of a segment that is not the last: the next one starts here.
+                // At the end of a segment that is not the last: the next one starts here (at
+                // its first offset: there is no gap between segments, but a cursor asked for
+                // one that is not there never loops).
                 let segs = self.segments.read().unwrap_or_else(|p| p.into_inner());
                 match segs.iter().find(|s| s.first > seg_first) {
-                    Some(s) => cursor.at = Some((s.first, format::SEGMENT_MAGIC.len() as u64)),
+                    Some(s) => {
+                        cursor.next = cursor.next.max(s.first);
+                        cursor.at = Some((s.first, format::SEGMENT_MAGIC.len() as u64));
+                    }
                     None => return Ok(out),
                 }
                 continue;
@@ -246,11 +263,15 @@ impl StreamLog {
         }
     }
 
-    /// The segment file, its first offset, the byte position to read `cursor` from, the
-    /// segment's committed end, and its path.
-    fn locate(&self, cursor: &Cursor) -> Option<(Arc<File>, u64, u64, u64, PathBuf)> {
+    /// Where to read `cursor` from: the segment file (opened here, under the segments' lock, so
+    /// that retention cannot delete it first: the open file stays readable), its first offset,
+    /// the byte position, the segment's committed end, and its path; or, if retention dropped
+    /// every segment up to the cursor, the first offset there is now.
+    fn locate(&self, cursor: &Cursor) -> Result<Located, StoreError> {
         let segs = self.segments.read().unwrap_or_else(|p| p.into_inner());
-        let i = segs.partition_point(|s| s.first <= cursor.next).checked_sub(1)?;
+        let Some(i) = segs.partition_point(|s| s.first <= cursor.next).checked_sub(1) else {
+            return Ok(Located::Before(segs.front().map_or(cursor.next, |s| s.first)));
+        };
         let s = &segs[i];
         let magic = format::SEGMENT_MAGIC.len() as u64;
         let pos = match cursor.at {
@@ -260,7 +281,9 @@ impl StreamLog {
                 k.checked_sub(1).map_or(magic, |k| s.points[k].pos)
             }
         };
-        Some((s.file.clone(), s.first, pos, s.end, format::segment(&self.dir, s.first)))
+        let path = format::segment(&self.dir, s.first);
+        let file = File::open(&path).map_err(StoreError::io("opening", &path))?;
+        Ok(Located::At(file, s.first, pos, s.end, path))
     }
 
     /// The offset of the first committed record written at or after `ts_ms` (RabbitMQ's

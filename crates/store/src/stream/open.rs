@@ -95,7 +95,6 @@ pub(crate) fn open(
         since_point = scan.since_point;
         views.push_back(SegmentView {
             first,
-            file: Arc::new(file),
             points: scan.points,
             end: scan.end,
             last: scan.last.map(|(o, ts, _)| (o, ts)),
@@ -106,12 +105,22 @@ pub(crate) fn open(
         (None, Some(v)) => v.first,
         (None, None) => 0,
     };
+    let mut writing = None;
     if views.back().is_none_or(|v| v.last.is_some() && v.end >= config.segment_max) {
         // A new stream, or a full last segment: start one at the next offset.
-        views.push_back(create_segment(&dir, next)?);
+        let (view, file) = create_segment(&dir, next)?;
+        views.push_back(view);
+        writing = Some(file);
         since_point = u64::MAX;
     }
     let current = views.back().map(|v| (v.first, v.end)).unwrap_or((next, 8));
+    let writing = match writing {
+        Some(f) => f,
+        None => {
+            let path = format::segment(&dir, current.0);
+            OpenOptions::new().write(true).open(&path).map_err(StoreError::io("opening", &path))?
+        }
+    };
     let first = views.front().map_or(next, |v| v.first);
     let log = Arc::new(StreamLog {
         id,
@@ -125,7 +134,7 @@ pub(crate) fn open(
         on_commit: OnceLock::new(),
         dropped: AtomicBool::new(false),
     });
-    let files = StreamFiles::new(log.clone(), current.0, current.1, since_point)?;
+    let files = StreamFiles::new(log.clone(), writing, current.0, current.1, since_point);
     Ok((log, files))
 }
 
@@ -137,8 +146,9 @@ fn remove(path: &Path) {
     }
 }
 
-/// Creates an empty segment (its magic written and synced) that starts at `first`.
-pub(crate) fn create_segment(dir: &Path, first: u64) -> Result<SegmentView, StoreError> {
+/// Creates an empty segment (its magic written and synced) that starts at `first`: its view,
+/// and the file open for writing.
+pub(crate) fn create_segment(dir: &Path, first: u64) -> Result<(SegmentView, File), StoreError> {
     let path = format::segment(dir, first);
     let mut f = OpenOptions::new()
         .create(true)
@@ -151,7 +161,7 @@ pub(crate) fn create_segment(dir: &Path, first: u64) -> Result<SegmentView, Stor
     f.sync_all().map_err(StoreError::io("syncing", &path))?;
     write_points(&format::index(dir, first), &[]);
     crate::sync_dir(dir)?;
-    Ok(SegmentView { first, file: Arc::new(f), points: Vec::new(), end: 8, last: None })
+    Ok((SegmentView { first, points: Vec::new(), end: 8, last: None }, f))
 }
 
 /// The points of a sparse index file (none if it is missing or damaged: the segment is then
@@ -174,34 +184,39 @@ fn write_points(path: &Path, points: &[Point]) {
     }
 }
 
+/// Whether the record at point `p` of a segment of `len` bytes is whole, passes its CRC and
+/// has the point's offset.
+fn record_at(file: &File, len: u64, p: Point) -> bool {
+    let mut head = [0u8; 8];
+    if file.read_exact_at(&mut head, p.pos).is_err() {
+        return false;
+    }
+    let need = 8 + u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
+    if need > len - p.pos {
+        return false;
+    }
+    let mut rec = vec![0u8; need as usize];
+    file.read_exact_at(&mut rec, p.pos).is_ok()
+        && matches!(format::parse(&rec, 0), Ok(Some(h)) if h.offset == p.offset)
+}
+
 /// Checks a segment's points and scans its records after the last good one.
 fn scan(file: &File, path: &Path, len: u64, mut points: Vec<Point>) -> Result<Scanned, StoreError> {
     let magic = format::SEGMENT_MAGIC.len() as u64;
-    // Points must be in order, inside the file, and name the record found there.
-    let mut ordered = 0;
-    while ordered < points.len()
-        && points[ordered].pos >= magic
-        && points[ordered].pos < len
-        && (ordered == 0
-            || (points[ordered].pos > points[ordered - 1].pos
-                && points[ordered].offset > points[ordered - 1].offset))
-    {
-        ordered += 1;
-    }
-    points.truncate(ordered);
-    while let Some(p) = points.last() {
-        let mut head = [0u8; 8];
-        let ok = file.read_exact_at(&mut head, p.pos).is_ok() && {
-            let need = 8 + u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-            let mut rec = vec![0u8; need];
-            file.read_exact_at(&mut rec, p.pos).is_ok()
-                && matches!(format::parse(&rec, 0), Ok(Some(h)) if h.offset == p.offset)
-        };
-        if ok {
+    // Points must be in order, inside the file, and each name the record found there (a
+    // damaged index is only a longer scan).
+    let mut good = 0;
+    while good < points.len() {
+        let p = points[good];
+        let ordered = p.pos >= magic
+            && p.pos < len
+            && (good == 0 || (p.pos > points[good - 1].pos && p.offset > points[good - 1].offset));
+        if !ordered || !record_at(file, len, p) {
             break;
         }
-        points.pop();
+        good += 1;
     }
+    points.truncate(good);
     let mut pos = points.last().map_or(magic, |p| p.pos);
     let mut since_point = if points.is_empty() { u64::MAX } else { 0 };
     let mut last = None;

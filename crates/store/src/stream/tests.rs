@@ -284,3 +284,59 @@ fn a_large_segment_is_scanned_in_blocks_at_start_up_with_or_without_its_index() 
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reader_crosses_a_gap_left_by_a_damaged_segment_instead_of_looping() {
+    let dir = temp_dir("stream-gap");
+    let store = open(&dir, &[6], StoreOptions::default());
+    let config = StreamConfig { max_bytes: None, max_age_ms: None, segment_max: 500 };
+    let log = store.open_stream(6, config).unwrap();
+    publish(&store, &log, 0..30);
+    assert!(log.size().1 >= 3);
+    store.close();
+    drop((store, log));
+    // The first segment loses its last records (damage): offsets jump to the next segment.
+    let sdir = format::dir(&dir, 6);
+    let first = format::segment(&sdir, 0);
+    let len = std::fs::metadata(&first).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&first).unwrap();
+    f.set_len(len - 30).unwrap();
+    drop(f);
+    let (store, _) = Store::open(&dir, StoreOptions::default()).unwrap();
+    let log = store.open_stream(6, config).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = log.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(bodies(&reader, 0));
+    });
+    let got = rx.recv_timeout(Duration::from_secs(10)).expect("the read ends");
+    let offsets: Vec<u64> = got.iter().map(|g| g.0).collect();
+    assert_eq!(offsets.last(), Some(&29), "read to the end");
+    assert!(offsets.len() < 30, "the damaged records are gone");
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn records_a_failing_disk_keeps_in_memory_count_in_the_write_backlog() {
+    let dir = temp_dir("stream-backlog");
+    let faults = Faults::new();
+    let opts = StoreOptions { faults: Some(faults.clone()), ..StoreOptions::default() };
+    let store = open(&dir, &[2], opts);
+    let log = store.open_stream(2, StreamConfig::default()).unwrap();
+    faults.fail_writes(0, u32::MAX, false);
+    let body = "z".repeat(10_000);
+    for _ in 0..100 {
+        store.stream_append(&log, msg(&body));
+    }
+    sync(&store);
+    sync(&store);
+    assert!(store.write_backlog() >= 100 * 10_000, "held: {}", store.write_backlog());
+    faults.fail_writes(0, 0, false);
+    sync(&store);
+    assert_eq!(log.committed(), 100);
+    assert_eq!(store.write_backlog(), 0, "released once on disk");
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}

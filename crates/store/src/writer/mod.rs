@@ -145,14 +145,19 @@ impl Writer {
                         shutdown = true;
                     }
                     Request::StreamAppend { stream, offset, message } => {
-                        // Stream records are committed (readable) only once fsync'd.
+                        // Stream records are committed (readable) only once fsync'd; they
+                        // stay in the write backlog until then.
                         must_sync = true;
-                        if let Some(s) = self.streams.get_mut(&stream)
-                            && let Err(e) = s.append(&self.io, offset, &message)
-                        {
-                            self.fail(&e);
+                        match self.streams.get_mut(&stream) {
+                            Some(s) => {
+                                let backlog = &self.shared.unwritten;
+                                // Its cost stays in the backlog until the stream's flush.
+                                if let Err(e) = s.append(&self.io, backlog, offset, &message) {
+                                    self.fail(&e);
+                                }
+                            }
+                            None => self.taken(&message),
                         }
-                        self.taken(&message);
                     }
                     other => {
                         if let Err(e) = self.handle(other) {
@@ -215,8 +220,12 @@ impl Writer {
         if fsync && let Err(e) = self.seg.sync(&self.io, &self.dir) {
             self.fail(&e);
         }
-        self.flush_queues(fsync, acks);
-        self.flush_streams(fsync);
+        // Streams first: a message dead-lettered into a stream has its source's removal
+        // written only after its stream record is on disk (and not while the stream's writes
+        // fail).
+        if self.flush_streams(fsync) {
+            self.flush_queues(fsync, acks);
+        }
         if fsync {
             self.last_sync = Instant::now();
         }
@@ -292,7 +301,7 @@ impl Writer {
             }
             Request::DropStream { stream } => {
                 if let Some(s) = self.streams.remove(&stream) {
-                    s.delete();
+                    s.delete(&self.shared.unwritten);
                 }
                 Ok(())
             }
@@ -448,21 +457,25 @@ impl Writer {
 
     /// Writes, fsyncs and commits every stream's buffered records (if `fsync`: stream
     /// records are committed only once on disk); failures are noted for the epoch. Age
-    /// retention is looked at as time passes.
-    fn flush_streams(&mut self, fsync: bool) {
+    /// retention is looked at as time passes. False if a stream still holds records it could
+    /// not write.
+    fn flush_streams(&mut self, fsync: bool) -> bool {
         let mut failures = Vec::new();
+        let mut clean = true;
         for s in self.streams.values_mut() {
             if fsync && s.pending() {
-                if let Err(e) = s.flush(&self.io) {
+                if let Err(e) = s.flush(&self.io, &self.shared.unwritten) {
                     failures.push(e);
                 }
             } else {
                 s.retain_if_due();
             }
+            clean &= !s.pending();
         }
         for e in &failures {
             self.fail(e);
         }
+        clean
     }
 
     fn enqueue(&mut self, queue: QueueId, seq: u64, id: u64, extra: Extra) {
