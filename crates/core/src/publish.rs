@@ -239,7 +239,10 @@ fn enqueue_reserved(
     // and be a nack if a write failed since.
     let mut streamed: Option<u64> = None;
     for q in queues.drain(..) {
-        if let Some((outcome, epoch)) = q.publish_stream(message.clone()) {
+        // (Checked first: no reference count is taken per classic enqueue.)
+        if q.is_stream()
+            && let Some((outcome, epoch)) = q.publish_stream(message.clone())
+        {
             if let Some(e) = epoch {
                 streamed = Some(streamed.map_or(e, |s: u64| s.min(e)));
             }

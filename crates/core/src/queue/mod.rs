@@ -107,7 +107,7 @@ pub struct Queue {
     settled: Padded,
     /// A stream queue's log and readers (`x-queue-type: stream`); the ready list and the
     /// rest of the state then stay unused, but for its consumers.
-    stream: Option<crate::stream::Stream>,
+    stream: Option<Box<crate::stream::Stream>>,
 }
 
 #[derive(Debug, Default)]
@@ -218,7 +218,8 @@ impl Queue {
         let config = crate::stream::args::check_args(&options.arguments, &name, "")?;
         let stream = crate::stream::Stream::open(&durable.store, durable.id, config)?;
         let pager = Some(durable.store.clone());
-        let q = Arc::new(Self::build(name, options, Some(durable), pager, vhost, Some(stream)));
+        let stream = Some(Box::new(stream));
+        let q = Arc::new(Self::build(name, options, Some(durable), pager, vhost, stream));
         if let Some(s) = &q.stream {
             s.hook(Arc::downgrade(&q));
         }
@@ -231,7 +232,7 @@ impl Queue {
         durable: Option<Durable>,
         pager: Option<Arc<Store>>,
         vhost: Weak<VHost>,
-        stream: Option<crate::stream::Stream>,
+        stream: Option<Box<crate::stream::Stream>>,
     ) -> Self {
         let durable_is_none = durable.is_none();
         let pager = pager.or_else(|| durable.as_ref().map(|d| d.store.clone()));
@@ -260,7 +261,7 @@ impl Queue {
 
     /// The stream, if this is a stream queue.
     pub fn stream(&self) -> Option<&crate::stream::Stream> {
-        self.stream.as_ref()
+        self.stream.as_deref()
     }
 
     /// Whether this is a stream queue.

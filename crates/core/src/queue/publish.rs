@@ -50,7 +50,9 @@ impl Queue {
         stored: Option<Stored>,
         origin: Option<(QueueId, u64)>,
     ) -> Publish {
-        if let Some((outcome, _)) = self.publish_stream(message.clone()) {
+        if self.stream.is_some()
+            && let Some((outcome, _)) = self.publish_stream(message.clone())
+        {
             return outcome;
         }
         let mut st = self.state();
