@@ -484,6 +484,49 @@ function headersScenario(match, want) {
 scenario('headers-all', headersScenario('all', ['both', 'both+extra']));
 scenario('headers-any', headersScenario('any', ['both', 'both+extra', 'only-a', 'only-b']));
 
+// A stream queue: declared durable with x-queue-type stream, published with confirms, read by
+// two consumers at their own offsets (prefetch first, manual acks), each delivery carrying its
+// x-stream-offset; basic.get on it is a connection error (540).
+scenario('stream-queue', async () => {
+  const c = await connect();
+  const ch = await channel(c, true);
+  const name = q('stream');
+  await ch.deleteQueue(name);
+  await ch.assertQueue(name, { durable: true, arguments: { 'x-queue-type': 'stream' } });
+  for (let i = 0; i < 5; i++) ch.sendToQueue(name, Buffer.from(`s${i}`));
+  await ch.waitForConfirms();
+  await ch.prefetch(10);
+  for (const [start, from] of [['first', 0], [3, 3]]) {
+    const got = [];
+    const { consumerTag } = await ch.consume(
+      name,
+      (m) => {
+        got.push([m.content.toString(), m.properties.headers['x-stream-offset']]);
+        ch.ack(m);
+      },
+      { arguments: { 'x-stream-offset': start } },
+    );
+    await until(() => got.length >= 5 - from, 5000);
+    await ch.cancel(consumerTag);
+    const want = [];
+    for (let i = from; i < 5; i++) want.push([`s${i}`, i]);
+    check(JSON.stringify(got) === JSON.stringify(want), `${start}: got ${JSON.stringify(got)}`);
+  }
+  const other = await connect();
+  const closed = new Promise((resolve) => other.on('close', resolve));
+  const och = await channel(other);
+  try {
+    await och.get(name);
+    throw new Fail('basic.get on a stream was not refused');
+  } catch (e) {
+    if (e instanceof Fail) throw e;
+  }
+  const err = await Promise.race([closed, sleep(5000).then(() => null)]);
+  check(err && err.code === 540, `basic.get: ${err && err.message}`);
+  await ch.deleteQueue(name);
+  await c.close();
+});
+
 scenario('heartbeat', async () => {
   const c = await connect(URL_BASE, '?heartbeat=1');
   let closed = null;

@@ -603,6 +603,41 @@ scenario("headers-all")(_headers("all", ["both", "both+extra"]))
 scenario("headers-any")(_headers("any", ["both", "both+extra", "only-a", "only-b"]))
 
 
+@scenario("stream-queue")
+def stream_queue():
+    """A stream queue: declared durable with x-queue-type stream, published with confirms,
+    read by two consumers at their own offsets (basic.qos first, manual acks), each delivery
+    carrying its x-stream-offset."""
+    c = connect()
+    ch = c.channel()
+    name = q("stream")
+    clean(ch, [name])
+    ch.queue_declare(name, durable=True, arguments={"x-queue-type": "stream"})
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", name, f"s{i}".encode())
+    ch.basic_qos(prefetch_count=10)
+    for start, want in (("first", range(5)), (3, range(3, 5))):
+        got = []
+        for m, p, b in ch.consume(name, inactivity_timeout=5, arguments={"x-stream-offset": start}):
+            check(m is not None, f"{start}: timed out after {got}")
+            got.append((b.decode(), (p.headers or {}).get("x-stream-offset")))
+            ch.basic_ack(m.delivery_tag)
+            if len(got) == len(want):
+                break
+        ch.cancel()
+        check(got == [(f"s{i}", i) for i in want], f"{start}: got {got}")
+    # What streams refuse: basic.get is a connection error (540).
+    try:
+        ch.basic_get(name)
+        raise Fail("basic.get on a stream was not refused")
+    except pe.ConnectionClosedByBroker as e:
+        check(e.reply_code == 540, f"basic.get: {e.reply_code} {e.reply_text}")
+    c = connect()
+    c.channel().queue_delete(name)
+    c.close()
+
+
 @scenario("heartbeat")
 def heartbeat():
     c = connect(heartbeat=1)

@@ -521,6 +521,35 @@ end
 scenario('headers-all') { headers_scenario('all', %w[both both+extra]) }
 scenario('headers-any') { headers_scenario('any', %w[both both+extra only-a only-b]) }
 
+# A stream queue: declared durable with x-queue-type stream, published with confirms, read by
+# two consumers at their own offsets (prefetch first, manual acks), each delivery carrying its
+# x-stream-offset.
+scenario('stream-queue') do
+  c = connect
+  ch = c.create_channel
+  name = q('stream')
+  ch.queue_delete(name)
+  ch.queue_declare(name, durable: true, arguments: { 'x-queue-type' => 'stream' })
+  ch.confirm_select
+  5.times { |i| ch.basic_publish("s#{i}", '', name) }
+  check(ch.wait_for_confirms, 'confirms')
+  ch.prefetch(10)
+  [['first', 0], [3, 3]].each do |start, from|
+    got = []
+    consumer = ch.queue(name, passive: true).subscribe(manual_ack: true, arguments: { 'x-stream-offset' => start }) do |info, props, body|
+      got << [body, props.headers['x-stream-offset']]
+      ch.ack(info.delivery_tag)
+    end
+    deadline = Time.now + 5
+    sleep 0.05 while got.size < 5 - from && Time.now < deadline
+    consumer.cancel
+    want = (from...5).map { |i| ["s#{i}", i] }
+    check(got == want, "#{start}: got #{got.inspect}")
+  end
+  ch.queue_delete(name)
+  c.close
+end
+
 scenario('heartbeat') do
   c = connect(heartbeat: 1)
   check(c.heartbeat == 1, "negotiated heartbeat #{c.heartbeat}")
