@@ -21,8 +21,10 @@ Usage: crates/perf/compare.sh [options]
   --backlog N      messages in the persistent backlog scenario (default 1000000;
                    100000 with --quick; 0 skips it)
   --connections N  idle connections in the connections scenario (default 1000; 0 skips it)
+  --stream N       messages in the stream scenario (default 1000000; 100000 with --quick;
+                   0 skips it): fill a stream queue, read it from `first`, 100 readers
   --only LIST      comma-separated groups to run: connections,latency,throughput,
-                   flow,persistent,fanout,backlog (default: all)
+                   flow,persistent,fanout,backlog,stream (default: all)
   --out FILE       markdown table (default: <target>/compare/results.md); the raw JSON
                    lines, logs and plots go to the same folder
   --no-install     do not install missing packages (fail instead)
@@ -39,6 +41,7 @@ ROUNDS=""
 QUICK=0
 DURATION=""
 BACKLOG=""
+STREAM=""
 CONNS=1000
 ONLY="all"
 OUT=""
@@ -50,6 +53,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1; shift ;;
     --duration) DURATION=$2; shift 2 ;;
     --backlog) BACKLOG=$2; shift 2 ;;
+    --stream) STREAM=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
@@ -59,18 +63,20 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-for v in "${ROUNDS:-1}" "${DURATION:-1}" "${BACKLOG:-0}" "$CONNS"; do
+for v in "${ROUNDS:-1}" "${DURATION:-1}" "${BACKLOG:-0}" "${STREAM:-0}" "$CONNS"; do
     [[ "$v" =~ ^[0-9]+$ ]] || { echo "not a number: $v" >&2; exit 2; }
 done
 if [ "$QUICK" = 1 ]; then
     ROUNDS=${ROUNDS:-1}
     DURATION=${DURATION:-2}
     BACKLOG=${BACKLOG:-100000}
+    STREAM=${STREAM:-100000}
     SCALE=5 # pre-fills and caps divided by this
 else
     ROUNDS=${ROUNDS:-3}
     DURATION=${DURATION:-5}
     BACKLOG=${BACKLOG:-1000000}
+    STREAM=${STREAM:-1000000}
     SCALE=1
 fi
 [ "$ROUNDS" -ge 1 ] && [ "$DURATION" -ge 1 ] || { echo "--rounds and --duration must be >= 1" >&2; exit 2; }
@@ -352,6 +358,8 @@ if wants fanout; then
 fi
 DO_BACKLOG=0
 if wants backlog && [ "$BACKLOG" -gt 0 ]; then DO_BACKLOG=1; fi
+DO_STREAM=0
+if wants stream && [ "$STREAM" -gt 0 ]; then DO_STREAM=1; fi
 
 summary_line() { "$PY" "$PERF_DIR/compare_report.py" line "$1" 2>/dev/null || echo "$1"; }
 
@@ -366,10 +374,14 @@ run_one() { # round scenario broker args...
     pid=$(pid_of "$broker")
     logf="$LOGDIR/r$round-$name-$broker.log"
     prefix="cmp-r$round-$name-$broker-$RANDOM"
-    local extra=(--uri "$uri" --pid "$pid")
+    local extra=(--uri "$uri" --pid "$pid") limit=600
     case "$sub" in throughput | latency) extra+=(--prefix "$prefix" --cleanup) ;; esac
+    if [ "$sub" = stream ]; then
+        if [ "$broker" = warren ]; then extra+=(--data-dir "$WDATA"); else extra+=(--data-dir "$RBASE/mnesia"); fi
+        limit=$((600 + STREAM / 10000))
+    fi
     t0=$(date +%s.%N)
-    out=$(timeout -k 10 600 "$PERF" "$sub" "${extra[@]}" "$@" 2>"$logf") || rc=$?
+    out=$(timeout -k 10 "$limit" "$PERF" "$sub" "${extra[@]}" "$@" 2>"$logf") || rc=$?
     t1=$(date +%s.%N)
     json=$(printf '%s\n' "$out" | grep '^{' | tail -n 1 || true)
     [ -n "$json" ] || json=null
@@ -424,7 +436,7 @@ run_backlog() { # round broker
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "warren on 127.0.0.1:$WPORT, RabbitMQ ($RNODE) on 127.0.0.1:$RPORT (dist $RDIST); work dir $WORK"
-log "rounds $ROUNDS, ${D} s runs, backlog $BACKLOG, load average $LOAD_BEFORE"
+log "rounds $ROUNDS, ${D} s runs, backlog $BACKLOG, stream $STREAM, load average $LOAD_BEFORE"
 for round in $(seq 1 "$ROUNDS"); do
     log "round $round of $ROUNDS: fresh brokers"
     restart_fresh
@@ -441,6 +453,15 @@ for round in $(seq 1 "$ROUNDS"); do
         restart_fresh
         if [ $((round % 2)) = 0 ]; then order="warren rabbitmq"; else order="rabbitmq warren"; fi
         for broker in $order; do run_backlog "$round" "$broker"; done
+    fi
+    if [ "$DO_STREAM" = 1 ]; then
+        log "round $round: a stream of $STREAM 1 KiB messages, fresh brokers"
+        restart_fresh
+        if [ $((round % 2)) = 0 ]; then order="rabbitmq warren"; else order="warren rabbitmq"; fi
+        for broker in $order; do
+            run_one "$round" "stream-1KiB" "$broker" stream --queue "cmp-stream-r$round" \
+                --count "$STREAM" --size 1024 --readers 100 --reader-window 100 --cleanup
+        done
     fi
 done
 

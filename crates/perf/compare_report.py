@@ -55,6 +55,13 @@ def figures(scenario):
         return [("RSS per connection", "rss_per_connection", "KiB", 1 / 1024, False),
                 ("time to open all", "open_seconds", "s", 1, False),
                 ("opened", "opened", "", 1, True)]
+    if scenario.startswith("stream-"):
+        return [("fill (confirmed)", "fill_rate", "msg/s", 1, True),
+                ("read from first (disk)", "read_rate", "msg/s", 1, True),
+                ("RSS with the stream", "filled.rss_bytes", "MB", 1e-6, False),
+                ("RSS after the read", "after_read.rss_bytes", "MB", 1e-6, False),
+                ("RSS with 100 readers", "with_readers.rss_bytes", "MB", 1e-6, False),
+                ("disk with the stream", "filled.disk_bytes", "MB", 1e-6, False)]
     if scenario == "backlog":
         return [("fill (confirmed)", "fill.fill_rate", "msg/s", 1, True),
                 ("RSS with the backlog", "fill.filled.rss_bytes", "MB", 1e-6, False),
