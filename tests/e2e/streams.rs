@@ -709,3 +709,49 @@ async fn a_stream_can_be_a_dead_letter_target() {
     assert_eq!(bodies(&take(&mut c, 5, QUIET, true).await), ["rejected"]);
     delete(&conn, &["st-dead", "st-source"]).await;
 }
+
+#[tokio::test]
+async fn a_policy_sets_a_streams_retention_and_wins_over_its_arguments() {
+    let mut broker = TestBroker::start();
+    let set_policy = |broker: &TestBroker, args: &[&str]| {
+        let (ok, out, err) = crate::support::ctl(broker, &[&["set_policy"], args].concat());
+        assert!(ok, "set_policy {args:?}: {out} {err}");
+    };
+    // RabbitMQ's stream keys are accepted (and checked); "streams" is an apply-to.
+    let (ok, _, err) =
+        crate::support::ctl(&broker, &["set_policy", "bad", "^st-pol", r#"{"max-age":"1W"}"#]);
+    assert!(!ok && err.contains("is not a valid max age"), "{err}");
+    set_policy(
+        &broker,
+        &[
+            "--apply-to",
+            "streams",
+            "retain",
+            "^st-pol",
+            r#"{"max-length-bytes":20000,"stream-max-segment-size-bytes":4000}"#,
+        ],
+    );
+    let body = "p".repeat(500);
+    {
+        let conn = broker.connect().await;
+        let ch = channel(&conn).await;
+        // The argument says 1 GB: the policy's 20 kB wins, as in RabbitMQ.
+        fresh(&ch, "st-pol", stream(&[("x-max-length-bytes", AMQPValue::LongLongInt(1 << 30))]))
+            .await;
+        publish_all(&ch, "st-pol", &vec![body.clone(); 200]).await;
+        let got = read_all(&conn, "st-pol").await;
+        assert!(got[0].1 > 100, "retention by the policy: starts at {}", got[0].1);
+        assert_dense(&got);
+        let http = broker.http.expect("the management API listens");
+        let q = crate::http::guest(http, "GET", "/api/queues/%2F/st-pol", None).await.json();
+        assert_eq!(q["policy"], "retain");
+    }
+    // Still in force after a restart.
+    broker.restart();
+    let conn = broker.connect().await;
+    let ch = channel(&conn).await;
+    publish_all(&ch, "st-pol", &vec![body.clone(); 100]).await;
+    let got = read_all(&conn, "st-pol").await;
+    assert!(got.len() < 60, "{} messages retained", got.len());
+    assert_eq!(got.last().map(|g| g.1), Some(299));
+}

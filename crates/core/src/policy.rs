@@ -29,6 +29,19 @@ pub enum ApplyTo {
     ClassicQueues,
     /// Quorum queues only.
     QuorumQueues,
+    /// Stream queues only.
+    Streams,
+}
+
+/// What kind of queue a policy is matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// A classic queue.
+    Classic,
+    /// A quorum queue.
+    Quorum,
+    /// A stream queue.
+    Stream,
 }
 
 impl ApplyTo {
@@ -40,6 +53,7 @@ impl ApplyTo {
             "all" => ApplyTo::All,
             "classic_queues" => ApplyTo::ClassicQueues,
             "quorum_queues" => ApplyTo::QuorumQueues,
+            "streams" => ApplyTo::Streams,
             other => {
                 return Err(AmqpError::precondition_failed(format!(
                     "Validation failed\n\n'{other}' is not a valid apply-to value"
@@ -56,14 +70,16 @@ impl ApplyTo {
             ApplyTo::All => "all",
             ApplyTo::ClassicQueues => "classic_queues",
             ApplyTo::QuorumQueues => "quorum_queues",
+            ApplyTo::Streams => "streams",
         }
     }
 
-    fn queues(self, quorum: bool) -> bool {
+    fn queues(self, kind: QueueKind) -> bool {
         match self {
             ApplyTo::Queues | ApplyTo::All => true,
-            ApplyTo::ClassicQueues => !quorum,
-            ApplyTo::QuorumQueues => quorum,
+            ApplyTo::ClassicQueues => kind == QueueKind::Classic,
+            ApplyTo::QuorumQueues => kind == QueueKind::Quorum,
+            ApplyTo::Streams => kind == QueueKind::Stream,
             ApplyTo::Exchanges => false,
         }
     }
@@ -109,6 +125,17 @@ fn check_key(key: &str, v: &FieldValue) -> std::result::Result<(), String> {
         "dead-letter-strategy" => text(&["at-most-once", "at-least-once"]),
         "queue-version" => int(1),
         "max-in-memory-length" | "max-in-memory-bytes" => int(0),
+        // Streams' (RabbitMQ's texts).
+        "max-age" => match v {
+            FieldValue::LongStr(s) if crate::stream::args::parse_age(s).is_some() => Ok(()),
+            _ => Err(format!("{} is not a valid max age", shown(v))),
+        },
+        "stream-max-segment-size-bytes" => match v.as_i64() {
+            Some(n) if (0..=crate::stream::args::MAX_SEGMENT_SIZE as i64).contains(&n) => Ok(()),
+            _ => Err(format!("{} is not a valid segment size", shown(v))),
+        },
+        "queue-leader-locator" => text(&["client-local", "balanced", "random", "least-leaders"]),
+        "initial-cluster-size" => int(0),
         _ => Err(format!("[<<\"{key}\">>] are not recognised policy settings")),
     }
 }
@@ -158,12 +185,16 @@ impl Policy {
     }
 }
 
-/// The policy that applies to a queue (`quorum`: of that type) or exchange called `name`.
-pub fn applying<'a>(policies: &'a [Policy], name: &str, queue: Option<bool>) -> Option<&'a Policy> {
+/// The policy that applies to a queue (of that kind) or exchange (`None`) called `name`.
+pub fn applying<'a>(
+    policies: &'a [Policy],
+    name: &str,
+    queue: Option<QueueKind>,
+) -> Option<&'a Policy> {
     let mut best: Option<&Policy> = None;
     for p in policies {
         let kind = match queue {
-            Some(quorum) => p.apply_to.queues(quorum),
+            Some(queue) => p.apply_to.queues(queue),
             None => p.apply_to.exchanges(),
         };
         // Sorted by name: on equal priority the first stays.
@@ -220,6 +251,27 @@ pub fn queue_settings(
     (args, dlx)
 }
 
+/// A stream's retention and segment size (`declared`, from its arguments) with `policy`
+/// applied: for streams the policy wins over the argument (RabbitMQ's
+/// `rabbit_stream_queue:policy_precedence`).
+pub fn stream_config(
+    declared: warren_store::StreamConfig,
+    policy: Option<&Policy>,
+) -> warren_store::StreamConfig {
+    let Some(p) = policy else { return declared };
+    let def = &p.definition;
+    let num = |k: &str| def.get(k).and_then(FieldValue::as_i64).map(|n| n.max(0) as u64);
+    let age = match def.get("max-age") {
+        Some(FieldValue::LongStr(s)) => crate::stream::args::parse_age(s),
+        _ => None,
+    };
+    warren_store::StreamConfig {
+        max_bytes: num("max-length-bytes").or(declared.max_bytes),
+        max_age_ms: age.or(declared.max_age_ms),
+        segment_max: num("stream-max-segment-size-bytes").unwrap_or(declared.segment_max),
+    }
+}
+
 /// An exchange's alternate exchange: its argument, else its policy's.
 pub fn alternate_exchange(arguments: &FieldTable, policy: Option<&Policy>) -> Option<ShortStr> {
     let from = |t: &FieldTable| {
@@ -243,9 +295,13 @@ mod tests {
             policy("b", "^q\\.", 2, FieldTable::new().with("max-length", FieldValue::I32(7))),
             policy("c", "^q", 2, FieldTable::new().with("max-length", FieldValue::I32(9))),
         ];
-        assert_eq!(applying(&ps, "q.x", Some(false)).unwrap().name, "b", "first of equals");
-        assert_eq!(applying(&ps, "qx", Some(false)).unwrap().name, "c");
-        assert!(applying(&ps, "other", Some(false)).is_none());
+        assert_eq!(
+            applying(&ps, "q.x", Some(QueueKind::Classic)).unwrap().name,
+            "b",
+            "first of equals"
+        );
+        assert_eq!(applying(&ps, "qx", Some(QueueKind::Classic)).unwrap().name, "c");
+        assert!(applying(&ps, "other", Some(QueueKind::Classic)).is_none());
         assert!(applying(&ps, "q.x", None).is_none(), "queues only");
     }
 
@@ -265,7 +321,46 @@ mod tests {
             )
             .is_err()
         );
-        assert!(ApplyTo::parse("queues").is_ok() && ApplyTo::parse("streams?").is_err());
+        assert!(ApplyTo::parse("streams").is_ok() && ApplyTo::parse("streams?").is_err());
+    }
+
+    #[test]
+    fn streams_take_retention_from_policies_which_win_over_arguments() {
+        let bad = |def: FieldTable| Policy::new("p", ".*", ApplyTo::All, 0, def).unwrap_err().text;
+        assert!(bad(FieldTable::new().with("max-age", "1W")).contains("is not a valid max age"));
+        assert!(bad(FieldTable::new().with("max-age", FieldValue::I32(5))).contains("max age"));
+        let huge = FieldValue::I64(10_000_000_000);
+        let e = bad(FieldTable::new().with("stream-max-segment-size-bytes", huge));
+        assert!(e.contains("is not a valid segment size"), "{e}");
+        let p = Policy::new(
+            "p",
+            "^s",
+            ApplyTo::Streams,
+            0,
+            FieldTable::new()
+                .with("max-age", "1h")
+                .with("max-length-bytes", FieldValue::I32(500))
+                .with("stream-max-segment-size-bytes", FieldValue::I32(100)),
+        )
+        .unwrap();
+        let declared = warren_store::StreamConfig {
+            max_bytes: Some(1000),
+            max_age_ms: None,
+            segment_max: 5000,
+        };
+        let c = stream_config(declared, Some(&p));
+        assert_eq!(
+            c,
+            warren_store::StreamConfig {
+                max_bytes: Some(500),
+                max_age_ms: Some(3_600_000),
+                segment_max: 100
+            }
+        );
+        assert_eq!(stream_config(declared, None), declared);
+        let ps = [p];
+        assert!(applying(&ps, "s1", Some(QueueKind::Stream)).is_some());
+        assert!(applying(&ps, "s1", Some(QueueKind::Classic)).is_none(), "streams only");
     }
 
     #[test]

@@ -269,6 +269,17 @@ impl Queue {
         self.stream.is_some()
     }
 
+    /// Its kind, as policies see it.
+    pub fn kind(&self) -> crate::policy::QueueKind {
+        if self.is_stream() {
+            crate::policy::QueueKind::Stream
+        } else if self.args.quorum {
+            crate::policy::QueueKind::Quorum
+        } else {
+            crate::policy::QueueKind::Classic
+        }
+    }
+
     /// RabbitMQ's type name of the queue (`rabbit_classic_queue` ...), as its errors say it.
     pub fn type_module(&self) -> &'static str {
         if self.is_stream() {
@@ -331,6 +342,14 @@ impl Queue {
     /// Applies `policy` (or none): the settings change at once; a lower length limit or TTL
     /// drops (or dead-letters) what it must now.
     pub fn apply_policy(self: &Arc<Self>, policy: Option<&crate::policy::Policy>) {
+        if let Some(s) = &self.stream {
+            // A stream takes retention and segment size from a policy (the policy winning).
+            let declared = crate::stream::args::check_args(&self.options.arguments, "", "")
+                .unwrap_or_default();
+            s.log().set_config(crate::policy::stream_config(declared, policy));
+            self.state().policy = policy.map(|p| p.name.clone());
+            return;
+        }
         let (args, dead_letter) =
             crate::policy::queue_settings(&self.options.arguments, self.args, policy);
         {

@@ -52,7 +52,7 @@ impl VHost {
     fn reapply_policies(&self) {
         let policies = self.policies();
         for q in self.queue_list() {
-            q.apply_policy(policy::applying(&policies, &q.name, Some(q.args.quorum)));
+            q.apply_policy(policy::applying(&policies, &q.name, Some(q.kind())));
             if let Some(me) = self.me.upgrade() {
                 me.watch_expiry(&q);
             }

@@ -292,7 +292,7 @@ impl VHost {
                 Arc::new(Queue::with_store(name.clone(), options, durable, pager, self.me.clone()))
             }
         };
-        q.apply_policy(policy::applying(&read(&self.policies), &name, Some(q.args.quorum)));
+        q.apply_policy(policy::applying(&read(&self.policies), &name, Some(q.kind())));
         map.insert(name, q.clone());
         drop(map);
         if let Err(e) = self.persisted(is_durable) {

@@ -81,6 +81,7 @@ impl VHost {
         if crate::stream::args::is_stream(&options.arguments) {
             match Queue::new_stream(name.clone(), options, durable, self.me.clone()) {
                 Ok(q) => {
+                    q.apply_policy(policy::applying(&read(&self.policies), &name, Some(q.kind())));
                     q.mark_saved();
                     write(&self.queues).insert(name, q);
                 }
@@ -96,7 +97,7 @@ impl VHost {
             None,
             self.me.clone(),
         ));
-        q.apply_policy(policy::applying(&read(&self.policies), &name, Some(q.args.quorum)));
+        q.apply_policy(policy::applying(&read(&self.policies), &name, Some(q.kind())));
         q.mark_saved();
         q.recover(messages);
         write(&self.queues).insert(name, q);

@@ -100,7 +100,7 @@ impl StreamFiles {
         let mut result = Ok(());
         let magic = format::SEGMENT_MAGIC.len() as u64;
         let estimate = 128 + message.body.len() as u64 + message.properties.len() as u64;
-        if self.size > magic && self.size + estimate > self.log.config.segment_max {
+        if self.size > magic && self.size + estimate > self.log.config().segment_max {
             result = self.roll(io, backlog, offset);
         }
         self.cost += crate::reader::record_cost(message);
@@ -171,7 +171,8 @@ impl StreamFiles {
         }
         self.buf_at = self.size;
         self.log.commit(last + 1, chunk);
-        if self.log.config.max_age_ms.is_some() || self.log.config.max_bytes.is_some() {
+        let config = self.log.config();
+        if config.max_age_ms.is_some() || config.max_bytes.is_some() {
             self.retain_if_due();
         }
         Ok(())
@@ -188,7 +189,7 @@ impl StreamFiles {
     /// `max_bytes`, or their newest record is older than `max_age`.
     fn retain(&mut self) {
         self.retention_checked = Instant::now();
-        let config = self.log.config;
+        let config = self.log.config();
         if config.max_bytes.is_none() && config.max_age_ms.is_none() {
             return;
         }

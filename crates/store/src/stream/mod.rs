@@ -112,7 +112,8 @@ pub struct StreamLog {
     /// The stream's id (its queue's).
     pub id: QueueId,
     pub(crate) dir: PathBuf,
-    pub(crate) config: StreamConfig,
+    /// Retention and segment size: the declare's, changed by policies.
+    config: Mutex<StreamConfig>,
     /// The next offset to give out: appends take theirs and send their request under this
     /// lock, so the writer receives them in offset order.
     pub(crate) next: Mutex<u64>,
@@ -142,6 +143,17 @@ impl std::fmt::Debug for StreamLog {
 const READ_MIN: usize = 64 * 1024;
 
 impl StreamLog {
+    /// The retention and segment size in force.
+    pub fn config(&self) -> StreamConfig {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the retention and segment size (a policy): retention looks at it within a
+    /// second, the segment size at the next roll.
+    pub fn set_config(&self, config: StreamConfig) {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
     /// Calls `f` with the committed offset after each batch that commits records (on the
     /// store's writer thread: keep it short). Set once.
     pub fn on_commit(&self, f: OnCommit) {

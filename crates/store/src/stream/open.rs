@@ -125,7 +125,7 @@ pub(crate) fn open(
     let log = Arc::new(StreamLog {
         id,
         dir: dir.clone(),
-        config,
+        config: Mutex::new(config),
         next: Mutex::new(next),
         committed: AtomicU64::new(next),
         first: AtomicU64::new(first),
