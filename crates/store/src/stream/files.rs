@@ -21,6 +21,9 @@ use crate::StoreError;
 use crate::io::Io;
 use crate::message::Message;
 
+/// Buffered records are written out within a batch in steps of this many bytes.
+const WRITE_STEP: usize = 1024 * 1024;
+
 /// Age retention is looked at this often when nothing is written.
 const RETENTION_EVERY: Duration = Duration::from_secs(1);
 
@@ -37,6 +40,9 @@ pub(crate) struct StreamFiles {
     /// Bytes from `buf_at` on that are not known to be on disk yet.
     buf: Vec<u8>,
     buf_at: u64,
+    /// How much of `buf` was written to the file already (in 1 MiB steps during a batch, as
+    /// the message segments are); 0 again after a failure: the whole buffer is written again.
+    written: usize,
     /// Points of the buffered records, published with them.
     points: Vec<Point>,
     since_point: u64,
@@ -74,6 +80,7 @@ impl StreamFiles {
             size,
             buf: Vec::new(),
             buf_at: size,
+            written: 0,
             points: Vec::new(),
             since_point,
             chunk: None,
@@ -114,6 +121,19 @@ impl StreamFiles {
         self.since_point += len;
         self.size += len;
         self.last = Some((offset, ts, chunk));
+        if self.buf.len() - self.written >= WRITE_STEP {
+            // Written out as the batch goes (the kernel copies a few large writes much slower
+            // than 1 MiB steps); kept until the fsync, for a rewrite after a failure.
+            let path = format::segment(&self.log.dir, self.seg_first);
+            let at = self.buf_at + self.written as u64;
+            match io.write_at(&self.file, &self.buf[self.written..], at) {
+                Ok(()) => self.written = self.buf.len(),
+                Err(e) => {
+                    self.written = 0;
+                    return result.and(Err(StoreError::io("writing", &path)(e)));
+                }
+            }
+        }
         result
     }
 
@@ -141,9 +161,17 @@ impl StreamFiles {
             return Ok(());
         }
         let path = format::segment(&self.log.dir, self.seg_first);
-        io.write_at(&self.file, &self.buf, self.buf_at)
-            .map_err(StoreError::io("writing", &path))?;
-        io.sync(&self.file).map_err(StoreError::io("syncing", &path))?;
+        let at = self.buf_at + self.written as u64;
+        if let Err(e) = io.write_at(&self.file, &self.buf[self.written..], at) {
+            self.written = 0;
+            return Err(StoreError::io("writing", &path)(e));
+        }
+        self.written = self.buf.len();
+        if let Err(e) = io.sync(&self.file) {
+            // The pages may be gone (Linux drops them): all of it is written again.
+            self.written = 0;
+            return Err(StoreError::io("syncing", &path)(e));
+        }
         let Some((last, ts, chunk)) = self.last else { return Ok(()) };
         if let Some(index) = &mut self.index {
             let mut bytes = Vec::with_capacity(self.points.len() * format::POINT_LEN);
@@ -165,6 +193,7 @@ impl StreamFiles {
         }
         self.points.clear();
         self.buf.clear();
+        self.written = 0;
         backlog.fetch_sub(std::mem::take(&mut self.cost), Ordering::Relaxed);
         if self.buf.capacity() > 8 * 1024 * 1024 {
             self.buf.shrink_to(1024 * 1024);

@@ -340,3 +340,31 @@ fn records_a_failing_disk_keeps_in_memory_count_in_the_write_backlog() {
     store.close();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_write_failing_in_the_middle_of_a_large_batch_is_written_again_from_the_batch_start() {
+    let dir = temp_dir("stream-step-fault");
+    let faults = Faults::new();
+    let opts = StoreOptions { faults: Some(faults.clone()), ..StoreOptions::default() };
+    let store = open(&dir, &[3], opts);
+    let log = store.open_stream(3, StreamConfig::default()).unwrap();
+    publish(&store, &log, 0..2);
+    // The first 1 MiB step of the next batch fails halfway; later steps succeed.
+    faults.fail_writes(0, 1, true);
+    let body = "w".repeat(1000);
+    for _ in 0..3000 {
+        store.stream_append(&log, msg(&body));
+    }
+    sync(&store);
+    sync(&store);
+    assert_eq!(log.committed(), 3002);
+    store.close();
+    drop((store, log));
+    let (store, _) = Store::open(&dir, StoreOptions::default()).unwrap();
+    let log = store.open_stream(3, StreamConfig::default()).unwrap();
+    let all = bodies(&log, 0);
+    assert_eq!(all.len(), 3002, "every record whole at its place after a restart");
+    assert!(all.iter().enumerate().all(|(i, (o, _))| *o == i as u64));
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
