@@ -10,34 +10,18 @@ use std::time::Duration;
 
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel};
 
 use crate::TestBroker;
-use crate::support::{channel, publish_props, refused, table, text, within};
+use crate::support::{
+    channel, delete_queues as delete, durable, fresh, publish_props, refused, table, text, typed,
+    within,
+};
 
 fn quorum(more: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = table(more);
-    t.insert("x-queue-type".into(), text("quorum"));
-    t
-}
-
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions { durable: true, ..Default::default() }
-}
-
-async fn fresh(ch: &Channel, name: &str, args: FieldTable) {
-    let _ = within(ch.queue_delete(name.into(), QueueDeleteOptions::default())).await;
-    within(ch.queue_declare(name.into(), durable(), args)).await.expect("queue.declare");
-}
-
-async fn delete(conn: &Connection, names: &[&str]) {
-    let ch = channel(conn).await;
-    for n in names {
-        let _ = ch.queue_delete((*n).into(), QueueDeleteOptions::default()).await;
-    }
+    typed("quorum", more)
 }
 
 fn delivery_count(p: &BasicProperties) -> Option<i64> {

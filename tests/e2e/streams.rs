@@ -21,29 +21,13 @@ use lapin::{BasicProperties, Channel, Connection, Consumer};
 
 use crate::TestBroker;
 use crate::publish::closed_with;
-use crate::support::{channel, publish_props, refused, table, text, within};
+use crate::support::{
+    channel, delete_queues as delete, durable, fresh, publish_props, refused, table, text, typed,
+    within,
+};
 
 fn stream(more: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = table(more);
-    t.insert("x-queue-type".into(), text("stream"));
-    t
-}
-
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions { durable: true, ..Default::default() }
-}
-
-/// Declares a new stream `name` (deleting one of that name first).
-async fn fresh(ch: &Channel, name: &str, args: FieldTable) {
-    let _ = within(ch.queue_delete(name.into(), QueueDeleteOptions::default())).await;
-    within(ch.queue_declare(name.into(), durable(), args)).await.expect("queue.declare");
-}
-
-async fn delete(conn: &Connection, names: &[&str]) {
-    let ch = within(conn.create_channel()).await.expect("channel");
-    for n in names {
-        let _ = ch.queue_delete((*n).into(), QueueDeleteOptions::default()).await;
-    }
+    typed("stream", more)
 }
 
 /// Publishes `bodies` one at a time, each confirmed (one chunk each, as RabbitMQ writes them).

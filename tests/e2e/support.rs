@@ -103,3 +103,30 @@ pub fn ctl(broker: &crate::TestBroker, args: &[&str]) -> (bool, String, String) 
     let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
     (out.status.success(), text(out.stdout), text(out.stderr))
 }
+
+/// Declare arguments of a queue of type `kind` (`x-queue-type`), with `more`.
+pub fn typed(kind: &str, more: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = table(more);
+    t.insert("x-queue-type".into(), text(kind));
+    t
+}
+
+/// queue.declare options of a durable queue.
+pub fn durable() -> lapin::options::QueueDeclareOptions {
+    lapin::options::QueueDeclareOptions { durable: true, ..Default::default() }
+}
+
+/// Declares a new durable queue `name` (deleting one of that name first).
+pub async fn fresh(ch: &Channel, name: &str, args: FieldTable) {
+    let delete = lapin::options::QueueDeleteOptions::default();
+    let _ = within(ch.queue_delete(name.into(), delete)).await;
+    within(ch.queue_declare(name.into(), durable(), args)).await.expect("queue.declare");
+}
+
+/// Deletes queues (whatever they hold), on a new channel.
+pub async fn delete_queues(conn: &Connection, names: &[&str]) {
+    let ch = within(conn.create_channel()).await.expect("channel");
+    for n in names {
+        let _ = ch.queue_delete((*n).into(), lapin::options::QueueDeleteOptions::default()).await;
+    }
+}

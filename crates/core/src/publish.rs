@@ -222,6 +222,17 @@ pub(crate) fn enqueue(
     enqueue_reserved(message, queues, congested, origin, stored)
 }
 
+/// Counts a queue that took the message; a congested one is noted (once) for its publisher
+/// to wait for.
+fn taken(outcome: Publish, q: Arc<Queue>, enqueued: &mut usize, congested: &mut Vec<Arc<Queue>>) {
+    if outcome == Publish::Enqueued || outcome == Publish::Congested {
+        *enqueued += 1;
+    }
+    if outcome == Publish::Congested && !congested.iter().any(|c| Arc::ptr_eq(c, &q)) {
+        congested.push(q);
+    }
+}
+
 /// Enqueues the message in `queues` (drained), its record already written (`stored`) if the
 /// store keeps it: each durable queue that takes it writes the index entry the store expects,
 /// each that does not (deleted, or refusing it) tells the store it will not come.
@@ -246,29 +257,15 @@ fn enqueue_reserved(
             if let Some(e) = epoch {
                 streamed = Some(streamed.map_or(e, |s: u64| s.min(e)));
             }
-            match outcome {
-                Publish::Enqueued => enqueued += 1,
-                Publish::Congested => {
-                    enqueued += 1;
-                    if !congested.iter().any(|c| Arc::ptr_eq(c, &q)) {
-                        congested.push(q);
-                    }
-                }
-                Publish::Deleted | Publish::Rejected => {}
-            }
+            taken(outcome, q, &mut enqueued, congested);
             continue;
         }
         let at = stored.as_ref().filter(|_| q.durable.is_some()).map(|r| r.at);
         let outcome = q.publish_from(message.clone(), at, origin);
-        let taken = matches!(outcome, Publish::Enqueued | Publish::Congested);
-        moved |= taken && at.is_some() && origin.is_some();
         match outcome {
-            Publish::Enqueued => enqueued += 1,
-            Publish::Congested => {
-                enqueued += 1;
-                if !congested.iter().any(|c| Arc::ptr_eq(c, &q)) {
-                    congested.push(q);
-                }
+            Publish::Enqueued | Publish::Congested => {
+                moved |= at.is_some() && origin.is_some();
+                taken(outcome, q, &mut enqueued, congested);
             }
             Publish::Deleted | Publish::Rejected => {
                 rejected |= matches!(outcome, Publish::Rejected);

@@ -14,7 +14,7 @@ use warren_wire::method::{
 use warren_wire::{BasicProperties, FieldTable, FieldValue, Frame, Method};
 
 use crate::client::{Target, connect, declare_queue, publish_confirmed, rpc};
-use crate::stats::{cpu_seconds, dir_bytes, rss_bytes, rss_peak_bytes};
+use crate::stats::cpu_seconds;
 
 /// Options of `backlog`.
 #[derive(Debug, Clone, Args)]
@@ -99,10 +99,7 @@ async fn expire(o: &Opts, t: &Target) -> anyhow::Result<(f64, Option<f64>)> {
 const DELAYED: &str = "perf-delayed";
 
 fn mem_disk(o: &Opts) -> String {
-    let rss = o.pid.and_then(rss_bytes).map_or("null".into(), |b| b.to_string());
-    let peak = o.pid.and_then(rss_peak_bytes).map_or("null".into(), |b| b.to_string());
-    let disk = o.data_dir.as_deref().map_or("null".into(), |d| dir_bytes(d).to_string());
-    format!("\"rss_bytes\":{rss},\"rss_peak_bytes\":{peak},\"disk_bytes\":{disk}")
+    crate::stats::mem_disk(o.pid, o.data_dir.as_deref())
 }
 
 async fn fill(o: &Opts, t: &Target) -> anyhow::Result<f64> {

@@ -112,3 +112,11 @@ pub fn cpu_percent(before: Option<f64>, after: Option<f64>, wall: f64) -> Option
 pub fn json_num(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "null".to_string(), |x| format!("{x:.decimals$}"))
 }
+
+/// `"rss_bytes":..,"rss_peak_bytes":..,"disk_bytes":..` (null where unknown), for a run's JSON.
+pub fn mem_disk(pid: Option<u32>, data_dir: Option<&std::path::Path>) -> String {
+    let rss = pid.and_then(rss_bytes).map_or("null".into(), |b| b.to_string());
+    let peak = pid.and_then(rss_peak_bytes).map_or("null".into(), |b| b.to_string());
+    let disk = data_dir.map_or("null".into(), |d| dir_bytes(d).to_string());
+    format!("\"rss_bytes\":{rss},\"rss_peak_bytes\":{peak},\"disk_bytes\":{disk}")
+}

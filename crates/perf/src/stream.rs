@@ -15,7 +15,6 @@ use warren_wire::{BasicProperties, FieldTable, FieldValue, Frame, Method};
 use crate::client::{
     Light, Reader, Target, Writer, connect, connect_with, delete_queue, publish_confirmed, rpc,
 };
-use crate::stats::{dir_bytes, rss_bytes, rss_peak_bytes};
 
 /// Options of `stream`.
 #[derive(Debug, Clone, Args)]
@@ -59,10 +58,7 @@ pub struct Opts {
 }
 
 fn mem_disk(o: &Opts) -> String {
-    let rss = o.pid.and_then(rss_bytes).map_or("null".into(), |b| b.to_string());
-    let peak = o.pid.and_then(rss_peak_bytes).map_or("null".into(), |b| b.to_string());
-    let disk = o.data_dir.as_deref().map_or("null".into(), |d| dir_bytes(d).to_string());
-    format!("\"rss_bytes\":{rss},\"rss_peak_bytes\":{peak},\"disk_bytes\":{disk}")
+    crate::stats::mem_disk(o.pid, o.data_dir.as_deref())
 }
 
 async fn declare(o: &Opts, r: &mut Reader, w: &mut Writer) -> anyhow::Result<()> {

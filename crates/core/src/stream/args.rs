@@ -3,6 +3,7 @@
 //! consumer's `x-stream-offset` and filter arguments.
 
 use warren_store::StreamConfig;
+use warren_store::stream::now_ms;
 use warren_wire::{FieldTable, FieldValue};
 
 use crate::error::{AmqpError, Result};
@@ -244,14 +245,6 @@ pub fn read_spec(args: &FieldTable, queue: &str, vhost: &str) -> Result<ReadSpec
     };
     let match_unfiltered = args.get("x-stream-match-unfiltered").and_then(FieldValue::as_bool);
     Ok(ReadSpec { start, filter, match_unfiltered: match_unfiltered.unwrap_or(false) })
-}
-
-/// The time now in milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

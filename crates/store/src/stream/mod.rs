@@ -345,8 +345,8 @@ fn corrupt(path: &std::path::Path) -> StoreError {
     StoreError::Corrupt { path: path.to_path_buf(), problem: "damaged stream record".into() }
 }
 
-/// The time now, in milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
+/// The time now, in milliseconds since the Unix epoch (what stream timestamps are).
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
