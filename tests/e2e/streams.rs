@@ -739,3 +739,31 @@ async fn a_policy_sets_a_streams_retention_and_wins_over_its_arguments() {
     assert!(got.len() < 60, "{} messages retained", got.len());
     assert_eq!(got.last().map(|g| g.1), Some(299));
 }
+
+#[tokio::test]
+async fn rabbit_a_global_qos_set_after_consuming_does_not_bound_a_stream_consumer() {
+    let broker = TestBroker::start();
+    let conn = broker.connect().await;
+    let ch = channel(&conn).await;
+    fresh(&ch, "st-gqos", stream(&[])).await;
+    publish_all(&ch, "st-gqos", &numbered("m", 10)).await;
+    let c_ch = within(conn.create_channel()).await.expect("channel");
+    within(c_ch.basic_qos(5, BasicQosOptions::default())).await.expect("qos");
+    let mut c = within(c_ch.basic_consume(
+        "st-gqos".into(),
+        "".into(),
+        BasicConsumeOptions::default(),
+        offset_arg(text("first")),
+    ))
+    .await
+    .expect("consume");
+    let first = take(&mut c, 10, QUIET, false).await;
+    assert_eq!(first.len(), 5, "the consumer's prefetch");
+    // Accepted after consuming (as RabbitMQ), and it does not shrink the stream consumer's
+    // credit: acking the five gives five more.
+    within(c_ch.basic_qos(2, BasicQosOptions { global: true })).await.expect("global qos");
+    within(c_ch.basic_ack(5, BasicAckOptions { multiple: true })).await.expect("ack");
+    let more = take(&mut c, 10, QUIET, false).await;
+    assert_eq!(bodies(&more), numbered("m", 10)[5..].to_vec());
+    delete(&conn, &["st-gqos"]).await;
+}

@@ -152,10 +152,17 @@ impl Channel {
             prefetch: self.consumer_prefetch,
             priority,
         };
+        // A stream consumer's credit is its own prefetch: a global qos set later does not
+        // bound it (as RabbitMQ, whose streams ignore the channel's limiter).
+        let limit = if queue.is_stream() {
+            Arc::new(warren_core::queue::ChannelLimit::default())
+        } else {
+            self.limit.clone()
+        };
         let consumer = Arc::new(Consumer::new(
             spec,
             queue.clone(),
-            self.limit.clone(),
+            limit,
             ctx.events.clone(),
             ctx.lag.clone(),
         ));
