@@ -43,6 +43,8 @@ pub(crate) struct StreamFiles {
     /// How much of `buf` was written to the file already (in 1 MiB steps during a batch, as
     /// the message segments are); 0 again after a failure: the whole buffer is written again.
     written: usize,
+    /// A step write failed in this batch: no more steps until the flush.
+    step_failed: bool,
     /// Points of the buffered records, published with them.
     points: Vec<Point>,
     since_point: u64,
@@ -81,6 +83,7 @@ impl StreamFiles {
             buf: Vec::new(),
             buf_at: size,
             written: 0,
+            step_failed: false,
             points: Vec::new(),
             since_point,
             chunk: None,
@@ -95,8 +98,10 @@ impl StreamFiles {
         !self.buf.is_empty()
     }
 
-    /// Buffers the record of `message` at `offset` (offsets arrive in order). A segment past
-    /// its size limit is committed and a new one started first.
+    /// Buffers the record of `message` at `offset` (offsets arrive in order). At the start of
+    /// a batch (a chunk), a segment past its size limit is committed and a new one started
+    /// first: as RabbitMQ's, a chunk is never split, so even a tiny segment size costs a
+    /// segment per batch, not per message.
     pub(crate) fn append(
         &mut self,
         io: &Io,
@@ -107,7 +112,10 @@ impl StreamFiles {
         let mut result = Ok(());
         let magic = format::SEGMENT_MAGIC.len() as u64;
         let estimate = 128 + message.body.len() as u64 + message.properties.len() as u64;
-        if self.size > magic && self.size + estimate > self.log.config().segment_max {
+        if self.chunk.is_none()
+            && self.size > magic
+            && self.size + estimate > self.log.config().segment_max
+        {
             result = self.roll(io, backlog, offset);
         }
         self.cost += crate::reader::record_cost(message);
@@ -121,7 +129,7 @@ impl StreamFiles {
         self.since_point += len;
         self.size += len;
         self.last = Some((offset, ts, chunk));
-        if self.buf.len() - self.written >= WRITE_STEP {
+        if !self.step_failed && self.buf.len() - self.written >= WRITE_STEP {
             // Written out as the batch goes (the kernel copies a few large writes much slower
             // than 1 MiB steps); kept until the fsync, for a rewrite after a failure.
             let path = format::segment(&self.log.dir, self.seg_first);
@@ -129,7 +137,10 @@ impl StreamFiles {
             match io.write_at(&self.file, &self.buf[self.written..], at) {
                 Ok(()) => self.written = self.buf.len(),
                 Err(e) => {
+                    // No more steps until the flush, which writes it all again once (not at
+                    // every append of a batch on a failing disk).
                     self.written = 0;
+                    self.step_failed = true;
                     return result.and(Err(StoreError::io("writing", &path)(e)));
                 }
             }
@@ -157,6 +168,7 @@ impl StreamFiles {
     /// failure the buffer stays, for the next batch to write again.
     pub(crate) fn flush(&mut self, io: &Io, backlog: &AtomicU64) -> Result<(), StoreError> {
         self.chunk = None;
+        self.step_failed = false;
         if self.buf.is_empty() {
             return Ok(());
         }

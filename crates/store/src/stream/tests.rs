@@ -52,6 +52,13 @@ fn open(dir: &std::path::Path, ids: &[u64], opts: StoreOptions) -> Arc<Store> {
     store
 }
 
+/// Appends each message in a batch (a chunk) of its own: segments roll only between chunks.
+fn publish_one_by_one(store: &Store, log: &StreamLog, range: std::ops::Range<u32>) {
+    for i in range {
+        publish(store, log, i..i + 1);
+    }
+}
+
 fn publish(store: &Store, log: &StreamLog, range: std::ops::Range<u32>) {
     for i in range {
         store.stream_append(log, msg(&format!("m{i}")));
@@ -131,12 +138,12 @@ fn segments_roll_and_retention_drops_whole_old_ones_under_a_reader() {
     let config = StreamConfig { max_bytes: Some(2000), max_age_ms: None, segment_max: 600 };
     let log = store.open_stream(9, config).unwrap();
     // Each record is ~70 bytes: several per segment, many segments.
-    publish(&store, &log, 0..10);
+    publish_one_by_one(&store, &log, 0..10);
     let mut early = Cursor::at(0);
     let first_read = log.read(&mut early, 1).unwrap();
     assert_eq!(first_read[0].offset, 0);
     for n in 1..10 {
-        publish(&store, &log, n * 10..n * 10 + 10);
+        publish_one_by_one(&store, &log, n * 10..n * 10 + 10);
     }
     let (bytes, segments) = log.size();
     assert!(segments > 1, "rolled: {segments}");
@@ -173,7 +180,7 @@ fn age_retention_drops_segments_whose_newest_record_is_too_old() {
     let (store, _) = Store::open(&dir, StoreOptions::default()).unwrap();
     let config = StreamConfig { max_bytes: None, max_age_ms: Some(300), segment_max: 400 };
     let log = store.open_stream(4, config).unwrap();
-    publish(&store, &log, 0..20);
+    publish_one_by_one(&store, &log, 0..20);
     let before = log.size().1;
     assert!(before > 2);
     std::thread::sleep(Duration::from_millis(1500));
@@ -291,7 +298,7 @@ fn a_reader_crosses_a_gap_left_by_a_damaged_segment_instead_of_looping() {
     let store = open(&dir, &[6], StoreOptions::default());
     let config = StreamConfig { max_bytes: None, max_age_ms: None, segment_max: 500 };
     let log = store.open_stream(6, config).unwrap();
-    publish(&store, &log, 0..30);
+    publish_one_by_one(&store, &log, 0..30);
     assert!(log.size().1 >= 3);
     store.close();
     drop((store, log));
@@ -365,6 +372,24 @@ fn a_write_failing_in_the_middle_of_a_large_batch_is_written_again_from_the_batc
     let all = bodies(&log, 0);
     assert_eq!(all.len(), 3002, "every record whole at its place after a restart");
     assert!(all.iter().enumerate().all(|(i, (o, _))| *o == i as u64));
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_chunk_is_never_split_across_segments() {
+    let dir = temp_dir("stream-chunk");
+    let store = open(&dir, &[12], StoreOptions::default());
+    // A segment size of 1 byte: every chunk starts a segment, but a chunk of many messages
+    // stays whole in one.
+    let config = StreamConfig { max_bytes: None, max_age_ms: None, segment_max: 1 };
+    let log = store.open_stream(12, config).unwrap();
+    publish(&store, &log, 0..500);
+    let (_, after_one_batch) = log.size();
+    assert!(after_one_batch <= 3, "not a segment per message: {after_one_batch}");
+    publish_one_by_one(&store, &log, 500..505);
+    assert!(log.size().1 >= after_one_batch + 4, "a segment per chunk");
+    assert_eq!(bodies(&log, 0).len(), 505);
     store.close();
     let _ = std::fs::remove_dir_all(&dir);
 }
