@@ -54,15 +54,8 @@ pub(crate) async fn all(
     caller: Caller,
     Query(params): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let items = state
-        .broker
-        .connections
-        .list()
-        .iter()
-        .filter(|c| visible(&caller, c))
-        .map(|c| connection_json(&state, c))
-        .collect();
-    listing(items, &params)
+    let conns = visible_connections(&state, &caller, |_| true);
+    listing(conns.iter().map(|c| connection_json(&state, c)).collect(), &params)
 }
 
 pub(crate) async fn in_vhost(
@@ -72,15 +65,8 @@ pub(crate) async fn in_vhost(
     Query(params): Query<Params>,
 ) -> ApiResult<Json<Value>> {
     caller.vhost(&state, &vhost)?;
-    let items = state
-        .broker
-        .connections
-        .list()
-        .iter()
-        .filter(|c| c.vhost == vhost && visible(&caller, c))
-        .map(|c| connection_json(&state, c))
-        .collect();
-    listing(items, &params)
+    let conns = visible_connections(&state, &caller, |c| c.vhost == vhost);
+    listing(conns.iter().map(|c| connection_json(&state, c)).collect(), &params)
 }
 
 fn find(state: &Management, caller: &Caller, name: &str) -> ApiResult<Arc<ConnectionInfo>> {

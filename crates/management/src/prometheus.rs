@@ -266,46 +266,42 @@ fn connections(state: &Management, out: &mut Out, queues: &[(String, String, Que
         out.one(name, "counter", help, v);
     }
     let amqp = "protocol=\"amqp091\"";
-    out.family(
-        "rabbitmq_global_messages_received_total",
-        "counter",
-        "Total number of messages received from publishers",
-    );
-    out.sample("rabbitmq_global_messages_received_total", amqp, c.published);
-    out.family(
-        "rabbitmq_global_messages_delivered_total",
-        "counter",
-        "Total number of messages delivered to consumers",
-    );
-    out.sample(
-        "rabbitmq_global_messages_delivered_total",
-        amqp,
-        c.delivered_ack + c.delivered_no_ack + c.get_ack + c.get_no_ack,
-    );
-    out.family(
-        "rabbitmq_global_messages_acknowledged_total",
-        "counter",
-        "Total number of messages acknowledged by consumers",
-    );
-    out.sample("rabbitmq_global_messages_acknowledged_total", amqp, c.acked);
-    out.family(
-        "rabbitmq_global_messages_redelivered_total",
-        "counter",
-        "Total number of messages redelivered to consumers",
-    );
-    out.sample("rabbitmq_global_messages_redelivered_total", amqp, c.redelivered);
-    out.family(
-        "rabbitmq_global_messages_unroutable_returned_total",
-        "counter",
-        "Total number of messages returned to publishers as unroutable",
-    );
-    out.sample("rabbitmq_global_messages_unroutable_returned_total", amqp, c.returned);
-    out.family(
-        "rabbitmq_global_messages_unroutable_dropped_total",
-        "counter",
-        "Total number of messages dropped as unroutable",
-    );
-    out.sample("rabbitmq_global_messages_unroutable_dropped_total", amqp, c.dropped);
+    let global_metrics = [
+        (
+            "rabbitmq_global_messages_received_total",
+            "Total number of messages received from publishers",
+            c.published,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_total",
+            "Total number of messages delivered to consumers",
+            c.delivered_ack + c.delivered_no_ack + c.get_ack + c.get_no_ack,
+        ),
+        (
+            "rabbitmq_global_messages_acknowledged_total",
+            "Total number of messages acknowledged by consumers",
+            c.acked,
+        ),
+        (
+            "rabbitmq_global_messages_redelivered_total",
+            "Total number of messages redelivered to consumers",
+            c.redelivered,
+        ),
+        (
+            "rabbitmq_global_messages_unroutable_returned_total",
+            "Total number of messages returned to publishers as unroutable",
+            c.returned,
+        ),
+        (
+            "rabbitmq_global_messages_unroutable_dropped_total",
+            "Total number of messages dropped as unroutable",
+            c.dropped,
+        ),
+    ];
+    for (name, help, v) in global_metrics {
+        out.family(name, "counter", help);
+        out.sample(name, amqp, v);
+    }
 }
 
 /// `/metrics`: node-wide figures, queues summed.
