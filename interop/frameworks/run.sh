@@ -32,26 +32,19 @@ if ! "$venv/bin/python" -c 'import celery, dramatiq, pika' 2>/dev/null; then
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt" || exit 2
 fi
 
-pid=""
+# shellcheck source=../warren.sh
+. "$root/interop/warren.sh"
 data=""
 cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi
+  stop_warren
   if [ -n "$data" ]; then rm -rf "$data"; fi
 }
 trap cleanup EXIT
 if [ -z "$broker" ]; then
   if [ "$build" = 1 ]; then (cd "$root" && cargo build -q -p warren) || exit 2; fi
   data="$(mktemp -d)"
-  out="$data/warren.log"
-  "${WARREN_BIN:-$root/target/debug/warren}" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --data-dir "$data/data" >"$out" 2>&1 &
-  pid=$!
-  addr=""
-  for _ in $(seq 1 300); do
-    addr="$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$out" | head -1)"
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { cat "$out" >&2; echo "warren did not start" >&2; exit 2; }
+  start_warren "$data"
+  addr="$WARREN_AMQP"
   broker="amqp://guest:guest@$addr"
   log "warren listening on $addr"
 fi

@@ -26,21 +26,15 @@ fi
 if [ "$build" = 1 ]; then (cd "$root" && cargo build -q -p warren) || exit 2; fi
 
 data="$(mktemp -d)"
-pid=""
+# shellcheck source=../warren.sh
+. "$root/interop/warren.sh"
 cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi
+  stop_warren
   rm -rf "$data"
 }
 trap cleanup EXIT
-"${WARREN_BIN:-$root/target/debug/warren}" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 \
-  --prometheus-listen off --data-dir "$data/data" >"$data/warren.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 100); do
-  grep -q "listening on" "$data/warren.log" 2>/dev/null && break
-  sleep 0.1
-done
-api="$(sed -n 's|.*management API on http://||p' "$data/warren.log" | head -1)"
-[ -n "$api" ] || { cat "$data/warren.log" >&2; echo "warren did not start" >&2; exit 2; }
+start_warren "$data"
+api="$WARREN_API"
 log "broker: warren, management UI on http://$api/"
 shots="$root/target/ui-screenshots"
 rm -rf "$shots"
